@@ -1,0 +1,614 @@
+/*
+ * _core.c - the one file that sees Python: it parses arguments, converts
+ * them to C-contiguous float64 / int64 buffers (copying only when needed,
+ * never writing into the caller's arrays), checks shapes again, allocates
+ * outputs and scratch, releases the GIL around the kernels and turns a
+ * kernel's status into an exception.  Every public check of values (NaN,
+ * labels, parameters) lives in the Python layer; what is checked here is
+ * what the kernels need in order never to read or write out of bounds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* Keep in sync with the oldest numpy in pyproject.toml's dependencies. */
+#define NPY_NO_DEPRECATED_API NPY_1_25_API_VERSION
+#define NPY_TARGET_VERSION NPY_1_25_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <stdlib.h>
+
+#include "rlhf.h"
+
+/* One table from kernel status to exception. */
+static PyObject *raise_status(int status, const char *where)
+{
+    switch (status) {
+    case RLHF_ENOMEM:
+        return PyErr_NoMemory();
+    case RLHF_EVALUE:
+        PyErr_Format(PyExc_ValueError, "%s: an argument is out of range",
+                     where);
+        return NULL;
+    case RLHF_ENONFINITE:
+        PyErr_Format(PyExc_ValueError,
+                     "%s: the objective or its gradient is not finite "
+                     "(NaN or infinity) at the starting point",
+                     where);
+        return NULL;
+    case RLHF_ECALLBACK:
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_RuntimeError, "%s: the objective failed",
+                         where);
+        }
+        return NULL;
+    case RLHF_ENOTPD:
+        PyErr_Format(PyExc_ArithmeticError,
+                     "%s: the Hessian is not positive definite", where);
+        return NULL;
+    default:
+        PyErr_Format(PyExc_SystemError, "%s: unknown status %d", where,
+                     status);
+        return NULL;
+    }
+}
+
+/* A read-only, aligned, C-contiguous array of the given type, or NULL. */
+static PyArrayObject *as_array(PyObject *obj, int typenum, int ndim,
+                               const char *name)
+{
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
+        obj, typenum, NPY_ARRAY_IN_ARRAY);
+    if (arr == NULL) {
+        return NULL;
+    }
+    if (PyArray_NDIM(arr) != ndim) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a %d-dimensional array, got %d dimensions",
+                     name, ndim, PyArray_NDIM(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static int check_length(PyArrayObject *arr, npy_intp expected,
+                        const char *name)
+{
+    if (PyArray_DIM(arr, 0) != expected) {
+        PyErr_Format(PyExc_ValueError, "%s must have length %zd, got %zd",
+                     name, (Py_ssize_t)expected,
+                     (Py_ssize_t)PyArray_DIM(arr, 0));
+        return -1;
+    }
+    return 0;
+}
+
+/* Arrays a design matrix holds; all NULL for the parts not used. */
+typedef struct {
+    PyArrayObject *dense, *data, *indices, *indptr;
+} matrix_refs;
+
+static void release_matrix(matrix_refs *refs)
+{
+    Py_XDECREF(refs->dense);
+    Py_XDECREF(refs->data);
+    Py_XDECREF(refs->indices);
+    Py_XDECREF(refs->indptr);
+}
+
+/*
+ * X is either a 2-d dense array, or a tuple (data, indices, indptr,
+ * n_cols) describing CSR rows.  CSR structure is checked fully (pointers
+ * non-decreasing from 0 to nnz, indices in [0, n_cols)) since a kernel
+ * reading it trusts every index.
+ */
+static int parse_matrix(PyObject *X, rlhf_matrix *m, matrix_refs *refs)
+{
+    refs->dense = refs->data = refs->indices = refs->indptr = NULL;
+    if (!PyTuple_Check(X)) {
+        refs->dense = as_array(X, NPY_DOUBLE, 2, "X");
+        if (refs->dense == NULL) {
+            return -1;
+        }
+        m->n_rows = PyArray_DIM(refs->dense, 0);
+        m->n_cols = PyArray_DIM(refs->dense, 1);
+        m->dense = PyArray_DATA(refs->dense);
+        m->data = NULL;
+        m->indices = m->indptr = NULL;
+        return 0;
+    }
+    PyObject *data, *indices, *indptr;
+    Py_ssize_t n_cols;
+    if (!PyArg_ParseTuple(X, "OOOn;X as CSR must be (data, indices, indptr, "
+                             "n_cols)",
+                          &data, &indices, &indptr, &n_cols)) {
+        return -1;
+    }
+    if (n_cols < 0) {
+        PyErr_SetString(PyExc_ValueError, "X: n_cols must be >= 0");
+        return -1;
+    }
+    refs->data = as_array(data, NPY_DOUBLE, 1, "X.data");
+    refs->indices = as_array(indices, NPY_INT64, 1, "X.indices");
+    refs->indptr = as_array(indptr, NPY_INT64, 1, "X.indptr");
+    if (refs->data == NULL || refs->indices == NULL || refs->indptr == NULL) {
+        release_matrix(refs);
+        return -1;
+    }
+    npy_intp nnz = PyArray_DIM(refs->data, 0);
+    npy_intp n_ptr = PyArray_DIM(refs->indptr, 0);
+    const int64_t *ind = PyArray_DATA(refs->indices);
+    const int64_t *ptr = PyArray_DATA(refs->indptr);
+    if (PyArray_DIM(refs->indices, 0) != nnz || n_ptr < 1 || ptr[0] != 0 ||
+        ptr[n_ptr - 1] != nnz) {
+        PyErr_SetString(PyExc_ValueError,
+                        "X: CSR arrays are inconsistent (indices and data "
+                        "lengths differ, or indptr does not run from 0 to "
+                        "nnz)");
+        release_matrix(refs);
+        return -1;
+    }
+    for (npy_intp i = 0; i + 1 < n_ptr; i++) {
+        if (ptr[i + 1] < ptr[i]) {
+            PyErr_SetString(PyExc_ValueError,
+                            "X: CSR indptr must be non-decreasing");
+            release_matrix(refs);
+            return -1;
+        }
+    }
+    for (npy_intp k = 0; k < nnz; k++) {
+        if (ind[k] < 0 || ind[k] >= n_cols) {
+            PyErr_Format(PyExc_ValueError,
+                         "X: CSR column index %lld is outside [0, %zd)",
+                         (long long)ind[k], n_cols);
+            release_matrix(refs);
+            return -1;
+        }
+    }
+    m->n_rows = n_ptr - 1;
+    m->n_cols = n_cols;
+    m->dense = NULL;
+    m->data = PyArray_DATA(refs->data);
+    m->indices = ind;
+    m->indptr = ptr;
+    return 0;
+}
+
+/* Everything a logistic objective holds, parsed from Python. */
+typedef struct {
+    rlhf_logistic problem;
+    matrix_refs X;
+    PyArrayObject *y, *sample_weight;
+    double *scratch;
+} logistic_args;
+
+static void release_logistic(logistic_args *a)
+{
+    release_matrix(&a->X);
+    Py_XDECREF(a->y);
+    Py_XDECREF(a->sample_weight);
+    free(a->scratch);
+}
+
+static int parse_logistic(logistic_args *a, PyObject *X, PyObject *y,
+                          PyObject *sample_weight, int fit_intercept,
+                          double scale, double alpha, int n_threads)
+{
+    a->y = a->sample_weight = NULL;
+    a->scratch = NULL;
+    if (parse_matrix(X, &a->problem.X, &a->X) < 0) {
+        return -1;
+    }
+    a->y = as_array(y, NPY_DOUBLE, 1, "y");
+    if (a->y == NULL || check_length(a->y, a->problem.X.n_rows, "y") < 0) {
+        return -1;
+    }
+    a->sample_weight = as_array(sample_weight, NPY_DOUBLE, 1,
+                                "sample_weight");
+    if (a->sample_weight == NULL ||
+        check_length(a->sample_weight, a->problem.X.n_rows,
+                     "sample_weight") < 0) {
+        return -1;
+    }
+    a->problem.y = PyArray_DATA(a->y);
+    a->problem.sample_weight = PyArray_DATA(a->sample_weight);
+    a->problem.fit_intercept = fit_intercept ? 1 : 0;
+    a->problem.scale = scale;
+    a->problem.alpha = alpha;
+    a->problem.n_threads = n_threads;
+    ptrdiff_t size = rlhf_logistic_scratch_size(&a->problem);
+    a->scratch = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
+    if (a->scratch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    a->problem.scratch = a->scratch;
+    return 0;
+}
+
+static npy_intp logistic_n_params(const logistic_args *a)
+{
+    return a->problem.X.n_cols + a->problem.fit_intercept;
+}
+
+static PyArrayObject *new_vector(npy_intp n)
+{
+    return (PyArrayObject *)PyArray_ZEROS(1, &n, NPY_DOUBLE, 0);
+}
+
+PyDoc_STRVAR(logistic_loss_grad_doc,
+"logistic_loss_grad(X, y, sample_weight, w, fit_intercept, scale, alpha,\n"
+"                   n_threads=0)\n--\n\n"
+"The logistic objective and its gradient at w: (loss, grad).\n"
+"X is a 2-d array or a CSR tuple (data, indices, indptr, n_cols).");
+
+static PyObject *py_logistic_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
+                                       PyObject *kwargs)
+{
+    static char *kwlist[] = {"X", "y", "sample_weight", "w", "fit_intercept",
+                             "scale", "alpha", "n_threads", NULL};
+    PyObject *X, *y, *sw, *w_obj;
+    int fit_intercept, n_threads = 0;
+    double scale, alpha, loss = 0.0;
+    logistic_args a = {0};
+    PyArrayObject *w = NULL, *grad = NULL;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOpdd|i", kwlist, &X,
+                                     &y, &sw, &w_obj, &fit_intercept, &scale,
+                                     &alpha, &n_threads)) {
+        return NULL;
+    }
+    if (parse_logistic(&a, X, y, sw, fit_intercept, scale, alpha,
+                       n_threads) < 0) {
+        goto fail;
+    }
+    w = as_array(w_obj, NPY_DOUBLE, 1, "w");
+    if (w == NULL || check_length(w, logistic_n_params(&a), "w") < 0) {
+        goto fail;
+    }
+    grad = new_vector(logistic_n_params(&a));
+    if (grad == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rlhf_logistic_loss_grad(&a.problem, PyArray_DATA(w), &loss,
+                            PyArray_DATA(grad));
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("dO", loss, grad);
+fail:
+    release_logistic(&a);
+    Py_XDECREF(w);
+    Py_XDECREF(grad);
+    return result;
+}
+
+PyDoc_STRVAR(logistic_hessian_doc,
+"logistic_hessian(X, y, sample_weight, w, fit_intercept, scale, alpha)\n--\n\n"
+"The Hessian of the logistic objective at w, shape (len(w), len(w)).");
+
+static PyObject *py_logistic_hessian(PyObject *Py_UNUSED(self), PyObject *args,
+                                     PyObject *kwargs)
+{
+    static char *kwlist[] = {"X", "y", "sample_weight", "w", "fit_intercept",
+                             "scale", "alpha", NULL};
+    PyObject *X, *y, *sw, *w_obj;
+    int fit_intercept;
+    double scale, alpha;
+    logistic_args a = {0};
+    PyArrayObject *w = NULL, *hessian = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOpdd", kwlist, &X, &y,
+                                     &sw, &w_obj, &fit_intercept, &scale,
+                                     &alpha)) {
+        return NULL;
+    }
+    if (parse_logistic(&a, X, y, sw, fit_intercept, scale, alpha, 0) < 0) {
+        goto fail;
+    }
+    w = as_array(w_obj, NPY_DOUBLE, 1, "w");
+    if (w == NULL || check_length(w, logistic_n_params(&a), "w") < 0) {
+        goto fail;
+    }
+    npy_intp dims[2] = {logistic_n_params(&a), logistic_n_params(&a)};
+    hessian = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_DOUBLE, 0);
+    if (hessian == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rlhf_logistic_hessian(&a.problem, PyArray_DATA(w), PyArray_DATA(hessian));
+    Py_END_ALLOW_THREADS
+    release_logistic(&a);
+    Py_DECREF(w);
+    return (PyObject *)hessian;
+fail:
+    release_logistic(&a);
+    Py_XDECREF(w);
+    Py_XDECREF(hessian);
+    return NULL;
+}
+
+PyDoc_STRVAR(logistic_fit_doc,
+"logistic_fit(X, y, sample_weight, fit_intercept, scale, alpha, solver,\n"
+"             gtol, ftol, max_iter, maxls, m=10, n_threads=0)\n--\n\n"
+"Minimise the logistic objective from zero with solver 'lbfgs' or\n"
+"'newton'.  Returns (w, loss, grad, n_iter, n_fev, status) where status is\n"
+"0 (gradient test), 1 (decrease test), 2 (max_iter reached) or 3 (line\n"
+"search failure).");
+
+static PyObject *py_logistic_fit(PyObject *Py_UNUSED(self), PyObject *args,
+                                 PyObject *kwargs)
+{
+    static char *kwlist[] = {"X", "y", "sample_weight", "fit_intercept",
+                             "scale", "alpha", "solver", "gtol", "ftol",
+                             "max_iter", "maxls", "m", "n_threads", NULL};
+    PyObject *X, *y, *sw;
+    const char *solver;
+    int fit_intercept, max_iter, maxls, m = 10, n_threads = 0;
+    double scale, alpha, gtol, ftol, loss = 0.0;
+    int n_iter = 0, n_fev = 0, status = 0, newton;
+    logistic_args a = {0};
+    PyArrayObject *w = NULL, *grad = NULL;
+    double *work = NULL;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOpddsddii|ii", kwlist,
+                                     &X, &y, &sw, &fit_intercept, &scale,
+                                     &alpha, &solver, &gtol, &ftol, &max_iter,
+                                     &maxls, &m, &n_threads)) {
+        return NULL;
+    }
+    if (strcmp(solver, "lbfgs") == 0) {
+        newton = 0;
+    } else if (strcmp(solver, "newton") == 0) {
+        newton = 1;
+    } else {
+        PyErr_Format(PyExc_ValueError,
+                     "solver must be 'lbfgs' or 'newton', got '%s'", solver);
+        return NULL;
+    }
+    if (m < 1 || maxls < 1) {
+        PyErr_SetString(PyExc_ValueError, "m and maxls must be >= 1");
+        return NULL;
+    }
+    if (parse_logistic(&a, X, y, sw, fit_intercept, scale, alpha,
+                       n_threads) < 0) {
+        goto fail;
+    }
+    npy_intp np = logistic_n_params(&a);
+    w = new_vector(np);
+    grad = new_vector(np);
+    if (w == NULL || grad == NULL) {
+        goto fail;
+    }
+    ptrdiff_t size = newton ? rlhf_newton_work_size(np)
+                            : rlhf_lbfgs_work_size(np, m);
+    work = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
+    if (work == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (newton) {
+        status = rlhf_newton_logistic(&a.problem, PyArray_DATA(w), &loss,
+                                      PyArray_DATA(grad), gtol, max_iter,
+                                      work, &n_iter, &n_fev);
+    } else {
+        status = rlhf_lbfgs_minimize(rlhf_logistic_loss_grad, &a.problem, np,
+                                     PyArray_DATA(w), &loss,
+                                     PyArray_DATA(grad), m, gtol, ftol,
+                                     max_iter, maxls, work, &n_iter, &n_fev);
+    }
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "logistic_fit");
+        goto fail;
+    }
+    result = Py_BuildValue("OdOiii", w, loss, grad, n_iter, n_fev, status);
+fail:
+    release_logistic(&a);
+    free(work);
+    Py_XDECREF(w);
+    Py_XDECREF(grad);
+    return result;
+}
+
+/* A Python callable as an rlhf_objective; the GIL is held throughout. */
+typedef struct {
+    PyObject *fun;
+    npy_intp n;
+} py_objective;
+
+static int call_python_objective(void *ctx, const double *x, double *f,
+                                 double *g)
+{
+    py_objective *p = ctx;
+    PyArrayObject *x_arr = new_vector(p->n);
+    PyObject *out = NULL, *g_obj = NULL;
+    PyArrayObject *g_arr = NULL;
+    int status = -1;
+
+    if (x_arr == NULL) {
+        return -1;
+    }
+    memcpy(PyArray_DATA(x_arr), x, (size_t)p->n * sizeof(double));
+    out = PyObject_CallOneArg(p->fun, (PyObject *)x_arr);
+    if (out == NULL) {
+        goto done;
+    }
+    if (!PyTuple_Check(out) || PyTuple_GET_SIZE(out) != 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fun must return a tuple (f, gradient)");
+        goto done;
+    }
+    *f = PyFloat_AsDouble(PyTuple_GET_ITEM(out, 0));
+    if (*f == -1.0 && PyErr_Occurred()) {
+        goto done;
+    }
+    g_obj = PyTuple_GET_ITEM(out, 1);
+    g_arr = as_array(g_obj, NPY_DOUBLE, 1, "the gradient fun returns");
+    if (g_arr == NULL ||
+        check_length(g_arr, p->n, "the gradient fun returns") < 0) {
+        goto done;
+    }
+    memcpy(g, PyArray_DATA(g_arr), (size_t)p->n * sizeof(double));
+    status = 0;
+done:
+    Py_DECREF(x_arr);
+    Py_XDECREF(out);
+    Py_XDECREF(g_arr);
+    return status;
+}
+
+PyDoc_STRVAR(lbfgs_minimize_doc,
+"lbfgs_minimize(fun, x0, m=10, gtol=1e-5, ftol=2.220446049250313e-09,\n"
+"               max_iter=15000, maxls=20)\n--\n\n"
+"Minimise fun(x) -> (f, gradient) from x0 with the L-BFGS kernel.\n"
+"Returns (x, f, g, n_iter, n_fev, status).");
+
+static PyObject *py_lbfgs_minimize(PyObject *Py_UNUSED(self), PyObject *args,
+                                   PyObject *kwargs)
+{
+    static char *kwlist[] = {"fun", "x0", "m", "gtol", "ftol", "max_iter",
+                             "maxls", NULL};
+    PyObject *fun, *x0_obj;
+    int m = 10, max_iter = 15000, maxls = 20;
+    double gtol = 1e-5, ftol = 2.220446049250313e-09, f = 0.0;
+    int n_iter = 0, n_fev = 0, status;
+    PyArrayObject *x0 = NULL, *x = NULL, *g = NULL;
+    double *work = NULL;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|iddii", kwlist, &fun,
+                                     &x0_obj, &m, &gtol, &ftol, &max_iter,
+                                     &maxls)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(fun)) {
+        PyErr_SetString(PyExc_TypeError, "fun must be callable");
+        return NULL;
+    }
+    if (m < 1 || maxls < 1) {
+        PyErr_SetString(PyExc_ValueError, "m and maxls must be >= 1");
+        return NULL;
+    }
+    x0 = as_array(x0_obj, NPY_DOUBLE, 1, "x0");
+    if (x0 == NULL) {
+        return NULL;
+    }
+    npy_intp n = PyArray_DIM(x0, 0);
+    x = new_vector(n);
+    g = new_vector(n);
+    work = malloc((size_t)rlhf_lbfgs_work_size(n, m) * sizeof(double) + 1);
+    if (x == NULL || g == NULL || work == NULL) {
+        if (work == NULL) {
+            PyErr_NoMemory();
+        }
+        goto fail;
+    }
+    memcpy(PyArray_DATA(x), PyArray_DATA(x0), (size_t)n * sizeof(double));
+    py_objective ctx = {fun, n};
+    status = rlhf_lbfgs_minimize(call_python_objective, &ctx, n,
+                                 PyArray_DATA(x), &f, PyArray_DATA(g), m,
+                                 gtol, ftol, max_iter, maxls, work, &n_iter,
+                                 &n_fev);
+    if (status < 0) {
+        raise_status(status, "lbfgs_minimize");
+        goto fail;
+    }
+    result = Py_BuildValue("OdOiii", x, f, g, n_iter, n_fev, status);
+fail:
+    free(work);
+    Py_XDECREF(x0);
+    Py_XDECREF(x);
+    Py_XDECREF(g);
+    return result;
+}
+
+PyDoc_STRVAR(reweight_doc,
+"reweight(policy, rewards, eta, eps)\n--\n\n"
+"softmax(log(policy + eps) + eta * (rewards - mean(rewards))) along the\n"
+"last axis of two (n_rows, n_actions) arrays; returns a new array.");
+
+static PyObject *py_reweight(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *policy_obj, *rewards_obj;
+    double eta, eps;
+    PyArrayObject *policy = NULL, *rewards = NULL, *out = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOdd", &policy_obj, &rewards_obj, &eta,
+                          &eps)) {
+        return NULL;
+    }
+    policy = as_array(policy_obj, NPY_DOUBLE, 2, "policy");
+    rewards = as_array(rewards_obj, NPY_DOUBLE, 2, "rewards");
+    if (policy == NULL || rewards == NULL) {
+        goto fail;
+    }
+    if (!PyArray_SAMESHAPE(policy, rewards)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "policy and rewards must have the same shape");
+        goto fail;
+    }
+    out = (PyArrayObject *)PyArray_ZEROS(2, PyArray_DIMS(policy), NPY_DOUBLE,
+                                         0);
+    if (out == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_reweight(PyArray_DATA(policy), PyArray_DATA(rewards),
+                           PyArray_DIM(policy, 0), PyArray_DIM(policy, 1),
+                           eta, eps, PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "reweight");
+        goto fail;
+    }
+    Py_DECREF(policy);
+    Py_DECREF(rewards);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(policy);
+    Py_XDECREF(rewards);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+static PyObject *py_openmp_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
+{
+#ifdef _OPENMP
+    return PyLong_FromLong(1);
+#else
+    return PyLong_FromLong(0);
+#endif
+}
+
+static PyMethodDef core_methods[] = {
+    {"logistic_loss_grad", (PyCFunction)(void (*)(void))py_logistic_loss_grad,
+     METH_VARARGS | METH_KEYWORDS, logistic_loss_grad_doc},
+    {"logistic_hessian", (PyCFunction)(void (*)(void))py_logistic_hessian,
+     METH_VARARGS | METH_KEYWORDS, logistic_hessian_doc},
+    {"logistic_fit", (PyCFunction)(void (*)(void))py_logistic_fit,
+     METH_VARARGS | METH_KEYWORDS, logistic_fit_doc},
+    {"lbfgs_minimize", (PyCFunction)(void (*)(void))py_lbfgs_minimize,
+     METH_VARARGS | METH_KEYWORDS, lbfgs_minimize_doc},
+    {"reweight", py_reweight, METH_VARARGS, reweight_doc},
+    {"has_openmp", py_openmp_threads, METH_NOARGS,
+     "has_openmp()\n--\n\n1 when the kernels were built with OpenMP."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "rlhf._core",
+    "The compiled kernels of rlhf (private; use the rlhf package).", -1,
+    core_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    if (PyArray_ImportNumPyAPI() < 0) {
+        return NULL;
+    }
+    return PyModule_Create(&core_module);
+}

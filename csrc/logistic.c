@@ -1,0 +1,270 @@
+/*
+ * logistic.c - the weighted, L2-penalised logistic objective.
+ *
+ *   f(w, b) = scale * sum_i s_i * l(z_i, y_i) + alpha/2 * ||w||^2
+ *   l(z, y) = log(1 + exp(z)) - y * z,   z_i = x_i . w + b,   y_i in {0, 1}
+ *
+ *   df/dw = scale * X^T (s * (sigmoid(z) - y)) + alpha * w
+ *   df/db = scale * sum_i s_i * (sigmoid(z_i) - y_i)
+ *
+ * This is scikit-learn's LogisticRegression objective as its lbfgs solver
+ * minimises it (the intercept b is not penalised); scale = 1 reproduces
+ * scikit-learn 1.2, scale = 1 / sum(s) with alpha = 1 / (C sum(s)) the
+ * releases from 1.4 on.
+ *
+ * One pass over X per evaluation: each row is read once to form z_i, its
+ * loss term and its gradient contribution.  Dense rows are processed in
+ * fixed blocks of RLHF_BLOCK rows whose partial sums are added in block
+ * order, so the result is bitwise the same for any number of threads.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "rlhf.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define RLHF_BLOCK 2048
+
+/* log(1 + exp(z)) without overflow for large z or lost digits for small. */
+static double log1pexp(double z)
+{
+    if (z > 0.0) {
+        return z + log1p(exp(-z));
+    }
+    return log1p(exp(z));
+}
+
+/* 1 / (1 + exp(-z)), with exp never taken of a large positive number. */
+static double sigmoid(double z)
+{
+    if (z >= 0.0) {
+        return 1.0 / (1.0 + exp(-z));
+    }
+    double e = exp(z);
+    return e / (1.0 + e);
+}
+
+static ptrdiff_t n_blocks(ptrdiff_t n_rows)
+{
+    return (n_rows + RLHF_BLOCK - 1) / RLHF_BLOCK;
+}
+
+static ptrdiff_t n_params(const rlhf_logistic *p)
+{
+    return p->X.n_cols + (p->fit_intercept ? 1 : 0);
+}
+
+/*
+ * Scratch the caller must pass in problem->scratch: per-block partial
+ * gradients and losses for dense X, nothing for CSR.
+ */
+ptrdiff_t rlhf_logistic_scratch_size(const rlhf_logistic *problem)
+{
+    if (problem->X.dense == NULL) {
+        return 0;
+    }
+    return n_blocks(problem->X.n_rows) * (n_params(problem) + 1);
+}
+
+/* z = x_i . w + b for one dense row. */
+static double dense_row_dot(const double *row, const double *w, ptrdiff_t d)
+{
+    double z = 0.0;
+    for (ptrdiff_t j = 0; j < d; j++) {
+        z += row[j] * w[j];
+    }
+    return z;
+}
+
+/* Loss and unscaled data gradient of rows [start, stop) into part. */
+static double dense_block(const rlhf_logistic *p, const double *w,
+                          double intercept, ptrdiff_t start, ptrdiff_t stop,
+                          double *part)
+{
+    const ptrdiff_t d = p->X.n_cols;
+    double loss = 0.0;
+    memset(part, 0, (size_t)n_params(p) * sizeof(double));
+    for (ptrdiff_t i = start; i < stop; i++) {
+        const double *row = p->X.dense + i * d;
+        const double z = dense_row_dot(row, w, d) + intercept;
+        const double s = p->sample_weight[i];
+        loss += s * (log1pexp(z) - p->y[i] * z);
+        /* part += s * (sigmoid(z) - y) * x_i */
+        const double r = s * (sigmoid(z) - p->y[i]);
+        for (ptrdiff_t j = 0; j < d; j++) {
+            part[j] += r * row[j];
+        }
+        if (p->fit_intercept) {
+            part[d] += r;
+        }
+    }
+    return loss;
+}
+
+static double dense_loss_grad(const rlhf_logistic *p, const double *w,
+                              double intercept, double *grad)
+{
+    const ptrdiff_t nb = n_blocks(p->X.n_rows);
+    const ptrdiff_t np = n_params(p);
+    double *parts = p->scratch;          /* nb * np partial gradients */
+    double *losses = p->scratch + nb * np; /* nb partial losses */
+
+#ifdef _OPENMP
+    int n_threads = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
+    if (nb < 2) {
+        n_threads = 1;
+    }
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+#endif
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        const ptrdiff_t start = b * RLHF_BLOCK;
+        const ptrdiff_t stop = start + RLHF_BLOCK < p->X.n_rows
+                                   ? start + RLHF_BLOCK : p->X.n_rows;
+        losses[b] = dense_block(p, w, intercept, start, stop, parts + b * np);
+    }
+
+    /* the blocks are added in order whatever the thread count */
+    double loss = 0.0;
+    memset(grad, 0, (size_t)np * sizeof(double));
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        loss += losses[b];
+        for (ptrdiff_t j = 0; j < np; j++) {
+            grad[j] += parts[b * np + j];
+        }
+    }
+    return loss;
+}
+
+static double csr_loss_grad(const rlhf_logistic *p, const double *w,
+                            double intercept, double *grad)
+{
+    const rlhf_matrix *X = &p->X;
+    double loss = 0.0;
+    memset(grad, 0, (size_t)n_params(p) * sizeof(double));
+    for (ptrdiff_t i = 0; i < X->n_rows; i++) {
+        double z = intercept;
+        for (int64_t k = X->indptr[i]; k < X->indptr[i + 1]; k++) {
+            z += X->data[k] * w[X->indices[k]];
+        }
+        const double s = p->sample_weight[i];
+        loss += s * (log1pexp(z) - p->y[i] * z);
+        const double r = s * (sigmoid(z) - p->y[i]);
+        for (int64_t k = X->indptr[i]; k < X->indptr[i + 1]; k++) {
+            grad[X->indices[k]] += r * X->data[k];
+        }
+        if (p->fit_intercept) {
+            grad[X->n_cols] += r;
+        }
+    }
+    return loss;
+}
+
+/*
+ * The objective as an rlhf_objective: problem is an rlhf_logistic*, w holds
+ * n_cols coefficients then the intercept when fit_intercept; writes f into
+ * *loss and df into grad (same length as w).  Returns 0.
+ */
+int rlhf_logistic_loss_grad(void *problem, const double *w, double *loss,
+                            double *grad)
+{
+    const rlhf_logistic *p = problem;
+    const ptrdiff_t d = p->X.n_cols;
+    const double intercept = p->fit_intercept ? w[d] : 0.0;
+    double data_loss = p->X.dense != NULL
+                           ? dense_loss_grad(p, w, intercept, grad)
+                           : csr_loss_grad(p, w, intercept, grad);
+
+    double norm2 = 0.0;
+    for (ptrdiff_t j = 0; j < d; j++) {
+        norm2 += w[j] * w[j];
+    }
+    for (ptrdiff_t j = 0; j < n_params(p); j++) {
+        grad[j] *= p->scale;
+    }
+    for (ptrdiff_t j = 0; j < d; j++) {
+        grad[j] += p->alpha * w[j];
+    }
+    *loss = p->scale * data_loss + 0.5 * p->alpha * norm2;
+    return 0;
+}
+
+/*
+ * The Hessian of f at w, written row-major into hessian (np * np with
+ * np = n_cols + fit_intercept):
+ *   scale * [X 1]^T diag(s * sigma * (1 - sigma)) [X 1] + alpha * I_w.
+ * Returns 0.
+ */
+int rlhf_logistic_hessian(const rlhf_logistic *p, const double *w,
+                          double *hessian)
+{
+    const rlhf_matrix *X = &p->X;
+    const ptrdiff_t d = X->n_cols;
+    const ptrdiff_t np = n_params(p);
+    const double intercept = p->fit_intercept ? w[d] : 0.0;
+
+    memset(hessian, 0, (size_t)(np * np) * sizeof(double));
+    for (ptrdiff_t i = 0; i < X->n_rows; i++) {
+        double z = intercept;
+        if (X->dense != NULL) {
+            z += dense_row_dot(X->dense + i * d, w, d);
+        } else {
+            for (int64_t k = X->indptr[i]; k < X->indptr[i + 1]; k++) {
+                z += X->data[k] * w[X->indices[k]];
+            }
+        }
+        const double sig = sigmoid(z);
+        const double h = p->sample_weight[i] * sig * (1.0 - sig);
+        if (h == 0.0) {
+            continue;
+        }
+        /* upper triangle of H += h * x x^T (x with a trailing 1) */
+        if (X->dense != NULL) {
+            const double *row = X->dense + i * d;
+            for (ptrdiff_t a = 0; a < d; a++) {
+                const double ha = h * row[a];
+                double *hrow = hessian + a * np;
+                for (ptrdiff_t c = a; c < d; c++) {
+                    hrow[c] += ha * row[c];
+                }
+                if (p->fit_intercept) {
+                    hrow[d] += ha;
+                }
+            }
+        } else {
+            for (int64_t k = X->indptr[i]; k < X->indptr[i + 1]; k++) {
+                const ptrdiff_t a = X->indices[k];
+                const double ha = h * X->data[k];
+                for (int64_t l = X->indptr[i]; l < X->indptr[i + 1]; l++) {
+                    const ptrdiff_t c = X->indices[l];
+                    if (c >= a) {
+                        hessian[a * np + c] += ha * X->data[l];
+                    }
+                }
+                if (p->fit_intercept) {
+                    hessian[a * np + d] += ha;
+                }
+            }
+        }
+        if (p->fit_intercept) {
+            hessian[d * np + d] += h;
+        }
+    }
+    for (ptrdiff_t a = 0; a < np; a++) {
+        for (ptrdiff_t c = a; c < np; c++) {
+            hessian[a * np + c] *= p->scale;
+        }
+    }
+    for (ptrdiff_t a = 0; a < d; a++) {
+        hessian[a * np + a] += p->alpha;
+    }
+    /* mirror the upper triangle */
+    for (ptrdiff_t a = 0; a < np; a++) {
+        for (ptrdiff_t c = 0; c < a; c++) {
+            hessian[a * np + c] = hessian[c * np + a];
+        }
+    }
+    return 0;
+}

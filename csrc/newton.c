@@ -1,0 +1,188 @@
+/*
+ * newton.c - Newton's method to the exact optimum of the logistic objective.
+ *
+ * Each iteration forms the (np x np) Hessian of logistic.c, factors it by
+ * Cholesky, solves H d = -g and backtracks along d until the Armijo
+ * condition f(x + t d) <= f(x) + 1e-4 t g'd holds (Nocedal & Wright 2006,
+ * "Numerical Optimization", algorithms 3.1 and 3.2).  A Hessian that is
+ * not numerically positive definite (penalty=None on nearly separable
+ * data) gets the smallest ridge tau I, tau = 1e-12 * max diag * 10^k,
+ * that makes the factorisation succeed (Levenberg's safeguard).
+ */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "rlhf.h"
+
+#define ARMIJO 1e-4
+#define MAX_HALVINGS 60
+
+ptrdiff_t rlhf_newton_work_size(ptrdiff_t n)
+{
+    return n * n + 3 * n;
+}
+
+/* In-place lower Cholesky factor of the row-major n x n matrix A + tau I.
+ * Returns 0, or -1 when a pivot is not positive. */
+static int cholesky(double *A, ptrdiff_t n, double tau)
+{
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double diag = A[j * n + j] + tau;
+        for (ptrdiff_t k = 0; k < j; k++) {
+            diag -= A[j * n + k] * A[j * n + k];
+        }
+        if (!(diag > 0.0)) {
+            return -1;
+        }
+        diag = sqrt(diag);
+        A[j * n + j] = diag;
+        for (ptrdiff_t i = j + 1; i < n; i++) {
+            double v = A[i * n + j];
+            for (ptrdiff_t k = 0; k < j; k++) {
+                v -= A[i * n + k] * A[j * n + k];
+            }
+            A[i * n + j] = v / diag;
+        }
+    }
+    return 0;
+}
+
+/* d = -(L L^T)^-1 g with L from cholesky(). */
+static void cholesky_solve(const double *L, ptrdiff_t n, const double *g,
+                           double *d)
+{
+    for (ptrdiff_t i = 0; i < n; i++) { /* L u = -g */
+        double v = -g[i];
+        for (ptrdiff_t k = 0; k < i; k++) {
+            v -= L[i * n + k] * d[k];
+        }
+        d[i] = v / L[i * n + i];
+    }
+    for (ptrdiff_t i = n - 1; i >= 0; i--) { /* L^T d = u */
+        double v = d[i];
+        for (ptrdiff_t k = i + 1; k < n; k++) {
+            v -= L[k * n + i] * d[k];
+        }
+        d[i] = v / L[i * n + i];
+    }
+}
+
+static double max_abs(const double *a, ptrdiff_t n)
+{
+    double m = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double v = fabs(a[i]);
+        if (v > m || v != v) {
+            m = v;
+        }
+    }
+    return m;
+}
+
+/*
+ * Minimise the logistic objective of problem from x (length np =
+ * n_cols + fit_intercept, overwritten by the solution).
+ *
+ *   f, g      out: f(x) and its gradient (length np)
+ *   gtol      stop when max |g_i| <= gtol * max(1, max |g_i at the start|)
+ *   max_iter  iteration limit (>= 0)
+ *   work      rlhf_newton_work_size(np) doubles of scratch
+ *   n_iter    out: Newton steps taken; n_fev: out: objective evaluations
+ *
+ * Returns RLHF_CONVERGED_GTOL; RLHF_CONVERGED_FTOL when a full step can no
+ * longer change f beyond rounding (|g'd| <= 4 eps max(1, |f|)), which is
+ * the optimum to machine precision; RLHF_MAX_ITER; RLHF_LINESEARCH when
+ * backtracking fails above that level; RLHF_ENONFINITE.
+ */
+int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
+                         double *g, double gtol, int max_iter, double *work,
+                         int *n_iter, int *n_fev)
+{
+    const ptrdiff_t np = problem->X.n_cols + (problem->fit_intercept ? 1 : 0);
+    double *H = work;
+    double *d = H + np * np;
+    double *x_trial = d + np;
+    double *g_trial = x_trial + np;
+
+    *n_iter = 0;
+    *n_fev = 1;
+    rlhf_logistic_loss_grad(problem, x, f, g);
+    if (!isfinite(*f) || !isfinite(max_abs(g, np))) {
+        return RLHF_ENONFINITE;
+    }
+    const double threshold = gtol * fmax(1.0, max_abs(g, np));
+
+    for (;;) {
+        if (max_abs(g, np) <= threshold) {
+            return RLHF_CONVERGED_GTOL;
+        }
+        if (*n_iter >= max_iter) {
+            return RLHF_MAX_ITER;
+        }
+        rlhf_logistic_hessian(problem, x, H);
+        double max_diag = 0.0;
+        for (ptrdiff_t i = 0; i < np; i++) {
+            max_diag = fmax(max_diag, H[i * np + i]);
+        }
+        if (!isfinite(max_diag)) {
+            return RLHF_ENONFINITE;
+        }
+        /* H is kept in the upper triangle: refactor from it on a retry */
+        double tau = 0.0;
+        for (int attempt = 0;; attempt++) {
+            for (ptrdiff_t i = 0; i < np; i++) {
+                for (ptrdiff_t k = 0; k < i; k++) {
+                    H[i * np + k] = H[k * np + i];
+                }
+            }
+            /* the factorisation overwrites the lower triangle and diagonal */
+            double *diag = g_trial; /* free until the line search */
+            for (ptrdiff_t i = 0; i < np; i++) {
+                diag[i] = H[i * np + i];
+            }
+            if (cholesky(H, np, tau) == 0) {
+                break;
+            }
+            for (ptrdiff_t i = 0; i < np; i++) {
+                H[i * np + i] = diag[i];
+            }
+            if (attempt > 30) {
+                return RLHF_ENOTPD;
+            }
+            tau = tau == 0.0 ? 1e-12 * fmax(max_diag, DBL_MIN) : tau * 10.0;
+        }
+        cholesky_solve(H, np, g, d);
+
+        double gd = 0.0;
+        for (ptrdiff_t i = 0; i < np; i++) {
+            gd += g[i] * d[i];
+        }
+        if (!(gd < 0.0)) {
+            return RLHF_LINESEARCH;
+        }
+        if (-gd <= 4.0 * DBL_EPSILON * fmax(1.0, fabs(*f))) {
+            return RLHF_CONVERGED_FTOL;
+        }
+        double t = 1.0, f_trial = 0.0;
+        int accepted = 0;
+        for (int h = 0; h < MAX_HALVINGS; h++, t *= 0.5) {
+            for (ptrdiff_t i = 0; i < np; i++) {
+                x_trial[i] = x[i] + t * d[i];
+            }
+            ++*n_fev;
+            rlhf_logistic_loss_grad(problem, x_trial, &f_trial, g_trial);
+            if (f_trial <= *f + ARMIJO * t * gd) {
+                accepted = 1;
+                break;
+            }
+        }
+        if (!accepted) {
+            return RLHF_LINESEARCH;
+        }
+        memcpy(x, x_trial, (size_t)np * sizeof(double));
+        memcpy(g, g_trial, (size_t)np * sizeof(double));
+        *f = f_trial;
+        ++*n_iter;
+    }
+}

@@ -1,0 +1,88 @@
+/*
+ * rlhf.h - the plain-C kernels of rlhf.
+ *
+ * Kernels see raw buffers only: inputs as const pointers, lengths as
+ * ptrdiff_t, scalars, then outputs.  They never include Python.h, never
+ * write into their inputs and return an int status: 0 on success, a
+ * negative RLHF_E... code on failure, or a non-negative RLHF_... outcome
+ * code where a solver has several ways of finishing.
+ */
+#ifndef RLHF_H
+#define RLHF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Errors (negative). The wrapper maps each one to a Python exception. */
+#define RLHF_ENOMEM     (-1)  /* a scratch allocation failed */
+#define RLHF_EVALUE     (-2)  /* an argument is out of its domain */
+#define RLHF_ENONFINITE (-3)  /* a NaN or infinity appeared where it must not */
+#define RLHF_ECALLBACK  (-4)  /* a user objective reported failure */
+#define RLHF_ENOTPD     (-5)  /* a Hessian was not positive definite */
+
+/* Ways a solver finishes (non-negative). */
+#define RLHF_CONVERGED_GTOL 0  /* largest |gradient component| <= gtol */
+#define RLHF_CONVERGED_FTOL 1  /* relative decrease of f <= ftol */
+#define RLHF_MAX_ITER       2  /* the iteration limit was reached */
+#define RLHF_LINESEARCH     3  /* the line search found no acceptable step */
+
+/*
+ * An objective for the minimisers: writes f(x) into *f and its gradient
+ * into g (length n).  Returns 0, or non-zero to stop the solver, which then
+ * returns RLHF_ECALLBACK.
+ */
+typedef int (*rlhf_objective)(void *ctx, const double *x, double *f,
+                              double *g);
+
+/* logistic.c --------------------------------------------------------- */
+
+/* A design matrix: dense C-contiguous rows, or CSR. */
+typedef struct {
+    ptrdiff_t n_rows;
+    ptrdiff_t n_cols;
+    const double *dense;     /* n_rows * n_cols, row-major, or NULL */
+    const double *data;      /* CSR values, or NULL */
+    const int64_t *indices;  /* CSR column indices */
+    const int64_t *indptr;   /* CSR row pointers, n_rows + 1 */
+} rlhf_matrix;
+
+/* The weighted, penalised logistic objective (see logistic.c). */
+typedef struct {
+    rlhf_matrix X;
+    const double *y;              /* n_rows labels in {0, 1} */
+    const double *sample_weight;  /* n_rows weights >= 0 */
+    int fit_intercept;            /* 1: x holds n_cols + 1 values, b last */
+    double scale;                 /* multiplies the data term */
+    double alpha;                 /* L2 strength: + alpha/2 ||w||^2 */
+    int n_threads;                /* <= 0: the OpenMP default */
+    double *scratch;              /* rlhf_logistic_scratch_size doubles */
+} rlhf_logistic;
+
+ptrdiff_t rlhf_logistic_scratch_size(const rlhf_logistic *problem);
+int rlhf_logistic_loss_grad(void *problem, const double *w, double *loss,
+                            double *grad);
+int rlhf_logistic_hessian(const rlhf_logistic *problem, const double *w,
+                          double *hessian);
+
+/* lbfgs.c ------------------------------------------------------------ */
+
+ptrdiff_t rlhf_lbfgs_work_size(ptrdiff_t n, int m);
+int rlhf_lbfgs_minimize(rlhf_objective fun, void *ctx, ptrdiff_t n,
+                        double *x, double *f, double *g, int m, double gtol,
+                        double ftol, int max_iter, int maxls, double *work,
+                        int *n_iter, int *n_fev);
+
+/* newton.c ----------------------------------------------------------- */
+
+int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
+                         double *g, double gtol, int max_iter, double *work,
+                         int *n_iter, int *n_fev);
+ptrdiff_t rlhf_newton_work_size(ptrdiff_t n);
+
+/* reweight.c --------------------------------------------------------- */
+
+int rlhf_reweight(const double *policy, const double *rewards,
+                  ptrdiff_t n_rows, ptrdiff_t n_actions, double eta,
+                  double eps, double *out);
+
+#endif /* RLHF_H */

@@ -1,0 +1,28 @@
+"""rlhf: reinforcement learning from human feedback at notebook scale.
+
+The pipeline of the lecture -- preference data, a reward model, a policy
+update that stays near the reference -- with C kernels on NumPy buffers.
+"""
+try:
+    from . import _core  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "rlhf's compiled module rlhf._core is missing or was built for "
+        "another Python/NumPy. Build it with `pip install .` (or "
+        "`python setup.py build_ext --inplace` in a source checkout). "
+        f"The import failed with: {error}"
+    ) from error
+
+from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
+from .logistic import LogisticRegression
+from .policy import reweight
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceWarning",
+    "DataConversionWarning",
+    "LogisticRegression",
+    "NotFittedError",
+    "reweight",
+]

@@ -1,0 +1,224 @@
+"""Input checks shared by every estimator and function of rlhf.
+
+Messages follow scikit-learn's shape: they name the argument, say what was
+expected and what arrived.
+"""
+import numbers
+import warnings
+
+import numpy as np
+
+from .exceptions import DataConversionWarning, NotFittedError
+
+
+def _is_sparse(x):
+    """True for scipy.sparse matrices and arrays, without importing SciPy."""
+    return hasattr(x, "tocsr") and hasattr(x, "nnz") and hasattr(x, "format")
+
+
+def _feature_names(X):
+    """Column names of a DataFrame when they are all strings, else None."""
+    columns = getattr(X, "columns", None)
+    if columns is None or not hasattr(X, "iloc"):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    if len(names) and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
+def _check_finite(values, name):
+    if not np.isfinite(values).all():
+        what = "NaN" if np.isnan(values).any() else "infinity"
+        raise ValueError(
+            f"Input {name} contains {what}; every value must be finite."
+        )
+
+
+def _as_float_array(values, name):
+    """float64 ndarray of numeric input; a clear error for anything else."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        return np.asarray(arr, dtype=np.float64)
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{name} must be real, got complex values.")
+    if arr.dtype.kind in "USV":
+        raise ValueError(
+            f"{name} must be numeric, got an array of dtype {arr.dtype}."
+        )
+    # object arrays (lists of mixed values, DataFrames of objects) are
+    # converted element by element; numpy's TypeError names the culprit
+    return np.asarray(arr, dtype=np.float64)
+
+
+def check_array(X, name="X", *, accept_sparse=True, ensure_2d=True,
+                min_samples=1):
+    """Validate a design matrix.
+
+    Returns a C-contiguous float64 ndarray (the input itself when it already
+    is one; never a view that is then written to) or, for scipy.sparse
+    input, a canonical CSR matrix of float64 with int64 indices.
+    """
+    if _is_sparse(X):
+        if not accept_sparse:
+            raise TypeError(f"{name} must be dense; got a sparse matrix.")
+        X = X.tocsr()
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be numeric, got dtype {X.dtype}.")
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be 2-dimensional.")
+        X = X.astype(np.float64, copy=False)
+        if not X.has_canonical_format:
+            X = X.copy()
+            X.sum_duplicates()
+        _check_finite(X.data, name)
+        n_samples, n_features = X.shape
+    else:
+        X = _as_float_array(X, name)
+        if ensure_2d:
+            if X.ndim == 0:
+                raise ValueError(
+                    f"Expected a 2-dimensional array for {name}, got a scalar."
+                )
+            if X.ndim == 1:
+                raise ValueError(
+                    f"Expected a 2-dimensional array for {name}, got a "
+                    f"1-dimensional array of shape {X.shape}. Reshape your "
+                    "data with X.reshape(-1, 1) if it has a single feature "
+                    "or X.reshape(1, -1) if it is a single sample."
+                )
+            if X.ndim > 2:
+                raise ValueError(
+                    f"Expected a 2-dimensional array for {name}, got "
+                    f"{X.ndim} dimensions."
+                )
+        _check_finite(X, name)
+        X = np.ascontiguousarray(X)
+        n_samples = X.shape[0]
+        n_features = X.shape[1] if X.ndim == 2 else 1
+    if n_samples < min_samples:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) (shape={X.shape}) while "
+            f"a minimum of {min_samples} is required for {name}."
+        )
+    if ensure_2d and n_features < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum "
+            f"of 1 is required for {name}."
+        )
+    return X
+
+
+def check_labels(y, n_samples):
+    """A 1-d label array of length n_samples (a column vector is accepted
+    with a DataConversionWarning)."""
+    if y is None:
+        raise ValueError("y must be given; got None.")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. "
+            "Please change the shape of y to (n_samples,), for example "
+            "using ravel().",
+            DataConversionWarning,
+            stacklevel=3,
+        )
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(
+            f"y must be 1-dimensional, got an array of shape {y.shape}."
+        )
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            f"X and y have inconsistent numbers of samples: X has "
+            f"{n_samples}, y has {y.shape[0]}."
+        )
+    if y.dtype.kind == "f":
+        _check_finite(y, "y")
+    if y.dtype.kind == "c":
+        raise ValueError("y must hold class labels, got complex values.")
+    if y.dtype.kind == "O":
+        kinds = {type(v) for v in y}
+        if len(kinds) > 1 and not all(
+            issubclass(k, numbers.Real) for k in kinds
+        ):
+            raise TypeError(
+                "y mixes label types "
+                f"({', '.join(sorted(k.__name__ for k in kinds))}); use "
+                "labels of one type."
+            )
+        if any(isinstance(v, float) and not np.isfinite(v) for v in y):
+            raise ValueError("Input y contains NaN or infinity.")
+    return y
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """float64 weights of length n_samples, finite and non-negative."""
+    if sample_weight is None:
+        return np.ones(n_samples)
+    if isinstance(sample_weight, numbers.Number) and not isinstance(
+            sample_weight, bool):
+        sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
+    else:
+        sample_weight = _as_float_array(sample_weight, "sample_weight")
+    if sample_weight.ndim != 1 or sample_weight.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},), got "
+            f"{sample_weight.shape}."
+        )
+    _check_finite(sample_weight, "sample_weight")
+    if (sample_weight < 0).any():
+        raise ValueError(
+            "sample_weight must be non-negative; got a minimum of "
+            f"{sample_weight.min()!r}."
+        )
+    return sample_weight
+
+
+def check_scalar(value, name, owner, *, kind="float", low=None, high=None,
+                 low_open=False, high_open=False):
+    """A number within bounds, with a scikit-learn style message."""
+    if kind == "int":
+        ok = isinstance(value, numbers.Integral) and not isinstance(
+            value, bool)
+        what = "an int"
+    else:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        what = "a float"
+    if ok:
+        ok = np.isfinite(value) or (high is None and not high_open
+                                    and value == np.inf and kind != "int")
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "-inf" if low is None else repr(low)
+        hi = "inf" if high is None else repr(high)
+        left = "(" if (low is None or low_open) else "["
+        right = ")" if (high is None or high_open) else "]"
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be {what} in "
+            f"{left}{lo}, {hi}{right}. Got {value!r} instead."
+        )
+    return value
+
+
+def check_option(value, name, owner, options):
+    if not any(value is o or (o is not None and isinstance(value, str)
+                              and value == o) for o in options):
+        shown = ", ".join(repr(o) for o in options)
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be one of {shown}. "
+            f"Got {value!r} instead."
+        )
+    return value
+
+
+def check_is_fitted(estimator, attribute):
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet. "
+            "Call 'fit' with appropriate arguments before using this "
+            "estimator."
+        )

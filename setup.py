@@ -1,0 +1,71 @@
+"""Build of the C extension rlhf._core.
+
+The kernels in csrc/ are plain C99; csrc/_core.c is the one file that
+includes Python.h and NumPy.  OpenMP is used when the compiler accepts
+-fopenmp (probed below); without it the kernels run on one thread and give
+the same numbers.  Warnings become errors when RLHF_WERROR=1 (CI sets it).
+"""
+import os
+import tempfile
+
+import numpy
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+SOURCES = ["csrc/_core.c", "csrc/logistic.c", "csrc/lbfgs.c",
+           "csrc/newton.c", "csrc/reweight.c"]
+
+
+def compiler_accepts(compiler, flags):
+    """Whether the compiler builds and links a tiny OpenMP program with flags."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as fh:
+            fh.write("#include <omp.h>\nint main(void) "
+                     "{ return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        try:
+            objects = compiler.compile([src], output_dir=tmp,
+                                       extra_postargs=flags)
+            compiler.link_executable(objects, "probe", output_dir=tmp,
+                                     extra_postargs=flags)
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        flags = []
+        link = []
+        if self.compiler.compiler_type == "unix":
+            flags = ["-std=c99", "-O2", "-Wall", "-Wextra"]
+            if os.environ.get("RLHF_WERROR") == "1":
+                flags.append("-Werror")
+            if os.environ.get("RLHF_NO_OPENMP") != "1" and compiler_accepts(
+                    self.compiler, ["-fopenmp"]):
+                flags.append("-fopenmp")
+                link.append("-fopenmp")
+            sanitize = os.environ.get("RLHF_SANITIZE")
+            if sanitize:
+                flags += ["-fsanitize=" + sanitize, "-fno-omit-frame-pointer",
+                          "-O1", "-g"]
+                link += ["-fsanitize=" + sanitize]
+        elif self.compiler.compiler_type == "msvc":
+            flags = ["/O2", "/W3"]
+        for ext in self.extensions:
+            ext.extra_compile_args = flags
+            ext.extra_link_args = link
+        super().build_extensions()
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "rlhf._core",
+            sources=SOURCES,
+            include_dirs=[numpy.get_include(), "csrc"],
+            depends=["csrc/rlhf.h"],
+        )
+    ],
+    cmdclass={"build_ext": BuildExt},
+)
