@@ -1,0 +1,343 @@
+"""Pure-NumPy twins of the C kernels in rlhf._core.
+
+Each function has the name and signature of its kernel and computes the same
+thing in plain NumPy and Python, written for clarity rather than speed. The
+tests compare every kernel with its twin; nothing in rlhf calls this module
+at run time.
+"""
+import math
+
+import numpy as np
+
+_EPS = np.finfo(np.float64).eps
+
+
+def _rows(X):
+    """Dense rows of a kernel matrix: an ndarray or (data, indices, indptr,
+    n_cols)."""
+    if isinstance(X, tuple):
+        data, indices, indptr, n_cols = X
+        dense = np.zeros((len(indptr) - 1, n_cols))
+        for i in range(len(indptr) - 1):
+            for k in range(indptr[i], indptr[i + 1]):
+                dense[i, indices[k]] += data[k]
+        return dense
+    return np.asarray(X, dtype=np.float64)
+
+
+def _log1pexp(z):
+    return np.logaddexp(0.0, z)
+
+
+def _sigmoid(z):
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def logistic_loss_grad(X, y, sample_weight, w, fit_intercept, scale, alpha,
+                       n_threads=0):
+    """(loss, grad) of scale * sum s_i l(z_i, y_i) + alpha/2 ||w||^2."""
+    X = _rows(X)
+    y = np.asarray(y, dtype=np.float64)
+    s = np.asarray(sample_weight, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    d = X.shape[1]
+    coef = w[:d]
+    b = w[d] if fit_intercept else 0.0
+    z = X @ coef + b
+    loss = scale * np.sum(s * (_log1pexp(z) - y * z)) + 0.5 * alpha * (
+        coef @ coef)
+    r = s * (_sigmoid(z) - y)
+    grad = np.empty_like(w)
+    grad[:d] = scale * (X.T @ r) + alpha * coef
+    if fit_intercept:
+        grad[d] = scale * r.sum()
+    return float(loss), grad
+
+
+def logistic_hessian(X, y, sample_weight, w, fit_intercept, scale, alpha):
+    """Hessian of the logistic objective at w."""
+    X = _rows(X)
+    s = np.asarray(sample_weight, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    d = X.shape[1]
+    if fit_intercept:
+        X = np.column_stack([X, np.ones(len(X))])
+    z = X @ w
+    p = _sigmoid(z)
+    h = scale * (X.T * (s * p * (1 - p))) @ X
+    h[np.arange(d), np.arange(d)] += alpha
+    return h
+
+
+# -- L-BFGS (see csrc/lbfgs.c for the rules and references) ---------------
+
+_LS_FTOL, _LS_GTOL, _LS_XTOL, _LS_STPMAX = 1e-3, 0.9, 0.1, 1e10
+
+
+def _ls_step(st, stp, fp, dp):
+    """One More-Thuente (1994) safeguarded step; st holds stx, fx, dx, sty,
+    fy, dy, bracketed, stmin, stmax."""
+    stx, fx, dx = st["stx"], st["fx"], st["dx"]
+    sty, fy, dy = st["sty"], st["fy"], st["dy"]
+    stpmin, stpmax = st["stmin"], st["stmax"]
+    sgnd = dp * (dx / abs(dx))
+    if fp > fx:
+        theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp
+        s = max(abs(theta), abs(dx), abs(dp))
+        gamma = s * math.sqrt((theta / s) ** 2 - (dx / s) * (dp / s))
+        if stp < stx:
+            gamma = -gamma
+        p = (gamma - dx) + theta
+        q = ((gamma - dx) + gamma) + dp
+        stpc = stx + p / q * (stp - stx)
+        stpq = stx + ((dx / ((fx - fp) / (stp - stx) + dx)) / 2.0) * (
+            stp - stx)
+        if abs(stpc - stx) < abs(stpq - stx):
+            stpf = stpc
+        else:
+            stpf = stpc + (stpq - stpc) / 2.0
+        st["bracketed"] = True
+    elif sgnd < 0.0:
+        theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp
+        s = max(abs(theta), abs(dx), abs(dp))
+        gamma = s * math.sqrt((theta / s) ** 2 - (dx / s) * (dp / s))
+        if stp > stx:
+            gamma = -gamma
+        p = (gamma - dp) + theta
+        q = ((gamma - dp) + gamma) + dx
+        stpc = stp + p / q * (stx - stp)
+        stpq = stp + (dp / (dp - dx)) * (stx - stp)
+        stpf = stpc if abs(stpc - stp) > abs(stpq - stp) else stpq
+        st["bracketed"] = True
+    elif abs(dp) < abs(dx):
+        theta = 3.0 * (fx - fp) / (stp - stx) + dx + dp
+        s = max(abs(theta), abs(dx), abs(dp))
+        gamma = s * math.sqrt(max(0.0, (theta / s) ** 2 - (dx / s) * (
+            dp / s)))
+        if stp > stx:
+            gamma = -gamma
+        p = (gamma - dp) + theta
+        q = (gamma + (dx - dp)) + gamma
+        r = p / q
+        if r < 0.0 and gamma != 0.0:
+            stpc = stp + r * (stx - stp)
+        elif stp > stx:
+            stpc = stpmax
+        else:
+            stpc = stpmin
+        stpq = stp + (dp / (dp - dx)) * (stx - stp)
+        if st["bracketed"]:
+            stpf = stpc if abs(stpc - stp) < abs(stpq - stp) else stpq
+            lim = stp + 0.66 * (sty - stp)
+            stpf = min(lim, stpf) if stp > stx else max(lim, stpf)
+        else:
+            stpf = stpc if abs(stpc - stp) > abs(stpq - stp) else stpq
+            stpf = max(stpmin, min(stpmax, stpf))
+    else:
+        if st["bracketed"]:
+            theta = 3.0 * (fp - fy) / (sty - stp) + dy + dp
+            s = max(abs(theta), abs(dy), abs(dp))
+            gamma = s * math.sqrt((theta / s) ** 2 - (dy / s) * (dp / s))
+            if stp > sty:
+                gamma = -gamma
+            p = (gamma - dp) + theta
+            q = ((gamma - dp) + gamma) + dy
+            stpf = stp + p / q * (sty - stp)
+        elif stp > stx:
+            stpf = stpmax
+        else:
+            stpf = stpmin
+    if fp > fx:
+        st.update(sty=stp, fy=fp, dy=dp)
+    else:
+        if sgnd < 0.0:
+            st.update(sty=stx, fy=fx, dy=dx)
+        st.update(stx=stp, fx=fp, dx=dp)
+    return stpf
+
+
+def _ls_next(st, f, g, stp):
+    """Return ('fg', new step) or ('done', stp)."""
+    ftest = st["finit"] + stp * st["gtest"]
+    if st["stage"] == 1 and f <= ftest and g >= 0.0:
+        st["stage"] = 2
+    done = (
+        (st["bracketed"] and (stp <= st["stmin"] or stp >= st["stmax"]))
+        or (st["bracketed"] and st["stmax"] - st["stmin"]
+            <= _LS_XTOL * st["stmax"])
+        or (stp == _LS_STPMAX and f <= ftest and g <= st["gtest"])
+        or (stp == 0.0 and (f > ftest or g >= st["gtest"]))
+        or (f <= ftest and abs(g) <= _LS_GTOL * (-st["ginit"]))
+    )
+    if done:
+        return "done", stp
+    gt = st["gtest"]
+    if st["stage"] == 1 and f <= st["fx"] and f > ftest:
+        mod = dict(st, fx=st["fx"] - st["stx"] * gt, fy=st["fy"] - st["sty"]
+                   * gt, dx=st["dx"] - gt, dy=st["dy"] - gt)
+        stp = _ls_step(mod, stp, f - stp * gt, g - gt)
+        st.update(stx=mod["stx"], sty=mod["sty"], bracketed=mod["bracketed"],
+                  fx=mod["fx"] + mod["stx"] * gt,
+                  fy=mod["fy"] + mod["sty"] * gt,
+                  dx=mod["dx"] + gt, dy=mod["dy"] + gt)
+    else:
+        stp = _ls_step(st, stp, f, g)
+    if st["bracketed"]:
+        if abs(st["sty"] - st["stx"]) >= 0.66 * st["width1"]:
+            stp = st["stx"] + 0.5 * (st["sty"] - st["stx"])
+        st["width1"] = st["width"]
+        st["width"] = abs(st["sty"] - st["stx"])
+        st["stmin"] = min(st["stx"], st["sty"])
+        st["stmax"] = max(st["stx"], st["sty"])
+    else:
+        st["stmin"] = stp + 1.1 * (stp - st["stx"])
+        st["stmax"] = stp + 4.0 * (stp - st["stx"])
+    stp = min(max(stp, 0.0), _LS_STPMAX)
+    if st["bracketed"] and (stp <= st["stmin"] or stp >= st["stmax"] or
+                            st["stmax"] - st["stmin"]
+                            <= _LS_XTOL * st["stmax"]):
+        stp = st["stx"]
+    return "fg", stp
+
+
+def lbfgs_minimize(fun, x0, m=10, gtol=1e-5, ftol=2.220446049250313e-09,
+                   max_iter=15000, maxls=20):
+    """Minimise fun(x) -> (f, g); returns (x, f, g, n_iter, n_fev, status)
+    with status 0 (gtol), 1 (ftol), 2 (max_iter) or 3 (line search)."""
+    x = np.array(x0, dtype=np.float64)
+    f, g = fun(x.copy())
+    g = np.array(g, dtype=np.float64)
+    n_iter, n_fev = 0, 1
+    if not (np.isfinite(f) and np.isfinite(g).all()):
+        raise ValueError("lbfgs_minimize: the objective or its gradient is "
+                         "not finite (NaN or infinity) at the starting point")
+    if np.max(np.abs(g), initial=0.0) <= gtol:
+        return x, f, g, 0, n_fev, 0
+    pairs = []  # (s, y, rho), oldest first
+    gamma = 1.0
+    while True:
+        d = -g.copy()
+        if pairs:
+            alphas = []
+            for s, y, rho in reversed(pairs):
+                a = rho * (s @ d)
+                alphas.append(a)
+                d -= a * y
+            d *= gamma
+            for (s, y, rho), a in zip(pairs, reversed(alphas)):
+                d += (a - rho * (y @ d)) * s
+        stp = min(1.0 / math.sqrt(d @ d), _LS_STPMAX) if n_iter == 0 else 1.0
+        x_old, g_old, f_old = x.copy(), g.copy(), f
+        gd_old = gd = float(g @ d)
+        ok = False
+        if gd_old < 0.0:
+            st = dict(bracketed=False, stage=1, finit=f, ginit=gd_old,
+                      gtest=_LS_FTOL * gd_old, width=_LS_STPMAX,
+                      width1=_LS_STPMAX / 0.5, stx=0.0, fx=f, dx=gd_old,
+                      sty=0.0, fy=f, dy=gd_old, stmin=0.0,
+                      stmax=stp + 4.0 * stp)
+            for _ in range(maxls):
+                x = x_old + stp * d
+                n_fev += 1
+                f, g = fun(x.copy())
+                g = np.array(g, dtype=np.float64)
+                gd = float(g @ d)
+                task, stp_next = _ls_next(st, f, gd, stp)
+                if task == "done":
+                    ok = True
+                    break
+                stp = stp_next
+        if not ok:
+            x, g, f = x_old, g_old, f_old
+            if not pairs:
+                return x, f, g, n_iter, n_fev, 3
+            pairs, gamma = [], 1.0
+            continue
+        n_iter += 1
+        if n_iter >= max_iter:
+            return x, f, g, n_iter, n_fev, 2
+        if np.max(np.abs(g)) <= gtol:
+            return x, f, g, n_iter, n_fev, 0
+        if f_old - f <= ftol * max(abs(f_old), abs(f), 1.0):
+            return x, f, g, n_iter, n_fev, 1
+        sy = (gd - gd_old) * stp
+        if sy <= _EPS * (-gd_old * stp):
+            continue
+        s, y = stp * d, g - g_old
+        pairs.append((s, y, 1.0 / sy))
+        if len(pairs) > m:
+            pairs.pop(0)
+        gamma = sy / (y @ y)
+
+
+def _newton_logistic(X, y, sample_weight, fit_intercept, scale, alpha, gtol,
+                     max_iter):
+    def fg(w):
+        return logistic_loss_grad(X, y, sample_weight, w, fit_intercept,
+                                  scale, alpha)
+
+    n = _rows(X).shape[1] + (1 if fit_intercept else 0)
+    w = np.zeros(n)
+    f, g = fg(w)
+    n_iter, n_fev = 0, 1
+    threshold = gtol * max(1.0, np.max(np.abs(g), initial=0.0))
+    while True:
+        if np.max(np.abs(g), initial=0.0) <= threshold:
+            return w, f, g, n_iter, n_fev, 0
+        if n_iter >= max_iter:
+            return w, f, g, n_iter, n_fev, 2
+        H = logistic_hessian(X, y, sample_weight, w, fit_intercept, scale,
+                             alpha)
+        tau = 0.0
+        while True:
+            try:
+                L = np.linalg.cholesky(H + tau * np.eye(n))
+                break
+            except np.linalg.LinAlgError:
+                tau = 1e-12 * max(np.max(np.diag(H)), 1e-300) if tau == 0 \
+                    else tau * 10
+        d = -np.linalg.solve(L.T, np.linalg.solve(L, g))
+        gd = g @ d
+        if not gd < 0:
+            return w, f, g, n_iter, n_fev, 3
+        if -gd <= 4 * _EPS * max(1.0, abs(f)):
+            return w, f, g, n_iter, n_fev, 1
+        t = 1.0
+        for _ in range(60):
+            n_fev += 1
+            f_new, g_new = fg(w + t * d)
+            if f_new <= f + 1e-4 * t * gd:
+                break
+            t *= 0.5
+        else:
+            return w, f, g, n_iter, n_fev, 3
+        w, f, g = w + t * d, f_new, g_new
+        n_iter += 1
+
+
+def logistic_fit(X, y, sample_weight, fit_intercept, scale, alpha, solver,
+                 gtol, ftol, max_iter, maxls, m=10, n_threads=0):
+    """Minimise the logistic objective from zero; returns (w, loss, grad,
+    n_iter, n_fev, status) as the kernel does."""
+    if solver == "newton":
+        return _newton_logistic(X, y, sample_weight, fit_intercept, scale,
+                                alpha, gtol, max_iter)
+
+    def fg(w):
+        return logistic_loss_grad(X, y, sample_weight, w, fit_intercept,
+                                  scale, alpha)
+
+    n = _rows(X).shape[1] + (1 if fit_intercept else 0)
+    return lbfgs_minimize(fg, np.zeros(n), m=m, gtol=gtol, ftol=ftol,
+                          max_iter=max_iter, maxls=maxls)
+
+
+def reweight(policy, rewards, eta, eps):
+    """softmax(log(policy + eps) + eta * (rewards - mean(rewards))), rows."""
+    policy = np.asarray(policy, dtype=np.float64)
+    rewards = np.asarray(rewards, dtype=np.float64)
+    logits = np.log(policy + eps) + eta * (
+        rewards - rewards.mean(axis=-1, keepdims=True))
+    logits -= logits.max(axis=-1, keepdims=True)
+    weights = np.exp(logits)
+    return weights / weights.sum(axis=-1, keepdims=True)
