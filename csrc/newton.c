@@ -90,9 +90,9 @@ static double max_abs(const double *a, ptrdiff_t n)
  *   work      rlhf_newton_work_size(np) doubles of scratch
  *   n_iter    out: Newton steps taken; n_fev: out: objective evaluations
  *
- * Returns RLHF_CONVERGED_GTOL; RLHF_CONVERGED_FTOL when a full step can no
- * longer change f beyond rounding (|g'd| <= 4 eps max(1, |f|)), which is
- * the optimum to machine precision; RLHF_MAX_ITER; RLHF_LINESEARCH when
+ * Returns RLHF_CONVERGED_GTOL; RLHF_CONVERGED_FTOL when the predicted
+ * decrease is below rounding (|g'd| <= 4 eps max(1, |f|)) and a full step
+ * no longer shrinks the gradient: the optimum to machine precision; RLHF_MAX_ITER; RLHF_LINESEARCH when
  * backtracking fails above that level; RLHF_ENONFINITE.
  */
 int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
@@ -161,9 +161,9 @@ int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
         if (!(gd < 0.0)) {
             return RLHF_LINESEARCH;
         }
-        if (-gd <= 4.0 * DBL_EPSILON * fmax(1.0, fabs(*f))) {
-            return RLHF_CONVERGED_FTOL;
-        }
+        /* below this the change of f is lost in rounding: judge the full
+         * step by the gradient instead, and stop at its rounding floor */
+        const int unmeasurable = -gd <= 4.0 * DBL_EPSILON * fmax(1.0, fabs(*f));
         double t = 1.0, f_trial = 0.0;
         int accepted = 0;
         for (int h = 0; h < MAX_HALVINGS; h++, t *= 0.5) {
@@ -172,6 +172,13 @@ int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
             }
             ++*n_fev;
             rlhf_logistic_loss_grad(problem, x_trial, &f_trial, g_trial);
+            if (unmeasurable) {
+                if (!(max_abs(g_trial, np) < max_abs(g, np))) {
+                    return RLHF_CONVERGED_FTOL;
+                }
+                accepted = 1;
+                break;
+            }
             if (f_trial <= *f + ARMIJO * t * gd) {
                 accepted = 1;
                 break;

@@ -300,12 +300,15 @@ def _newton_logistic(X, y, sample_weight, fit_intercept, scale, alpha, gtol,
         gd = g @ d
         if not gd < 0:
             return w, f, g, n_iter, n_fev, 3
-        if -gd <= 4 * _EPS * max(1.0, abs(f)):
-            return w, f, g, n_iter, n_fev, 1
+        unmeasurable = -gd <= 4 * _EPS * max(1.0, abs(f))
         t = 1.0
         for _ in range(60):
             n_fev += 1
             f_new, g_new = fg(w + t * d)
+            if unmeasurable:
+                if not np.max(np.abs(g_new)) < np.max(np.abs(g)):
+                    return w, f, g, n_iter, n_fev, 1
+                break
             if f_new <= f + 1e-4 * t * gd:
                 break
             t *= 0.5
