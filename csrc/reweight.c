@@ -5,19 +5,172 @@
  *                                                        mean(rewards[i, :])))
  *
  * which is one mirror-descent step towards the KL-regularised optimum
- * pi* ∝ pi_ref exp(r / beta) with beta = 1 / eta.  The softmax subtracts
- * the row maximum before exponentiating, so no row overflows even where
- * the lecture's exp(...) / sum(exp(...)) would.
+ * pi* ∝ pi_ref exp(r / beta) with beta = 1 / eta.
+ *
+ * Fast path, no logarithm: with a_j = eta * (r_j - mean) and M = max_j a_j,
+ *   w_j = (policy_j + eps) * exp(a_j - M),   out_j = w_j / sum_k w_k,
+ * the same softmax, since exp(log(p + eps) + a - M) = (p + eps) exp(a - M).
+ * exp(a_j - M) <= 1, so nothing overflows unless the policy entries are
+ * near DBL_MAX.  The path is exact to a few ulps while every w_j is a
+ * normal number; a row where some w_j underflows (probabilities near
+ * 1e-300, or reward gaps of hundreds of nats) or the sum overflows is
+ * recomputed in log space, with the maximum of the full logits subtracted
+ * before exponentiating.
  */
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "rlhf.h"
 
 /*
- * policy, rewards  n_rows * n_actions, row-major, read only
+ * exp(x) for x <= 0, to about 1 ulp, written so that compilers vectorise
+ * the loops that call it: x = n ln2 + r with |r| <= ln2 / 2 (Cody & Waite
+ * 1980, "Software manual for the elementary functions"), exp(r) by its
+ * Taylor series to degree 13 (truncation below 5e-18 on that interval),
+ * then 2^n through the exponent bits.  Results below DBL_MIN are flushed to
+ * 0; the callers treat a 0 as underflow and take the log-space path.
+ */
+static inline double exp_nonpositive(double x)
+{
+    const double log2e = 1.4426950408889634;
+    const double ln2_hi = 6.93147180369123816490e-01;
+    const double ln2_lo = 1.90821492927058770002e-10;
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
+    const double lowest = -708.3964185322641;  /* log(DBL_MIN) */
+    const double xc = x < lowest ? lowest : x;
+    const double t = xc * log2e + shifter;
+    const double n = t - shifter; /* round(x / ln2), exactly */
+    const double r = (xc - n * ln2_hi) - n * ln2_lo;
+    /* sum_{i<=13} r^i / i! by Estrin's scheme: a short dependency chain,
+     * so the vectorised loop is not bound by its latency */
+    const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    const double q0 = 1.0 + r;
+    const double q1 = 1.0 / 2.0 + r * (1.0 / 6.0);
+    const double q2 = 1.0 / 24.0 + r * (1.0 / 120.0);
+    const double q3 = 1.0 / 720.0 + r * (1.0 / 5040.0);
+    const double q4 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
+    const double q5 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
+    const double q6 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
+    const double s0 = q0 + r2 * q1, s1 = q2 + r2 * q3, s2 = q4 + r2 * q5;
+    const double p = (s0 + r4 * s1) + r8 * (s2 + r4 * q6);
+    /* 2^n for n in [-1022, 0]: n sits in the low bits of t's mantissa */
+    int64_t t_bits, shifter_bits;
+    memcpy(&t_bits, &t, sizeof t_bits);
+    memcpy(&shifter_bits, &shifter, sizeof shifter_bits);
+    int64_t bits = (int64_t)((uint64_t)(t_bits - shifter_bits + 1023) << 52);
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < lowest ? 0.0 : p * scale;
+}
+
+#define RLHF_LANES 8
+
+/* (((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))) */
+static inline double sum_lanes(const double *part)
+{
+    return ((part[0] + part[1]) + (part[2] + part[3])) +
+           ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+/* The log-space version for a row the fast path cannot do exactly. */
+static int row_log_space(const double *p, const double *r, ptrdiff_t k,
+                         double eta, double eps, double mean, double *o)
+{
+    double top = -INFINITY;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        o[j] = log(p[j] + eps) + eta * (r[j] - mean);
+        top = o[j] > top ? o[j] : top;
+    }
+    if (!isfinite(top)) {
+        return RLHF_ENONFINITE;
+    }
+    double total = 0.0;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        o[j] = exp(o[j] - top);
+        total += o[j];
+    }
+    for (ptrdiff_t j = 0; j < k; j++) {
+        o[j] /= total;
+    }
+    return 0;
+}
+
+/* Built for AVX2 and AVX-512 as well where GCC can pick at load time;
+ * the arithmetic is the same IEEE operations in every version. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__)
+#define RLHF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RLHF_CLONES
+#endif
+
+RLHF_CLONES
+static int row(const double *p, const double *r, ptrdiff_t k, double eta,
+               double eps, double *o)
+{
+    /* sums use RLHF_LANES fixed partial sums, so that every instruction
+     * set (and the scalar build) adds in the same order and gives the same
+     * bits */
+    double part[RLHF_LANES] = {0.0};
+    ptrdiff_t j = 0;
+    for (; j + RLHF_LANES <= k; j += RLHF_LANES) {
+        for (int l = 0; l < RLHF_LANES; l++) {
+            part[l] += r[j + l];
+        }
+    }
+    for (; j < k; j++) {
+        part[0] += r[j];
+    }
+    const double mean = sum_lanes(part) / (double)k;
+
+    /* M = max_j eta * (r_j - mean); max is exact in any order */
+    double top = -INFINITY;
+#ifdef _OPENMP
+#pragma omp simd reduction(max : top)
+#endif
+    for (ptrdiff_t i = 0; i < k; i++) {
+        double a = eta * (r[i] - mean);
+        top = a > top ? a : top;
+    }
+
+    /* o = (p + eps) * exp(eta * (r - mean) - M); its minimum */
+    double smallest = INFINITY;
+#ifdef _OPENMP
+#pragma omp simd reduction(min : smallest)
+#endif
+    for (ptrdiff_t i = 0; i < k; i++) {
+        double w = (p[i] + eps) * exp_nonpositive(eta * (r[i] - mean) - top);
+        o[i] = w;
+        smallest = w < smallest ? w : smallest;
+    }
+    double tpart[RLHF_LANES] = {0.0};
+    for (j = 0; j + RLHF_LANES <= k; j += RLHF_LANES) {
+        for (int l = 0; l < RLHF_LANES; l++) {
+            tpart[l] += o[j + l];
+        }
+    }
+    for (; j < k; j++) {
+        tpart[0] += o[j];
+    }
+    const double total = sum_lanes(tpart);
+    if (!(smallest >= DBL_MIN) || !(total <= DBL_MAX)) {
+        return row_log_space(p, r, k, eta, eps, mean, o);
+    }
+    const double inverse = 1.0 / total;
+    for (ptrdiff_t i = 0; i < k; i++) {
+        o[i] *= inverse;
+    }
+    return 0;
+}
+
+/*
+ * policy, rewards  n_rows * n_actions, row-major, read only; policy >= 0
+ *                  and both finite (checked by the caller)
  * out              n_rows * n_actions, written
- * Returns 0, or RLHF_ENONFINITE when a row's logits are not all finite
- * (which the wrapper's input checks make impossible for finite eta).
+ * Returns 0, or RLHF_ENONFINITE for a row whose logits are all -inf
+ * (every policy entry 0 with eps = 0).
  */
 int rlhf_reweight(const double *policy, const double *rewards,
                   ptrdiff_t n_rows, ptrdiff_t n_actions, double eta,
@@ -28,36 +181,13 @@ int rlhf_reweight(const double *policy, const double *rewards,
 #pragma omp parallel for schedule(static) if (n_rows * n_actions > 65536)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
-        const double *p = policy + i * n_actions;
-        const double *r = rewards + i * n_actions;
-        double *o = out + i * n_actions;
-
-        double mean = 0.0;
-        for (ptrdiff_t j = 0; j < n_actions; j++) {
-            mean += r[j];
-        }
-        mean /= (double)n_actions;
-
-        /* o = log(p + eps) + eta * (r - mean); max of o for the softmax */
-        double top = -INFINITY;
-        for (ptrdiff_t j = 0; j < n_actions; j++) {
-            o[j] = log(p[j] + eps) + eta * (r[j] - mean);
-            top = o[j] > top ? o[j] : top;
-        }
-        if (!isfinite(top)) {
+        int s = row(policy + i * n_actions, rewards + i * n_actions,
+                    n_actions, eta, eps, out + i * n_actions);
+        if (s != 0) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
-            status = RLHF_ENONFINITE;
-            continue;
-        }
-        double total = 0.0;
-        for (ptrdiff_t j = 0; j < n_actions; j++) {
-            o[j] = exp(o[j] - top);
-            total += o[j];
-        }
-        for (ptrdiff_t j = 0; j < n_actions; j++) {
-            o[j] /= total;
+            status = s;
         }
     }
     return status;
