@@ -561,6 +561,12 @@ static PyObject *py_reweight(PyObject *Py_UNUSED(self), PyObject *args)
                            PyArray_DIM(policy, 0), PyArray_DIM(policy, 1),
                            eta, eps, PyArray_DATA(out));
     Py_END_ALLOW_THREADS
+    if (status == RLHF_EVALUE || status == RLHF_ENONFINITE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "reweight: policy must be finite and non-negative "
+                        "and rewards finite");
+        goto fail;
+    }
     if (status < 0) {
         raise_status(status, "reweight");
         goto fail;

@@ -4,8 +4,8 @@
  *   out[i, :] = softmax(log(policy[i, :] + eps) + eta * (rewards[i, :] -
  *                                                        mean(rewards[i, :])))
  *
- * which is one mirror-descent step towards the KL-regularised optimum
- * pi* ∝ pi_ref exp(r / beta) with beta = 1 / eta.
+ * which, from a reference policy, is the KL-regularised optimum
+ * pi* ∝ pi_ref exp(r / beta) with beta = 1 / eta (up to eps).
  *
  * Fast path, no logarithm: with a_j = eta * (r_j - mean) and M = max_j a_j,
  *   w_j = (policy_j + eps) * exp(a_j - M),   out_j = w_j / sum_k w_k,
@@ -123,7 +123,18 @@ static int row(const double *p, const double *r, ptrdiff_t k, double eta,
     for (; j < k; j++) {
         part[0] += r[j];
     }
-    const double mean = sum_lanes(part) / (double)k;
+    double mean = sum_lanes(part) / (double)k;
+    if (!isfinite(mean)) {
+        /* a NaN or infinity in rewards, or finite values whose sum
+         * overflows: tell the two apart, and average the latter scaled */
+        mean = 0.0;
+        for (ptrdiff_t i = 0; i < k; i++) {
+            if (!isfinite(r[i])) {
+                return RLHF_ENONFINITE;
+            }
+            mean += r[i] / (double)k;
+        }
+    }
 
     /* M = max_j eta * (r_j - mean); max is exact in any order */
     double top = -INFINITY;
@@ -136,14 +147,28 @@ static int row(const double *p, const double *r, ptrdiff_t k, double eta,
     }
 
     /* o = (p + eps) * exp(eta * (r - mean) - M); its minimum */
-    double smallest = INFINITY;
+    /* the policy is checked in the pass that reads it: its minimum for the
+     * sign, its sum (only a test: NaN and infinity propagate) for the rest */
+    double smallest = INFINITY, p_min = INFINITY, p_sum = 0.0;
 #ifdef _OPENMP
-#pragma omp simd reduction(min : smallest)
+#pragma omp simd reduction(min : smallest, p_min) reduction(+ : p_sum)
 #endif
     for (ptrdiff_t i = 0; i < k; i++) {
         double w = (p[i] + eps) * exp_nonpositive(eta * (r[i] - mean) - top);
         o[i] = w;
         smallest = w < smallest ? w : smallest;
+        p_min = p[i] < p_min ? p[i] : p_min;
+        p_sum += p[i];
+    }
+    if (!(p_min >= 0.0)) {
+        return RLHF_EVALUE;
+    }
+    if (!isfinite(p_sum)) {
+        for (ptrdiff_t i = 0; i < k; i++) {
+            if (!isfinite(p[i])) {
+                return RLHF_EVALUE;
+            }
+        }
     }
     double tpart[RLHF_LANES] = {0.0};
     for (j = 0; j + RLHF_LANES <= k; j += RLHF_LANES) {
@@ -166,11 +191,12 @@ static int row(const double *p, const double *r, ptrdiff_t k, double eta,
 }
 
 /*
- * policy, rewards  n_rows * n_actions, row-major, read only; policy >= 0
- *                  and both finite (checked by the caller)
+ * policy, rewards  n_rows * n_actions, row-major, read only
  * out              n_rows * n_actions, written
- * Returns 0, or RLHF_ENONFINITE for a row whose logits are all -inf
- * (every policy entry 0 with eps = 0).
+ * Returns 0; RLHF_ENONFINITE when rewards hold a NaN or infinity, or a
+ * row's logits are all -inf (every policy entry 0 with eps = 0);
+ * RLHF_EVALUE when policy holds a negative, NaN or infinite entry.  The
+ * inputs are checked in the passes that read them, not beforehand.
  */
 int rlhf_reweight(const double *policy, const double *rewards,
                   ptrdiff_t n_rows, ptrdiff_t n_actions, double eta,

@@ -13,13 +13,16 @@ def reweight(policy, rewards, eta=0.5, eps=1e-6):
     """The lecture's policy update along the last axis.
 
     ``softmax(log(policy + eps) + eta * (rewards - mean(rewards)))``, i.e.
-    ``policy * exp(eta * advantage)`` renormalised: one exponentiated-gradient
-    (mirror descent) step towards the KL-regularised optimum
-    ``pi*(y) ∝ pi_ref(y) exp(r(y) / beta)`` with ``beta = 1 / eta``
-    (Ziegler et al. 2019, "Fine-tuning language models from human
-    preferences", eq. 2).  The row maximum is subtracted before
-    exponentiating, so the result stays finite where
-    ``np.exp(...) / np.exp(...).sum()`` overflows.
+    ``policy * exp(eta * advantage)`` renormalised.  Applied to a reference
+    policy it gives, up to ``eps``, the optimum of the KL-regularised
+    objective ``E_pi[r] - beta KL(pi || pi_ref)`` (Ziegler et al. 2019,
+    "Fine-tuning language models from human preferences") with
+    ``beta = 1 / eta``: ``pi*(y) ∝ pi_ref(y) exp(r(y) / beta)`` (Rafailov et
+    al. 2023, "Direct preference optimization", eq. 4).  Applied k times
+    it gives the optimum for ``beta = 1 / (k eta)``, moving towards the
+    greedy policy.  Nothing overflows: the largest exponent is subtracted
+    first, so the result stays finite where
+    ``np.exp(...) / np.exp(...).sum()`` does not.
 
     Parameters
     ----------
@@ -67,8 +70,23 @@ def reweight(policy, rewards, eta=0.5, eps=1e-6):
             f"rewards of shape {rewards.shape} do not broadcast to policy's "
             f"shape {policy.shape}."
         ) from None
-    if policy.size == 0 or np.prod(shape) == 0:
+    if np.prod(shape) == 0:
         raise ValueError(f"policy and rewards are empty (shape {shape}).")
+    n_responses = shape[-1]
+    flat_policy = np.broadcast_to(policy, shape).reshape(-1, n_responses)
+    flat_rewards = np.broadcast_to(rewards, shape).reshape(-1, n_responses)
+    try:
+        # the kernel checks values in the pass that reads them
+        out = _core.reweight(flat_policy, flat_rewards, float(eta),
+                             float(eps))
+    except ValueError:
+        _explain_bad_values(policy, rewards, shape, eps)
+        raise
+    return out.reshape(shape)
+
+
+def _explain_bad_values(policy, rewards, shape, eps):
+    """Raise the precise error for values the kernel rejected."""
     _check_finite(policy, "policy")
     _check_finite(rewards, "rewards")
     if (policy < 0).any():
@@ -78,8 +96,3 @@ def reweight(policy, rewards, eta=0.5, eps=1e-6):
     if eps == 0 and (np.broadcast_to(policy, shape).max(axis=-1) == 0).any():
         raise ValueError("policy has a row of zeros and eps is 0: that row "
                          "has no distribution to update.")
-    n_responses = shape[-1]
-    flat_policy = np.broadcast_to(policy, shape).reshape(-1, n_responses)
-    flat_rewards = np.broadcast_to(rewards, shape).reshape(-1, n_responses)
-    out = _core.reweight(flat_policy, flat_rewards, float(eta), float(eps))
-    return out.reshape(shape)
