@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from .exceptions import DataConversionWarning, NotFittedError
+from .exceptions import DataConversionWarning, NotFittedError, sklearn_twin
 
 
 def _is_sparse(x):
@@ -22,8 +22,17 @@ def _feature_names(X):
     if columns is None or not hasattr(X, "iloc"):
         return None
     names = np.asarray(list(columns), dtype=object)
-    if len(names) and all(isinstance(n, str) for n in names):
+    is_str = [isinstance(n, str) for n in names]
+    if len(names) and all(is_str):
         return names
+    if any(is_str):
+        kinds = sorted({type(n).__name__ for n in names})
+        raise TypeError(
+            "Feature names are only supported if all input features have "
+            f"string names, but the columns of X have the types {kinds}. "
+            "Convert them all to strings (X.columns = X.columns.astype(str)) "
+            "or none of them."
+        )
     return None
 
 
@@ -41,14 +50,25 @@ def _as_float_array(values, name):
     if arr.dtype.kind in "biuf":
         return np.asarray(arr, dtype=np.float64)
     if arr.dtype.kind == "c":
-        raise ValueError(f"{name} must be real, got complex values.")
+        raise ValueError(
+            f"Complex data not supported: {name} must be real, got "
+            f"{arr.dtype} values."
+        )
     if arr.dtype.kind in "USV":
         raise ValueError(
             f"{name} must be numeric, got an array of dtype {arr.dtype}."
         )
     # object arrays (lists of mixed values, DataFrames of objects) are
-    # converted element by element; numpy's TypeError names the culprit
-    return np.asarray(arr, dtype=np.float64)
+    # converted element by element; numpy's message names the culprit
+    # value and ours the argument, and the type of error is numpy's
+    # (TypeError for a dict, ValueError for a string), as scikit-learn's
+    try:
+        return np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise type(error)(
+            f"{name} must hold numbers; converting it to float64 failed: "
+            f"{error}"
+        ) from error
 
 
 def check_array(X, name="X", *, accept_sparse=True, ensure_2d=True,
@@ -63,6 +83,11 @@ def check_array(X, name="X", *, accept_sparse=True, ensure_2d=True,
         if not accept_sparse:
             raise TypeError(f"{name} must be dense; got a sparse matrix.")
         X = X.tocsr()
+        if X.dtype.kind == "c":
+            raise ValueError(
+                f"Complex data not supported: {name} must be real, got "
+                f"{X.dtype} values."
+            )
         if X.dtype.kind not in "biuf":
             raise ValueError(f"{name} must be numeric, got dtype {X.dtype}.")
         if X.ndim != 2:
@@ -120,7 +145,7 @@ def check_labels(y, n_samples):
             "A column-vector y was passed when a 1d array was expected. "
             "Please change the shape of y to (n_samples,), for example "
             "using ravel().",
-            DataConversionWarning,
+            sklearn_twin(DataConversionWarning),
             stacklevel=3,
         )
         y = y.ravel()
@@ -136,7 +161,10 @@ def check_labels(y, n_samples):
     if y.dtype.kind == "f":
         _check_finite(y, "y")
     if y.dtype.kind == "c":
-        raise ValueError("y must hold class labels, got complex values.")
+        raise ValueError(
+            "Complex data not supported: y must hold class labels, got "
+            f"{y.dtype} values."
+        )
     if y.dtype.kind == "O":
         kinds = {type(v) for v in y}
         if len(kinds) > 1 and not all(
@@ -217,7 +245,7 @@ def check_option(value, name, owner, options):
 
 def check_is_fitted(estimator, attribute):
     if not hasattr(estimator, attribute):
-        raise NotFittedError(
+        raise sklearn_twin(NotFittedError)(
             f"This {type(estimator).__name__} instance is not fitted yet. "
             "Call 'fit' with appropriate arguments before using this "
             "estimator."

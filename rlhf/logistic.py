@@ -5,6 +5,7 @@ rules as ``sklearn.linear_model.LogisticRegression(solver='lbfgs')`` so that
 its coefficients, intercept and iteration count are scikit-learn's, digit
 for digit; the work is done by C kernels on the caller's NumPy buffers.
 """
+import numbers
 import warnings
 
 import numpy as np
@@ -21,7 +22,7 @@ from ._validation import (
     check_sample_weight,
     check_scalar,
 )
-from .exceptions import ConvergenceWarning
+from .exceptions import ConvergenceWarning, sklearn_twin
 
 __all__ = ["LogisticRegression"]
 
@@ -57,6 +58,20 @@ def _as_kernel_matrix(X):
         return (X.data, X.indices.astype(np.int64, copy=False),
                 X.indptr.astype(np.int64, copy=False), X.shape[1])
     return X
+
+
+def _is_continuous(classes):
+    """True when the labels are numbers that are not all whole (a
+    regression target), as scikit-learn's type_of_target 'continuous'."""
+    if classes.dtype.kind == "f":
+        return bool((classes != np.round(classes)).any())
+    if classes.dtype.kind == "O":
+        return any(
+            isinstance(c, numbers.Real) and not isinstance(c, numbers.Integral)
+            and c != np.round(c)
+            for c in classes
+        )
+    return False
 
 
 def _log_expit(z):
@@ -195,8 +210,9 @@ class LogisticRegression(ParamsMixin):
                     "a positive int. Got 0 instead."
                 )
 
-    def _class_weights(self, y_index, sample_weight, user_weight):
-        """Per-class weights (length 2), scikit-learn's rules."""
+    def _class_weights(self, classes, y_index, sample_weight, user_weight):
+        """Per-class weights (length 2, in the order of classes),
+        scikit-learn's rules."""
         cw = self.class_weight
         weights = np.ones(2)
         if cw is None:
@@ -209,20 +225,28 @@ class LogisticRegression(ParamsMixin):
             else:
                 counts = np.bincount(y_index, minlength=2).astype(float)
                 total = float(len(y_index))
-            with np.errstate(divide="ignore"):
-                return total / (2 * counts)
+            if not (counts > 0).all():
+                empty = classes.tolist()[np.flatnonzero(~(counts > 0))[0]]
+                raise ValueError(
+                    "class_weight='balanced' divides by the summed "
+                    "sample_weight of each class, which is zero for class "
+                    f"{empty!r}; give its samples a positive sample_weight "
+                    "or pass class_weight as a dict."
+                )
+            return total / (2 * counts)
         missing = []
         for label, weight in cw.items():
-            where = np.flatnonzero(self.classes_ == label)
+            where = np.flatnonzero(classes == label)
             if len(where) == 0:
                 missing.append(label)
-            else:
+            elif isinstance(weight, numbers.Real):
                 weights[where[0]] = weight
+            else:
+                weights[where[0]] = np.nan  # reported below
         if missing:
             raise ValueError(
-                f"The classes, {missing}, are not in class_weight: "
-                f"class_weight names labels that y does not contain "
-                f"(y has {list(self.classes_)})."
+                f"class_weight names labels that are not classes of y: "
+                f"{missing}. The classes of y are {classes.tolist()}."
             )
         if not np.isfinite(weights).all() or (weights < 0).any():
             raise ValueError(
@@ -257,7 +281,7 @@ class LogisticRegression(ParamsMixin):
             )
         y = check_labels(y, n_samples)
         classes, y_index = np.unique(y, return_inverse=True)
-        if classes.dtype.kind == "f" and (classes != np.round(classes)).any():
+        if _is_continuous(classes):
             raise ValueError(
                 "Unknown label type: continuous. y holds non-integer "
                 "floats; a classifier needs class labels."
@@ -265,44 +289,42 @@ class LogisticRegression(ParamsMixin):
         if len(classes) < 2:
             raise ValueError(
                 "This solver needs samples of at least 2 classes in the "
-                "data, but the data contains only one class: "
-                f"{classes[0]!r}." if len(classes) else
+                "data, but y contains only one class: "
+                f"{classes.tolist()[0]!r}." if len(classes) else
                 "y contains no class at all."
             )
         if len(classes) > 2:
             raise ValueError(
-                f"{type(self).__name__} is binary, but y has {len(classes)} "
-                f"classes: {list(classes[:5])}{' ...' if len(classes) > 5 else ''}."
-                " Use one model per class (one-vs-rest) for more."
+                "Only binary classification is supported. The type of the "
+                f"target is multiclass: y has {len(classes)} classes, "
+                f"{classes[:5].tolist()}{' ...' if len(classes) > 5 else ''}. "
+                "Use one model per class (one-vs-rest) for more."
             )
-        self.classes_ = classes
         y_index = y_index.ravel()
         user_weight = sample_weight is not None
         sample_weight = check_sample_weight(sample_weight, n_samples)
-        try:
-            sample_weight = sample_weight * self._class_weights(
-                y_index, sample_weight, user_weight)[y_index]
-        except Exception:
-            del self.classes_
-            raise
+        # fitted attributes are set only once the fit has succeeded, so a
+        # failed refit leaves the previous fit whole
+        sample_weight = sample_weight * self._class_weights(
+            classes, y_index, sample_weight, user_weight)[y_index]
 
+        # a fit without data is no fit (and divides by zero for compat
+        # '1.4' and later), whatever scikit-learn generation is imitated
+        total = sample_weight.sum()
+        if not total > 0:
+            raise ValueError(
+                "sample_weight (times class_weight) is zero for every "
+                "sample; at least one sample needs a positive weight."
+            )
         compat = _COMPAT[self.compat]
         no_penalty = self.penalty is None or self.C == np.inf
         alpha = 0.0 if no_penalty else 1.0 / self.C
         scale = 1.0
         if compat["mean"]:
-            total = sample_weight.sum()
-            if not total > 0:
-                del self.classes_
-                raise ValueError(
-                    "sample_weight (times class_weight) sums to zero; at "
-                    "least one sample needs a positive weight."
-                )
             scale = 1.0 / total
             alpha = alpha / total
         n_params = n_features + (1 if self.fit_intercept else 0)
         if self.solver == "newton" and n_params > _NEWTON_MAX_PARAMS:
-            del self.classes_
             raise ValueError(
                 f"solver='newton' forms a dense ({n_params} x {n_params}) "
                 f"Hessian; with more than {_NEWTON_MAX_PARAMS - 1} features "
@@ -324,6 +346,7 @@ class LogisticRegression(ParamsMixin):
             compat["maxls"],
             n_threads=n_threads,
         )
+        self.classes_ = classes
         self.coef_ = w[:n_features].reshape(1, n_features)
         self.intercept_ = (w[n_features:] if self.fit_intercept
                            else np.zeros(1))
@@ -342,7 +365,7 @@ class LogisticRegression(ParamsMixin):
                 f"{self.solver} failed to converge: {_STOPS[status]} after "
                 f"{n_iter} iterations. Increase max_iter, scale the data, or "
                 "use solver='newton'.",
-                ConvergenceWarning,
+                sklearn_twin(ConvergenceWarning),
                 stacklevel=2,
             )
         return self
@@ -393,7 +416,10 @@ class LogisticRegression(ParamsMixin):
 
     def predict(self, X):
         """Predicted labels, shape (n_samples,)."""
-        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+        # scores first: an unfitted model must raise NotFittedError, not
+        # the AttributeError of a missing classes_
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(np.intp)]
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, 2), columns as classes_."""
