@@ -69,14 +69,25 @@ ptrdiff_t rlhf_logistic_scratch_size(const rlhf_logistic *problem)
     return n_blocks(problem->X.n_rows) * (n_params(problem) + 1);
 }
 
-/* z = x_i . w + b for one dense row. */
+/*
+ * x_i . w for one dense row, in four interleaved partial sums added as
+ * (s0 + s1) + (s2 + s3): independent chains the processor can overlap and
+ * the compiler can vectorise, in an order fixed for every build.
+ */
 static double dense_row_dot(const double *row, const double *w, ptrdiff_t d)
 {
-    double z = 0.0;
-    for (ptrdiff_t j = 0; j < d; j++) {
-        z += row[j] * w[j];
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    ptrdiff_t j = 0;
+    for (; j + 4 <= d; j += 4) {
+        s[0] += row[j] * w[j];
+        s[1] += row[j + 1] * w[j + 1];
+        s[2] += row[j + 2] * w[j + 2];
+        s[3] += row[j + 3] * w[j + 3];
     }
-    return z;
+    for (; j < d; j++) {
+        s[0] += row[j] * w[j];
+    }
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 /* Loss and unscaled data gradient of rows [start, stop) into part. */

@@ -37,6 +37,10 @@ def _feature_names(X):
 
 
 def _check_finite(values, name):
+    # one pass and no temporary: NaN and infinity make the sum non-finite;
+    # only then (or when finite values overflow it) look element by element
+    if np.isfinite(np.sum(values)):
+        return
     if not np.isfinite(values).all():
         what = "NaN" if np.isnan(values).any() else "infinity"
         raise ValueError(
