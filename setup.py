@@ -3,7 +3,8 @@
 The kernels in csrc/ are plain C99; csrc/_core.c is the one file that
 includes Python.h and NumPy.  OpenMP is used when the compiler accepts
 -fopenmp (probed below); without it the kernels run on one thread and give
-the same numbers.  Warnings become errors when RLHF_WERROR=1 (CI sets it).
+the same numbers.  Warnings become errors when RLHF_WERROR=1 (CI sets it); RLHF_SANITIZE=address,undefined
+builds with those sanitizers, and RLHF_NO_OPENMP=1 without OpenMP.
 """
 import os
 import tempfile

@@ -499,7 +499,8 @@ static PyObject *py_lbfgs_minimize(PyObject *Py_UNUSED(self), PyObject *args,
     npy_intp n = PyArray_DIM(x0, 0);
     x = new_vector(n);
     g = new_vector(n);
-    work = malloc((size_t)rlhf_lbfgs_work_size(n, m) * sizeof(double) + 1);
+    ptrdiff_t size = rlhf_lbfgs_work_size(n, m);
+    work = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
     if (x == NULL || g == NULL || work == NULL) {
         if (work == NULL) {
             PyErr_NoMemory();

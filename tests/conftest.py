@@ -7,12 +7,16 @@ import pytest
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(scope="session")
-def sklearn12_cases():
+def load_sklearn12_cases():
     """scikit-learn 1.2.2 lbfgs fits recorded by
     tests/fixtures/make_sklearn12_fixtures.py."""
     with open(FIXTURES / "sklearn12_lbfgs.json") as fh:
         return json.load(fh)["cases"]
+
+
+@pytest.fixture(scope="session")
+def sklearn12_cases():
+    return load_sklearn12_cases()
 
 
 def fixture_problem(case):

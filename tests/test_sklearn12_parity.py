@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import rlhf
-from conftest import fixture_problem
+from conftest import fixture_problem, load_sklearn12_cases
 from rlhf.exceptions import ConvergenceWarning
 
 
@@ -56,19 +56,11 @@ def test_enough_stable_cases(sklearn12_cases):
     assert sum(c["stable"] for c in sklearn12_cases) >= 50
 
 
-def stable_ids(cases):
-    return [c["name"] for c in cases]
-
-
 def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
-        import json
-        import pathlib
-        path = pathlib.Path(__file__).parent / "fixtures" / "sklearn12_lbfgs.json"
-        cases = json.loads(path.read_text())["cases"]
         wanted = metafunc.function.__name__.endswith("_stable")
-        chosen = [c for c in cases if c["stable"] == wanted]
-        metafunc.parametrize("case", chosen, ids=stable_ids(chosen))
+        chosen = [c for c in load_sklearn12_cases() if c["stable"] == wanted]
+        metafunc.parametrize("case", chosen, ids=[c["name"] for c in chosen])
 
 
 def test_matches_sklearn_1_2_stable(case):
