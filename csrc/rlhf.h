@@ -20,6 +20,19 @@
 #define RLHF_ECALLBACK  (-4)  /* a user objective reported failure */
 #define RLHF_ENOTPD     (-5)  /* a Hessian was not positive definite */
 
+/*
+ * Hot loops built for AVX2 and AVX-512 as well where GCC can choose at load
+ * time.  The arithmetic is the same IEEE operations in every version (no
+ * fused multiply-add: -std=c99 keeps contraction off), so the results are
+ * bitwise the same whichever is chosen.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__)
+#define RLHF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RLHF_CLONES
+#endif
+
 /* Ways a solver finishes (non-negative). */
 #define RLHF_CONVERGED_GTOL 0  /* largest |gradient component| <= gtol */
 #define RLHF_CONVERGED_FTOL 1  /* relative decrease of f <= ftol */
