@@ -47,6 +47,10 @@
 typedef int (*rlhf_objective)(void *ctx, const double *x, double *f,
                               double *g);
 
+/* An objective's Hessian at x, into the upper triangle of the row-major
+ * n x n matrix H.  Returns 0, or non-zero on failure. */
+typedef int (*rlhf_hessian)(void *ctx, const double *x, double *H);
+
 /* logistic.c --------------------------------------------------------- */
 
 /* A design matrix: dense C-contiguous rows, or CSR. */
@@ -91,6 +95,10 @@ int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
                          double *g, double gtol, int max_iter, double *work,
                          int *n_iter, int *n_fev);
 ptrdiff_t rlhf_newton_work_size(ptrdiff_t n);
+int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
+                         ptrdiff_t np, double *x, double *f, double *g,
+                         double gtol, int max_iter, double *work,
+                         int *n_iter, int *n_fev);
 
 /* reweight.c --------------------------------------------------------- */
 
