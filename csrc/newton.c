@@ -124,8 +124,9 @@ int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
         if (*n_iter >= max_iter) {
             return RLHF_MAX_ITER;
         }
-        if (hess(ctx, x, H) != 0) {
-            return RLHF_ECALLBACK;
+        const int hs = hess(ctx, x, H);
+        if (hs != 0) {
+            return hs < 0 ? hs : RLHF_ECALLBACK;
         }
         double max_diag = 0.0;
         for (ptrdiff_t i = 0; i < np; i++) {

@@ -100,6 +100,44 @@ int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
                          double gtol, int max_iter, double *work,
                          int *n_iter, int *n_fev);
 
+/* bradley_terry.c ---------------------------------------------------- */
+
+#define RLHF_BRADLEY_TERRY   0
+#define RLHF_PLACKETT_LUCE   1
+#define RLHF_TIES_NONE       0
+#define RLHF_TIES_RAO_KUPPER 1
+#define RLHF_TIES_DAVIDSON   2
+
+/* A preference likelihood over items (see bradley_terry.c). */
+typedef struct {
+    rlhf_matrix F;               /* item features, n_items rows */
+    int F_identity;              /* 1: one free strength per item, F unused */
+    ptrdiff_t n_items;
+    int likelihood;              /* RLHF_BRADLEY_TERRY or RLHF_PLACKETT_LUCE */
+    ptrdiff_t n_comparisons;
+    const int64_t *comparisons;  /* (n_comparisons, 2): preferred, other */
+    const double *margin;        /* n_comparisons, or NULL */
+    const uint8_t *tie;          /* n_comparisons (1 = tied), or NULL */
+    int tie_model;               /* RLHF_TIES_... */
+    ptrdiff_t n_groups;
+    ptrdiff_t group_size;        /* K; 1 for Bradley-Terry */
+    const int64_t *rankings;     /* (n_groups, K) best first, -1 pads */
+    const double *sample_weight; /* per comparison or group, or NULL */
+    double alpha;                /* + alpha/2 ||w||^2 */
+    int n_threads;               /* <= 0: the OpenMP default */
+    double *scratch;             /* rlhf_bt_scratch_size doubles */
+} rlhf_bt;
+
+ptrdiff_t rlhf_bt_n_params(const rlhf_bt *problem);
+ptrdiff_t rlhf_bt_scratch_size(const rlhf_bt *problem);
+ptrdiff_t rlhf_bt_work_size(const rlhf_bt *problem, int newton);
+int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
+                      double *grad);
+int rlhf_bt_hessian(void *problem, const double *x, double *H);
+int rlhf_bt_fit(rlhf_bt *problem, int newton, double *x, double *f,
+                double *g, double tol, int max_iter, double *work,
+                int *n_iter, int *n_fev);
+
 /* reweight.c --------------------------------------------------------- */
 
 int rlhf_reweight(const double *policy, const double *rewards,

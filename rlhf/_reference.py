@@ -344,3 +344,135 @@ def reweight(policy, rewards, eta, eps):
     logits -= logits.max(axis=-1, keepdims=True)
     weights = np.exp(logits)
     return weights / weights.sum(axis=-1, keepdims=True)
+
+
+# -- Bradley-Terry and Plackett-Luce (csrc/bradley_terry.c) ---------------
+# The losses are written from the models' probabilities (Bradley & Terry
+# 1952; Rao & Kupper 1967; Davidson 1970; Plackett 1975), not from the
+# kernel's rearranged forms.
+
+def _bt_features(features, n_items):
+    if features is None:
+        return np.eye(n_items)
+    return _rows(features)
+
+
+def _bt_pair_terms(ra, rb, margin, tied, tie_model, u):
+    """-log P of each comparison and its derivatives in r_a, r_b, u."""
+    d = ra - rb - np.where(tied, 0.0, margin)
+    if tie_model == 0:
+        # P(a > b) = sigmoid(d); a tie is half a win each way
+        loss = np.where(tied, 0.5 * (np.logaddexp(0, -d) + np.logaddexp(0, d)),
+                        np.logaddexp(0, -d))
+        da = np.where(tied, 0.5 * (_sigmoid(d) - _sigmoid(-d)), -_sigmoid(-d))
+        return loss, da, -da, np.zeros_like(d)
+    if tie_model == 1:
+        # P(a > b) = pi_a / (pi_a + theta pi_b), theta = exp(kappa),
+        # P(tie) = (theta^2 - 1) pi_a pi_b / ((pi_a + theta pi_b)
+        #          (theta pi_a + pi_b)), pi = exp(r)
+        kappa = math.exp(u)
+        strict = np.logaddexp(0, kappa - d)
+        tie = (-np.log(np.expm1(2 * kappa)) + np.logaddexp(ra, kappa + rb)
+               + np.logaddexp(kappa + ra, rb) - ra - rb)
+        loss = np.where(tied, tie, strict)
+        da_strict = -_sigmoid(kappa - d)
+        da_tie = _sigmoid(ra - kappa - rb) + _sigmoid(kappa + ra - rb) - 1
+        db_tie = _sigmoid(rb - kappa - ra) + _sigmoid(kappa + rb - ra) - 1
+        dk_tie = (-2 - 2 / np.expm1(2 * kappa) + _sigmoid(kappa + rb - ra)
+                  + _sigmoid(kappa + ra - rb))
+        da = np.where(tied, da_tie, da_strict)
+        db = np.where(tied, db_tie, -da_strict)
+        dk = np.where(tied, dk_tie, -da_strict)
+        return loss, da, db, dk * kappa
+    # Davidson: P(a > b) = pi_a / (pi_a + pi_b + nu sqrt(pi_a pi_b)),
+    # P(tie) = nu sqrt(pi_a pi_b) / (...), nu = exp(u)
+    ra_m = ra - np.where(tied, 0.0, margin)
+    mid = u + 0.5 * (ra_m + rb)
+    top = np.maximum(np.maximum(ra_m, rb), mid)
+    ea, eb, em = np.exp(ra_m - top), np.exp(rb - top), np.exp(mid - top)
+    total = ea + eb + em
+    lse = top + np.log(total)
+    qa, qb, qm = ea / total, eb / total, em / total
+    loss = np.where(tied, lse - mid, lse - ra_m)
+    da = qa + 0.5 * qm - np.where(tied, 0.5, 1.0)
+    db = qb + 0.5 * qm - np.where(tied, 0.5, 0.0)
+    du = qm - np.where(tied, 1.0, 0.0)
+    return loss, da, db, du
+
+
+def _pl_group(r):
+    """-log P of one Plackett-Luce ranking (scores best first) and its
+    gradient: sum over positions of log sum_{j >= k} e^r_j - r_k."""
+    loss, grad = 0.0, np.zeros(len(r))
+    for k in range(len(r) - 1):
+        tail = r[k:]
+        top = tail.max()
+        weights = np.exp(tail - top)
+        loss += top + math.log(weights.sum()) - r[k]
+        grad[k:] += weights / weights.sum()
+        grad[k] -= 1.0
+    return loss, grad
+
+
+def bt_loss_grad(problem, x, n_threads=0):
+    """(loss, grad) of sum_p s_p loss_p(F w) + alpha/2 ||w||^2, with the tie
+    parameter u last in x when a tie model is on."""
+    (features, n_items, likelihood, data, sample_weight, margin, tie,
+     tie_model, alpha) = problem
+    F = _bt_features(features, n_items)
+    x = np.asarray(x, dtype=np.float64)
+    n_coef = F.shape[1]
+    w = x[:n_coef]
+    u = x[n_coef] if tie_model else 0.0
+    r = F @ w
+    data = np.asarray(data, dtype=np.int64)
+    s = (np.ones(len(data)) if sample_weight is None
+         else np.asarray(sample_weight, dtype=np.float64))
+    g_items = np.zeros(n_items)
+    du = 0.0
+    if likelihood == 0:
+        a, b = data[:, 0], data[:, 1]
+        m = np.zeros(len(data)) if margin is None else np.asarray(margin)
+        tied = (np.zeros(len(data), bool) if tie is None
+                else np.asarray(tie).astype(bool))
+        loss_p, da, db, dup = _bt_pair_terms(r[a], r[b], m, tied, tie_model,
+                                             u)
+        loss = float(np.sum(s * loss_p))
+        np.add.at(g_items, a, s * da)
+        np.add.at(g_items, b, s * db)
+        du = float(np.sum(s * dup))
+    else:
+        loss = 0.0
+        for group, weight in zip(data, s):
+            items = group[group >= 0]
+            lg, gg = _pl_group(r[items])
+            loss += weight * lg
+            np.add.at(g_items, items, weight * gg)
+    grad = np.empty(len(x))
+    grad[:n_coef] = F.T @ g_items + alpha * w
+    if tie_model:
+        grad[n_coef] = du
+    return loss + 0.5 * alpha * float(w @ w), grad
+
+
+def bt_hessian(problem, x):
+    """The Hessian as central differences of bt_loss_grad's gradient (plus
+    the kernel's mean(diag) 1 1^T / n_items for free strengths without a
+    penalty): an oracle to about 1e-7."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    H = np.empty((n, n))
+    for j in range(n):
+        h = 1e-5 * max(1.0, abs(x[j]))
+        up, down = x.copy(), x.copy()
+        up[j] += h
+        down[j] -= h
+        H[:, j] = (bt_loss_grad(problem, up)[1]
+                   - bt_loss_grad(problem, down)[1]) / (2 * h)
+    H = 0.5 * (H + H.T)
+    features, n_items, alpha = problem[0], problem[1], problem[8]
+    if features is None and alpha == 0:
+        diag = np.diag(H)[:n_items]
+        c = (diag.mean() if diag.mean() > 0 else 1.0) / n_items
+        H[:n_items, :n_items] += c
+    return H
