@@ -16,6 +16,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from .logistic import LogisticRegression
 from .policy import reweight
+from .reward import RewardModel
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,6 @@ __all__ = [
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",
+    "RewardModel",
     "reweight",
 ]
