@@ -146,9 +146,13 @@ static void pair_term(int tie_model, int tied, double d, double u,
         t->luu = q[2] - q[2] * q[2];
     }
     else if (!tied) {
-        t->l = log1pexp(-d);
-        t->ld = -sigmoid(-d);
-        t->ldd = dsigmoid(d);
+        /* one exponential: e = exp(-|d|) gives the loss and both
+         * sigmoids */
+        const double e = exp(-fabs(d));
+        const double small = e / (1.0 + e); /* sigmoid(-|d|) */
+        t->l = (d < 0.0 ? -d : 0.0) + log1p(e);
+        t->ld = d < 0.0 ? -(1.0 / (1.0 + e)) : -small;
+        t->ldd = small * (1.0 - small);
     }
     else {
         t->l = 0.5 * (log1pexp(-d) + log1pexp(d));
@@ -526,6 +530,22 @@ static double item_hessian(const rlhf_bt *p, const double *r, double u,
             cross[0] = s * t.ldu;
             cross[1] = -s * t.ldu;
             huu += s * t.luu;
+            if (dense) {
+                /* G[a] += h (F[a] - F[b]), G[b] -= h (F[a] - F[b]) */
+                const double *fa = p->F.dense + idx[0] * d;
+                const double *fb = p->F.dense + idx[1] * d;
+                double *ga = G + idx[0] * d, *gb = G + idx[1] * d;
+                for (ptrdiff_t k = 0; k < d; k++) {
+                    const double diff = h * (fa[k] - fb[k]);
+                    ga[k] += diff;
+                    gb[k] -= diff;
+                }
+                if (p->tie_model != RLHF_TIES_NONE) {
+                    v[idx[0]] += cross[0];
+                    v[idx[1]] += cross[1];
+                }
+                continue;
+            }
         }
         for (ptrdiff_t i = 0; i < K; i++) {
             const int64_t a = items[i];
@@ -562,6 +582,54 @@ static double item_hessian(const rlhf_bt *p, const double *r, double u,
         }
     }
     return huu;
+}
+
+/*
+ * H[:d, :d] += F^T G and H[:d, d] += F^T v (upper triangle) for dense F,
+ * in blocks of items whose partial sums are added in block order.
+ */
+static int hessian_dense_ftg(const rlhf_bt *p, const double *G,
+                             const double *v, double *H, ptrdiff_t np,
+                             int ties)
+{
+    const ptrdiff_t d = p->F.n_cols, w = d + 1;
+    const ptrdiff_t nb = n_blocks(p->n_items);
+    double *parts = calloc((size_t)(nb * d * w), sizeof(double));
+    if (parts == NULL) {
+        return RLHF_ENOMEM;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads_for(p, nb))
+#endif
+    for (ptrdiff_t blk = 0; blk < nb; blk++) {
+        double *part = parts + blk * d * w;
+        const ptrdiff_t stop = (blk + 1) * BT_BLOCK < p->n_items
+                                   ? (blk + 1) * BT_BLOCK : p->n_items;
+        for (ptrdiff_t i = blk * BT_BLOCK; i < stop; i++) {
+            const double *fi = p->F.dense + i * d, *gi = G + i * d;
+            for (ptrdiff_t a = 0; a < d; a++) {
+                double *row = part + a * w;
+                const double fa = fi[a];
+                for (ptrdiff_t b = a; b < d; b++) {
+                    row[b] += fa * gi[b];
+                }
+                row[d] += fa * v[i];
+            }
+        }
+    }
+    for (ptrdiff_t blk = 0; blk < nb; blk++) {
+        const double *part = parts + blk * d * w;
+        for (ptrdiff_t a = 0; a < d; a++) {
+            for (ptrdiff_t b = a; b < d; b++) {
+                H[a * np + b] += part[a * w + b];
+            }
+            if (ties) {
+                H[a * np + d] += part[a * w + d];
+            }
+        }
+    }
+    free(parts);
+    return 0;
 }
 
 /* Doubles of scratch rlhf_bt_hessian allocates itself. */
@@ -604,38 +672,26 @@ int rlhf_bt_hessian(void *problem, const double *x, double *H)
     memset(H, 0, (size_t)(np * np) * sizeof(double));
     scores(p, x, r);
     const double huu = item_hessian(p, r, u, H, np, G, v, Bpl);
-    if (!p->F_identity) {
+    if (!p->F_identity && p->F.dense != NULL) {
+        if (hessian_dense_ftg(p, G, v, H, np, ties) != 0) {
+            free(buf);
+            return RLHF_ENOMEM;
+        }
+    }
+    else if (!p->F_identity) {
         /* H_ww = F^T G, H_wu = F^T v (upper triangle) */
         const ptrdiff_t d = nc;
         for (ptrdiff_t i = 0; i < p->n_items; i++) {
             const double *gi = G + i * d;
-            if (p->F.dense != NULL) {
-                const double *fi = p->F.dense + i * d;
-                for (ptrdiff_t a = 0; a < d; a++) {
-                    if (fi[a] == 0.0) {
-                        continue;
-                    }
-                    double *row = H + a * np;
-                    for (ptrdiff_t b = a; b < d; b++) {
-                        row[b] += fi[a] * gi[b];
-                    }
-                    if (ties) {
-                        row[nc] += fi[a] * v[i];
-                    }
+            for (int64_t k = p->F.indptr[i]; k < p->F.indptr[i + 1]; k++) {
+                const ptrdiff_t a = p->F.indices[k];
+                const double fa = p->F.data[k];
+                double *row = H + a * np;
+                for (ptrdiff_t b = a; b < d; b++) {
+                    row[b] += fa * gi[b];
                 }
-            }
-            else {
-                for (int64_t k = p->F.indptr[i]; k < p->F.indptr[i + 1];
-                     k++) {
-                    const ptrdiff_t a = p->F.indices[k];
-                    const double fa = p->F.data[k];
-                    double *row = H + a * np;
-                    for (ptrdiff_t b = a; b < d; b++) {
-                        row[b] += fa * gi[b];
-                    }
-                    if (ties) {
-                        row[nc] += fa * v[i];
-                    }
+                if (ties) {
+                    row[nc] += fa * v[i];
                 }
             }
         }
@@ -693,17 +749,7 @@ int rlhf_bt_fit(rlhf_bt *p, int newton, double *x, double *f, double *g,
                                     x, f, g, tol, max_iter, work, n_iter,
                                     n_fev);
     }
-    rlhf_bt_loss_grad(p, x, f, g);
-    double g0 = 0.0;
-    for (ptrdiff_t j = 0; j < np; j++) {
-        g0 = fmax(g0, fabs(g[j]));
-    }
-    if (!isfinite(*f) || !isfinite(g0)) {
-        return RLHF_ENONFINITE;
-    }
-    int status = rlhf_lbfgs_minimize(rlhf_bt_loss_grad, p, np, x, f, g, 10,
-                                     tol * fmax(1.0, g0), 64.0 * DBL_EPSILON,
-                                     max_iter, 50, work, n_iter, n_fev);
-    ++*n_fev;
-    return status;
+    return rlhf_lbfgs_minimize(rlhf_bt_loss_grad, p, np, x, f, g, 10, -tol,
+                               64.0 * DBL_EPSILON, max_iter, 50, work,
+                               n_iter, n_fev);
 }

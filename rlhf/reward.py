@@ -36,6 +36,7 @@ _TIES = {None: 0, "rao-kupper": 1, "davidson": 2}
 # (n_items x n_features) intermediate; beyond these sizes L-BFGS is used
 _NEWTON_MAX_PARAMS = 1000
 _NEWTON_MAX_INTERMEDIATE = 50_000_000
+_NEWTON_AUTO_FEATURES = 17
 _STOPS = {
     0: "the largest gradient component fell below tol",
     1: "the objective stopped decreasing (rounding level)",
@@ -124,7 +125,8 @@ class RewardModel(ParamsMixin):
         'newton' forms the Hessian ``F^T L F`` (L the weighted Laplacian of
         the comparison graph) and converges to the exact optimum; 'lbfgs'
         needs only gradients (wide or sparse features, many items).
-        'auto' takes Newton when there are at most 1000 parameters.
+        'auto' takes Newton for free strengths of at most 1000 items or
+        at most 16 features, where its Hessian is cheap; L-BFGS otherwise.
     tol : float, default=1e-8
         Stop when the largest gradient component is at most ``tol`` times
         its size at the start (or 1, if larger).
@@ -303,14 +305,17 @@ class RewardModel(ParamsMixin):
                 ties, _TIES[self.ties], self._alpha())
 
     def _choose_solver(self, features, n_params, n_items):
+        """Newton when its Hessian is cheap next to a few gradient
+        evaluations: free strengths of up to 1000 items, or up to 16
+        features (the Hessian costs about n_features / 2 gradients)."""
         if self.solver != "auto":
             return self.solver
-        if n_params > _NEWTON_MAX_PARAMS:
-            return "lbfgs"
-        if features is not None and n_items * n_params > \
+        if features is None:
+            return "newton" if n_params <= _NEWTON_MAX_PARAMS else "lbfgs"
+        if n_params <= _NEWTON_AUTO_FEATURES and n_items * n_params <= \
                 _NEWTON_MAX_INTERMEDIATE:
-            return "lbfgs"
-        return "newton"
+            return "newton"
+        return "lbfgs"
 
     # -- fitting -----------------------------------------------------------
 
