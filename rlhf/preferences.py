@@ -98,7 +98,7 @@ def _check_real(value, name, owner, low, high=None, allow_array=False):
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
                 f"The '{name}' parameter of {owner} must hold floats in "
-                f"{interval}. Got {arr[i]!r} at index {i} instead."
+                f"{interval}. Got {float(arr[i])!r} at index {i} instead."
             )
         return arr
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
