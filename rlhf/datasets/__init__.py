@@ -14,7 +14,6 @@ LICENSE and a SOURCE.md saying where it comes from and what was changed.
 """
 import dataclasses
 import gzip
-import io
 import json
 import os
 from importlib import resources
@@ -216,28 +215,33 @@ def _majority(labels):
 # JSON Lines
 
 
-def _open_text(path):
-    """A text stream of a file, gunzipped when it starts with gzip's magic
-    bytes."""
+def _open_binary(path):
+    """A binary stream of a file, gunzipped when it starts with gzip's
+    magic bytes, and the underlying file."""
     raw = open(path, "rb")
     try:
-        head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-        if head == _GZIP_MAGIC:
-            stream = gzip.GzipFile(fileobj=raw, mode="rb")
-        else:
-            stream = raw
-        return io.TextIOWrapper(stream, encoding="utf-8", newline=None), raw
+        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+        return raw, raw
     except BaseException:
         raw.close()
         raise
 
 
 def _records(stream, source):
-    """(line number, dict) for every non-blank line of a JSON Lines stream;
-    a clear error naming source and line for anything else."""
+    """(line number, dict) for every non-blank line of a binary JSON Lines
+    stream; a clear error naming source and line for anything else."""
     line_no = 0
     try:
-        for line_no, line in enumerate(stream, start=1):
+        for line_no, raw_line in enumerate(stream, start=1):
+            # decoded line by line, so that an error names its line
+            try:
+                line = raw_line.decode("utf-8-sig" if line_no == 1
+                                       else "utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{source}, line {line_no}: not UTF-8 text "
+                    f"({error.reason} at byte {error.start}).") from None
             if not line.strip():
                 continue
             try:
@@ -255,9 +259,6 @@ def _records(stream, source):
                     f"{source}, line {line_no}: expected a JSON object, got "
                     f"{_json_type(record)}.")
             yield line_no, record
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{source}, line {line_no + 1}: not UTF-8 text "
-                         f"({error.reason}).") from None
     except (OSError, EOFError) as error:
         raise ValueError(f"{source}, line {line_no + 1}: cannot read "
                          f"({error}).") from None
@@ -303,10 +304,10 @@ def load_preference_jsonl(path, *, identical="raise"):
     Parameters
     ----------
     path : str or os.PathLike
-    identical : {"raise", "drop", "tie"}, default="raise"
-        What to do with a record whose chosen and rejected texts are equal:
-        raise a ValueError naming its line, leave it out, or keep it as a
-        tie.
+    identical : {"raise", "drop"}, default="raise"
+        What to do with a record whose chosen and rejected texts are equal
+        (a text compared with itself says nothing about it): raise a
+        ValueError naming its line, or leave such records out.
 
     Returns
     -------
@@ -324,14 +325,14 @@ def load_preference_jsonl(path, *, identical="raise"):
         A value that is not a string (or a "tie" that is not a boolean),
         with the file, line and key.
     """
-    if identical not in ("raise", "drop", "tie"):
+    if identical not in ("raise", "drop"):
         raise ValueError(
             "The 'identical' parameter of load_preference_jsonl must be one "
-            f"of 'raise', 'drop', 'tie'. Got {identical!r} instead.")
+            f"of 'raise', 'drop'. Got {identical!r} instead.")
     source = os.fspath(path)
     builder = _Builder()
     ties, lines = [], []
-    stream, raw = _open_text(source)
+    stream, raw = _open_binary(source)
     with raw, stream:
         for line_no, record in _records(stream, source):
             chosen = _text_field(record, "chosen", source, line_no)
@@ -348,11 +349,8 @@ def load_preference_jsonl(path, *, identical="raise"):
                     raise ValueError(
                         f"{source}, line {line_no}: keys 'chosen' and "
                         "'rejected' hold the same text. Pass identical='drop'"
-                        " to leave such records out or identical='tie' to "
-                        "keep them as ties.")
-                if identical == "drop":
-                    continue
-                tie = True
+                        " to leave such records out.")
+                continue
             builder.add("" if prompt is None else prompt, chosen, rejected)
             ties.append(tie)
             lines.append(line_no)
@@ -372,8 +370,7 @@ def _bundled_records(directory, filename):
     source = f"rlhf/datasets/data/{directory}/{filename}"
     with resource.open("rb") as raw:
         with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-            text = io.TextIOWrapper(unzipped, encoding="utf-8")
-            return list(_records(text, source)), source
+            return list(_records(unzipped, source)), source
 
 
 # FineGrainedRLHF's order of the six pairs of predictions 1..4
