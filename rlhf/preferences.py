@@ -666,16 +666,17 @@ def simulate_rankings(rewards, groups, temperature=1.0, random_state=None):
     return ranked[0] if one else ranked
 
 
-def _check_distinct_rows(rows, name, owner):
+def _check_distinct_rows(rows, name, owner, row_ids=None):
     if rows.shape[1] < 2:
         return
     ordered = np.sort(rows, axis=1)
     repeat = ordered[:, 1:] == ordered[:, :-1]
     if repeat.any():
         g, k = np.argwhere(repeat)[0]
+        row = int(g if row_ids is None else row_ids[g])
         raise ValueError(
             f"The '{name}' parameter of {owner} repeats item "
-            f"{int(ordered[g, k])} in row {int(g)}; the items of a row must "
+            f"{int(ordered[g, k])} in row {row}; the items of a row must "
             "be distinct.")
 
 
@@ -728,78 +729,131 @@ sequences, default=None
             raise ValueError(f"The 'n_items' parameter of {owner} must be an "
                              f"int >= 1. Got {n_items!r} instead.")
         n_items = int(n_items)
-    rows = _as_rows(rankings, "rankings", owner)
-    if not rows:
+    blocks = _blocks_by_length(rankings, "rankings", owner)
+    n_rankings = sum(ids.shape[0] for ids, _ in blocks)
+    if n_rankings == 0:
         raise ValueError(f"The 'rankings' parameter of {owner} must hold at "
                          "least one ranking.")
-    tie_rows = None
+    tie_blocks = None
     if ties is not None:
-        tie_rows = _as_rows(ties, "ties", owner, dtype=bool)
-        if len(tie_rows) != len(rows):
-            raise ValueError(
-                f"The 'ties' parameter of {owner} must have one row per "
-                f"ranking ({len(rows)}); got {len(tie_rows)}.")
+        tie_blocks = dict(_tie_rows(ties, blocks, n_rankings, owner))
 
-    out_pairs, out_ties, out_weight, out_group = [], [], [], []
-    for g, row in enumerate(rows):
-        row = _check_index_array(row, "rankings", owner, n_items)
-        k = row.shape[0]
+    out = []
+    for ids, block in blocks:
+        k = block.shape[1]
         if k < 2:
             raise ValueError(
                 f"The 'rankings' parameter of {owner} needs at least 2 items "
-                f"per ranking; ranking {g} has {k}.")
-        _check_distinct_rows(row[None, :], "rankings", owner)
+                f"per ranking; ranking {int(ids[0])} has {k}.")
+        if block.dtype == object or block.dtype.kind not in "iu":
+            raise TypeError(
+                f"The 'rankings' parameter of {owner} must hold integer item "
+                f"indices; got an array of dtype {block.dtype}.")
+        block = block.astype(np.int64, copy=False)
+        bad = (block < 0) | (block >= (np.inf if n_items is None
+                                       else n_items))
+        if bad.any():
+            g, j = np.argwhere(bad)[0]
+            bound = "" if n_items is None else f" and < {n_items} (n_items)"
+            raise ValueError(
+                f"The 'rankings' parameter of {owner} must hold item indices "
+                f">= 0{bound}; got {int(block[g, j])} at "
+                f"rankings[{int(ids[g])}][{int(j)}].")
+        _check_distinct_rows(block, "rankings", owner, ids)
         hi, lo = np.triu_indices(k, 1)
-        if tie_rows is not None:
-            t = tie_rows[g]
-            if t.shape != (k - 1,):
-                raise ValueError(
-                    f"The 'ties' parameter of {owner} must have K - 1 = "
-                    f"{k - 1} entries for ranking {g}; got {t.shape[0]}.")
-            tier = np.concatenate([[0], np.cumsum(~t)])
-            out_ties.append(tier[hi] == tier[lo])
+        pairs = np.stack([block[:, hi], block[:, lo]], axis=-1)
+        if tie_blocks is not None:
+            # tied runs form tiers; two items are tied when in one tier
+            tier = np.concatenate(
+                [np.zeros((block.shape[0], 1), dtype=np.int64),
+                 np.cumsum(~tie_blocks[k], axis=1)], axis=1)
+            tied = tier[:, hi] == tier[:, lo]
         else:
-            out_ties.append(np.zeros(hi.shape[0], dtype=bool))
-        out_pairs.append(np.column_stack([row[hi], row[lo]]))
+            tied = np.zeros(pairs.shape[:2], dtype=bool)
         weight = 2.0 / (k * (k - 1)) if normalize else 1.0
-        out_weight.append(np.full(hi.shape[0], weight))
-        out_group.append(np.full(hi.shape[0], g, dtype=np.int64))
-    comparisons = np.concatenate(out_pairs).astype(np.int64, copy=False)
+        out.append((pairs.reshape(-1, 2), tied.ravel(),
+                    np.full(tied.size, weight),
+                    np.repeat(ids, hi.shape[0])))
+    comparisons, tied, weights, groups = (np.concatenate(part)
+                                          for part in zip(*out))
+    if len(out) > 1:
+        # back to the order of the rankings, pairs of one ranking in order
+        order = np.argsort(groups, kind="stable")
+        comparisons, tied, weights, groups = (
+            comparisons[order], tied[order], weights[order], groups[order])
     if n_items is None:
         n_items = int(comparisons.max()) + 1
     return Comparisons(
-        comparisons, np.concatenate(out_ties), np.concatenate(out_weight),
-        np.concatenate(out_group), np.zeros(comparisons.shape[0], np.int64),
-        n_items, None)
+        np.ascontiguousarray(comparisons, dtype=np.int64), tied, weights,
+        groups, np.zeros(comparisons.shape[0], np.int64), n_items, None)
 
 
-def _as_rows(values, name, owner, dtype=None):
-    """A list of 1-d arrays from a 2-d array or a list of sequences."""
+def _blocks_by_length(values, name, owner):
+    """[(ranking ids, 2-d array of those rankings)] with one block per
+    ranking length, from a 2-d array or a list of sequences."""
     if isinstance(values, np.ndarray) and values.dtype != object:
         if values.ndim != 2:
             raise ValueError(
                 f"The '{name}' parameter of {owner} must be 2-dimensional "
                 f"(one row per ranking); got shape {values.shape}.")
-        rows = list(values)
+        return [(np.arange(values.shape[0]), values)]
+    rows = _as_rows(values, name, owner)
+    lengths = np.array([r.shape[0] for r in rows], dtype=np.int64)
+    blocks = []
+    for k in np.unique(lengths):
+        ids = np.flatnonzero(lengths == k)
+        block = np.array([rows[i] for i in ids])
+        if block.ndim != 2:
+            block = block.reshape(len(ids), 0)
+        blocks.append((ids, block))
+    return blocks
+
+
+def _tie_rows(ties, blocks, n_rankings, owner):
+    """(K, tie block aligned with the rankings block of length K)."""
+    if isinstance(ties, np.ndarray) and ties.dtype != object:
+        if ties.ndim != 2:
+            raise ValueError(
+                f"The 'ties' parameter of {owner} must be 2-dimensional "
+                f"(one row per ranking); got shape {ties.shape}.")
+        rows = list(ties)
     else:
-        try:
-            rows = [np.asarray(r) for r in values]
-        except TypeError:
-            raise TypeError(
-                f"The '{name}' parameter of {owner} must be a 2-d array or a "
-                f"list of sequences; got {type(values).__name__}.") from None
-        for i, r in enumerate(rows):
-            if r.ndim != 1:
-                raise ValueError(
-                    f"The '{name}' parameter of {owner} must be a list of "
-                    f"1-d sequences; row {i} has shape {r.shape}.")
-    if dtype is bool:
-        for i, r in enumerate(rows):
-            if r.dtype != bool and not (r.size == 0 and r.dtype.kind == "f"):
+        rows = _as_rows(ties, "ties", owner)
+    if len(rows) != n_rankings:
+        raise ValueError(
+            f"The 'ties' parameter of {owner} must have one row per "
+            f"ranking ({n_rankings}); got {len(rows)}.")
+    for ids, block in blocks:
+        k = block.shape[1]
+        for i in ids:
+            row = np.asarray(rows[i])
+            if row.dtype != bool and not (row.size == 0
+                                          and row.dtype.kind == "f"):
                 raise TypeError(
-                    f"The '{name}' parameter of {owner} must hold booleans; "
-                    f"row {i} has dtype {r.dtype}.")
-        rows = [r.astype(bool) for r in rows]
+                    f"The 'ties' parameter of {owner} must hold booleans; "
+                    f"row {int(i)} has dtype {row.dtype}.")
+            if row.shape != (max(k - 1, 0),):
+                raise ValueError(
+                    f"The 'ties' parameter of {owner} must have K - 1 = "
+                    f"{k - 1} entries for ranking {int(i)}; got shape "
+                    f"{row.shape}.")
+        yield k, np.array([np.asarray(rows[i], dtype=bool) for i in ids]
+                          ).reshape(len(ids), max(k - 1, 0))
+
+
+def _as_rows(values, name, owner):
+    """A list of 1-d arrays from a list of sequences."""
+    try:
+        rows = [np.asarray(r) for r in values]
+    except TypeError:
+        raise TypeError(
+            f"The '{name}' parameter of {owner} must be a 2-d array or a "
+            f"list of sequences; got {type(values).__name__}.") from None
+    for i, r in enumerate(rows):
+        if r.ndim != 1:
+            raise ValueError(
+                f"The '{name}' parameter of {owner} must be a list of 1-d "
+                f"sequences; row {i} has shape {r.shape}.")
     return rows
 
 
@@ -959,19 +1013,27 @@ def make_world(n_prompts=1, n_candidates=4, n_features=2, *,
         n_prompts, n_candidates)
     prompts = np.array([f"Prompt {p}" for p in range(n_prompts)],
                        dtype=object)
-    responses = np.array(
-        [_describe(row, feature_names) for row in features], dtype=object)
+    responses = _describe(features, feature_names)
     return World(prompts, responses, features, feature_names, weights,
                  rewards, candidates)
 
 
-def _describe(values, names):
-    words = []
-    for value, name in zip(values, names):
+def _describe(features, names):
+    """"Relevant, safe answer." for each row of features: a word for each
+    named feature's quarter of [0, 1], or the name and value."""
+    text = None
+    for j, name in enumerate(names):
         levels = _FEATURE_WORDS.get(name)
         if levels is None:
-            words.append(f"{name} {value:.1f}")
+            escaped = name.replace("%", "%%")
+            if j == 0:
+                escaped = escaped[:1].upper() + escaped[1:]
+            words = np.char.mod(escaped + " %.1f", features[:, j]).astype(
+                object)
         else:
-            words.append(levels[min(int(value * 4), 3)])
-    text = ", ".join(words) + " answer."
-    return text[0].upper() + text[1:]
+            if j == 0:
+                levels = tuple(w[:1].upper() + w[1:] for w in levels)
+            quarter = np.minimum((features[:, j] * 4).astype(np.int64), 3)
+            words = np.array(levels, dtype=object)[quarter]
+        text = words if text is None else text + ", " + words
+    return text + " answer."

@@ -435,9 +435,46 @@ def test_rankings_of_a_world_at_temperature_zero_agree_with_rewards():
     assert np.array_equal(comparisons.groups, np.repeat(np.arange(200), 10))
 
 
+def naive_rankings_to_comparisons(rankings, ties, normalize):
+    """One ranking at a time, pair by pair."""
+    rows = []
+    for g, (ranking, tie) in enumerate(zip(rankings, ties)):
+        tier = [0]
+        for t in tie:
+            tier.append(tier[-1] + (not t))
+        k = len(ranking)
+        for i, j in itertools.combinations(range(k), 2):
+            rows.append((ranking[i], ranking[j], tier[i] == tier[j],
+                         2 / (k * (k - 1)) if normalize else 1.0, g))
+    return rows
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_rankings_to_comparisons_equals_a_naive_loop(normalize):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 7, size=300)
+    rankings = [rng.permutation(40)[:k].tolist() for k in lengths]
+    ties = [(rng.random(k - 1) < 0.3).tolist() for k in lengths]
+    out = rlhf.rankings_to_comparisons(rankings, ties, normalize=normalize)
+    got = list(zip(out.comparisons[:, 0].tolist(),
+                   out.comparisons[:, 1].tolist(), out.ties.tolist(),
+                   out.sample_weight.tolist(), out.groups.tolist()))
+    assert got == naive_rankings_to_comparisons(rankings, ties, normalize)
+    # a rectangular array and its list give the same comparisons
+    square = np.array([r[:2] for r in rankings])
+    tie = np.array([t[:1] for t in ties])
+    a = rlhf.rankings_to_comparisons(square, tie)
+    b = rlhf.rankings_to_comparisons(square.tolist(), tie.tolist())
+    assert np.array_equal(a.comparisons, b.comparisons)
+    assert np.array_equal(a.ties, b.ties)
+
+
 @pytest.mark.parametrize("rankings, kwargs, error, match", [
     ([[0, 1, 0]], {}, ValueError, "repeats item 0"),
-    ([[0, -1]], {}, ValueError, "got -1"),
+    ([[0, -1]], {}, ValueError, r"got -1 at rankings\[0\]\[1\]"),
+    ([[0, 1, 2], [3, 4], [5, -6]], {}, ValueError,
+     r"got -6 at rankings\[2\]\[1\]"),
+    ([[0, 1, 2], [3, 4], [5, 5]], {}, ValueError, "repeats item 5 in row 2"),
     ([[0]], {}, ValueError, "at least 2 items"),
     ([], {}, ValueError, "at least one ranking"),
     ([[0.0, 1.0]], {}, TypeError, "integer item indices"),
