@@ -366,7 +366,9 @@ def load_preference_jsonl(path, *, identical="raise"):
 
 
 def _bundled_records(directory, filename):
-    resource = resources.files(__name__).joinpath("data", directory, filename)
+    # one name per joinpath: Python < 3.11 takes no more
+    resource = resources.files(__name__).joinpath("data").joinpath(
+        directory).joinpath(filename)
     source = f"rlhf/datasets/data/{directory}/{filename}"
     with resource.open("rb") as raw:
         with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
