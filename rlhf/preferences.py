@@ -490,8 +490,9 @@ def simulate_preferences(rewards, pairs, temperature=1.0, noise=0.0, *,
     lapse still picks ``a`` or ``b`` at random.  It is the latent-utility
     model "prefer a when the perceived difference, with logistic noise of
     scale ``temperature``, exceeds m" (Rao-Kupper's ``log theta = m /
-    temperature``); at ``temperature = 0`` it declares a tie exactly when
-    ``|r_a - r_b| < m``.
+    temperature``); at ``temperature = 0`` it declares a tie when
+    ``|r_a - r_b| < m`` (half the time at ``|r_a - r_b| = m``, the limit
+    of small temperatures).
 
     Parameters
     ----------
