@@ -101,6 +101,16 @@ def test_rao_kupper_at_temperature_zero_is_a_threshold():
             > rewards[prefs.comparisons[strict, 1]]).all()
 
 
+def test_rao_kupper_threshold_boundary_is_the_small_temperature_limit():
+    # |r_a - r_b| = m exactly: sigmoid(0) = 1/2 for any temperature, so the
+    # annotator prefers the better item half the time and ties otherwise
+    pairs = np.tile([[1, 0]], (N_DRAWS, 1))
+    prefs = rlhf.simulate_preferences([0.0, 0.5], pairs, temperature=0,
+                                      tie_margin=0.5, random_state=0)
+    assert_frequency(prefs.n_ties, N_DRAWS, 0.5)
+    assert (prefs.comparisons[~prefs.ties] == [1, 0]).all()
+
+
 def test_temperature_zero_prefers_the_higher_reward():
     rewards = np.array([3.0, -1.0, 0.5, 7.0, 0.49])
     prefs = rlhf.simulate_preferences(rewards, 10, temperature=0,
