@@ -17,14 +17,27 @@ from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedErro
 from .logistic import LogisticRegression
 from .policy import reweight
 from .reward import RewardModel
+from .preferences import (Agreement, Comparisons, World, annotator_agreement,
+                          make_world, rankings_to_comparisons,
+                          simulate_preferences, simulate_rankings)
+from . import datasets
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agreement",
+    "Comparisons",
     "ConvergenceWarning",
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",
     "RewardModel",
+    "World",
+    "annotator_agreement",
+    "datasets",
+    "make_world",
+    "rankings_to_comparisons",
     "reweight",
+    "simulate_preferences",
+    "simulate_rankings",
 ]
