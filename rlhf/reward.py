@@ -330,7 +330,9 @@ class RewardModel(ParamsMixin):
             One row per item.  ``None`` fits one free strength per item
             (as choix does).
         comparisons : array-like of int of shape (n_comparisons, 2)
-            Item indices, the preferred item first.  With
+            Item indices, the preferred item first.  An
+            ``rlhf.Comparisons`` or ``rlhf.datasets.PreferenceDataset``
+            also brings its ties and weights.  With
             ``likelihood='plackett-luce'``: rankings (see ``rankings``).
         sample_weight : array-like of shape (n_comparisons,), default=None
             Non-negative weights (per ranking for Plackett-Luce).
@@ -351,6 +353,17 @@ class RewardModel(ParamsMixin):
         self
         """
         self._validate_params()
+        if hasattr(comparisons, "comparisons") and hasattr(comparisons,
+                                                           "ties"):
+            # rlhf.Comparisons or a rlhf.datasets.PreferenceDataset: its
+            # ties and weights unless given explicitly
+            source = comparisons
+            comparisons = np.asarray(source.comparisons)
+            if ties is None and source.ties is not None and np.any(
+                    source.ties):
+                ties = source.ties
+            if sample_weight is None:
+                sample_weight = getattr(source, "sample_weight", None)
         F = self._check_features(features)
         if F is None and _is_sparse(features):
             raise TypeError("features must be an array or None.")
