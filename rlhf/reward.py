@@ -93,6 +93,34 @@ def _check_vector(values, name, n, *, nonneg=False):
     return np.ascontiguousarray(arr)
 
 
+def _compress(F, problem):
+    """The same problem on the items the comparisons name and the feature
+    columns non-zero on them.  Exact: every other coefficient has a zero
+    data gradient, so it stays at its starting value 0 (and is 0 at the
+    optimum with or without the penalty).  Returns the new problem and the
+    kept columns (None when nothing would be dropped)."""
+    data = problem[3]
+    items = np.unique(data[data >= 0])
+    rows = F[items]
+    columns = np.unique(rows.indices)
+    if len(items) == F.shape[0] and len(columns) == F.shape[1]:
+        return problem, None
+    sub = rows[:, columns].tocsr()
+    sub.sort_indices()
+    remapped = np.where(data >= 0, np.searchsorted(items, data), -1)
+    return (( _kernel_features(sub), len(items), problem[2],
+             np.ascontiguousarray(remapped, dtype=np.int64))
+            + problem[4:]), columns
+
+
+def _sparse_row_sq_outside(F, columns):
+    """Row sums of squares of the sparse F outside the given columns."""
+    data = np.where(np.isin(F.indices, columns), 0.0, F.data)
+    counts = np.diff(F.indptr)
+    return np.add.reduceat(np.r_[data * data, 0.0],
+                           np.r_[F.indptr[:-1]]) * (counts > 0)
+
+
 def _kernel_features(F):
     if F is None:
         return None
@@ -370,7 +398,11 @@ class RewardModel(ParamsMixin):
         problem = self._problem(F, comparisons, sample_weight, margin, ties,
                                 rankings, n_items)
         n_items = problem[1]
-        n_coef = n_items if F is None else F.shape[1]
+        columns = None
+        if F is not None and _is_sparse(F):
+            problem, columns = _compress(F, problem)
+        n_coef = (n_items if F is None else F.shape[1] if columns is None
+                  else len(columns))
         has_tie = self.ties is not None
         n_params = n_coef + has_tie
         solver = self._choose_solver(F, n_params, n_items)
@@ -391,6 +423,10 @@ class RewardModel(ParamsMixin):
         coef = x[:n_coef].copy()
         if F is None and self._alpha() == 0.0:
             coef -= coef.mean()
+        if columns is not None:
+            coef = np.zeros(F.shape[1])
+            coef[columns] = x[:n_coef]
+        self._columns = columns
         self.coef_ = coef
         self.tie_param_ = None
         if has_tie:
@@ -514,7 +550,7 @@ class RewardModel(ParamsMixin):
                 f"it is available for at most {4 * _NEWTON_MAX_PARAMS} "
                 "parameters.")
         H = _core.bt_hessian(self._problem_tuple, self._x)
-        n_coef = len(self.coef_)
+        n_coef = len(self._x) - (self.ties is not None)
         free = not self._fitted_with_features and self._alpha() == 0.0
         try:
             cov = np.linalg.inv(H)
@@ -539,7 +575,19 @@ class RewardModel(ParamsMixin):
         else:
             self._rewards(features)  # the checks
             F = check_array(features, "features")
+            rest = 0.0
+            if self._columns is not None:
+                # the coefficients of the other columns never met the data:
+                # their Hessian is alpha I, their variance C (infinite
+                # without a penalty)
+                sq = _sparse_row_sq_outside(F, self._columns)
+                alpha = self._alpha()
+                with np.errstate(divide="ignore"):
+                    rest = np.where(sq > 0, sq / alpha if alpha > 0 else
+                                    np.inf, 0.0)
+                F = F[:, self._columns]
             FS = np.asarray(F @ cov_w)
             var = np.asarray(F.multiply(FS).sum(axis=1)).ravel() \
                 if _is_sparse(F) else np.einsum("ij,ij->i", FS, F)
+            var = var + rest
         return np.sqrt(np.maximum(var, 0.0))
