@@ -48,8 +48,10 @@ class BuildExt(build_ext):
                 link.append("-fopenmp")
             sanitize = os.environ.get("RLHF_SANITIZE")
             if sanitize:
+                # Python's own CFLAGS carry -fwrapv, which defines signed
+                # overflow and so hides it from -fsanitize=undefined
                 flags += ["-fsanitize=" + sanitize, "-fno-omit-frame-pointer",
-                          "-O1", "-g"]
+                          "-fno-wrapv", "-O1", "-g"]
                 link += ["-fsanitize=" + sanitize]
         elif self.compiler.compiler_type == "msvc":
             flags = ["/O2", "/W3"]
