@@ -83,6 +83,35 @@ static int check_length(PyArrayObject *arr, npy_intp expected,
     return 0;
 }
 
+/*
+ * Counts the kernels size their buffers from (items, columns) are capped
+ * here, so that no size computed from them overflows: real arrays hold at
+ * most PY_SSIZE_T_MAX / 8 doubles, and a count a caller passes as a number
+ * may not exceed that either.
+ */
+#define MAX_DOUBLES (PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double))
+
+/* Whether rows * cols + extra doubles can be addressed, computed without
+ * overflow. */
+static int fits_doubles(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t extra)
+{
+    return rows >= 0 && cols >= 0 && extra >= 0 && extra <= MAX_DOUBLES &&
+           (rows == 0 || cols <= (MAX_DOUBLES - extra) / rows);
+}
+
+/* n doubles of scratch (at least one), or NULL with MemoryError. */
+static double *alloc_doubles(ptrdiff_t n)
+{
+    double *p = NULL;
+    if (n >= 0 && n <= MAX_DOUBLES) {
+        p = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+    }
+    if (p == NULL) {
+        PyErr_NoMemory();
+    }
+    return p;
+}
+
 /* Arrays a design matrix holds; all NULL for the parts not used. */
 typedef struct {
     PyArrayObject *dense, *data, *indices, *indptr;
@@ -126,8 +155,10 @@ static int parse_matrix(PyObject *X, rlhf_matrix *m, matrix_refs *refs)
                           &data, &indices, &indptr, &n_cols)) {
         return -1;
     }
-    if (n_cols < 0) {
-        PyErr_SetString(PyExc_ValueError, "X: n_cols must be >= 0");
+    if (n_cols < 0 || n_cols > MAX_DOUBLES / 8) {
+        PyErr_Format(PyExc_ValueError,
+                     "X: n_cols must be in [0, %zd], got %zd",
+                     MAX_DOUBLES / 8, n_cols);
         return -1;
     }
     refs->data = as_array(data, NPY_DOUBLE, 1, "X.data");
@@ -218,10 +249,8 @@ static int parse_logistic(logistic_args *a, PyObject *X, PyObject *y,
     a->problem.scale = scale;
     a->problem.alpha = alpha;
     a->problem.n_threads = n_threads;
-    ptrdiff_t size = rlhf_logistic_scratch_size(&a->problem);
-    a->scratch = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
+    a->scratch = alloc_doubles(rlhf_logistic_scratch_size(&a->problem));
     if (a->scratch == NULL) {
-        PyErr_NoMemory();
         return -1;
     }
     a->problem.scratch = a->scratch;
@@ -383,11 +412,15 @@ static PyObject *py_logistic_fit(PyObject *Py_UNUSED(self), PyObject *args,
     if (w == NULL || grad == NULL) {
         goto fail;
     }
-    ptrdiff_t size = newton ? rlhf_newton_work_size(np)
-                            : rlhf_lbfgs_work_size(np, m);
-    work = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
-    if (work == NULL) {
+    /* newton: np * (np + 3); lbfgs: np * (2m + 3) + 2m doubles */
+    if (newton ? !fits_doubles(np, np + 3, 0)
+               : !fits_doubles(np, 2 * (ptrdiff_t)m + 3, 2 * (ptrdiff_t)m)) {
         PyErr_NoMemory();
+        goto fail;
+    }
+    work = alloc_doubles(newton ? rlhf_newton_work_size(np)
+                                : rlhf_lbfgs_work_size(np, m));
+    if (work == NULL) {
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -501,12 +534,15 @@ static PyObject *py_lbfgs_minimize(PyObject *Py_UNUSED(self), PyObject *args,
     npy_intp n = PyArray_DIM(x0, 0);
     x = new_vector(n);
     g = new_vector(n);
-    ptrdiff_t size = rlhf_lbfgs_work_size(n, m);
-    work = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
-    if (x == NULL || g == NULL || work == NULL) {
-        if (work == NULL) {
-            PyErr_NoMemory();
-        }
+    if (x == NULL || g == NULL) {
+        goto fail;
+    }
+    if (!fits_doubles(n, 2 * (ptrdiff_t)m + 3, 2 * (ptrdiff_t)m)) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    work = alloc_doubles(rlhf_lbfgs_work_size(n, m));
+    if (work == NULL) {
         goto fail;
     }
     memcpy(PyArray_DATA(x), PyArray_DATA(x0), (size_t)n * sizeof(double));
@@ -654,12 +690,14 @@ static int parse_bt(bt_args *a, PyObject *problem, int n_threads)
         return -1;
     }
     rlhf_bt *p = &a->problem;
-    if (n_items < 1 || (likelihood != RLHF_BRADLEY_TERRY &&
+    if (n_items < 1 || n_items > MAX_DOUBLES / 8 ||
+        (likelihood != RLHF_BRADLEY_TERRY &&
                         likelihood != RLHF_PLACKETT_LUCE) ||
         tie_model < RLHF_TIES_NONE || tie_model > RLHF_TIES_DAVIDSON ||
         !(alpha >= 0.0) || !isfinite(alpha)) {
         PyErr_SetString(PyExc_ValueError,
-                        "problem: n_items must be >= 1, likelihood 0 or 1, "
+                        "problem: n_items must be >= 1 (and addressable), "
+                        "likelihood 0 or 1, "
                         "tie_model 0, 1 or 2 and alpha finite and >= 0");
         return -1;
     }
@@ -755,10 +793,8 @@ static int parse_bt(bt_args *a, PyObject *problem, int n_threads)
                         "only");
         return -1;
     }
-    ptrdiff_t size = rlhf_bt_scratch_size(p);
-    a->scratch = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
+    a->scratch = alloc_doubles(rlhf_bt_scratch_size(p));
     if (a->scratch == NULL) {
-        PyErr_NoMemory();
         return -1;
     }
     p->scratch = a->scratch;
@@ -920,10 +956,13 @@ static PyObject *py_bt_fit(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     memcpy(PyArray_DATA(x), PyArray_DATA(x0), (size_t)np * sizeof(double));
-    ptrdiff_t size = rlhf_bt_work_size(&a.problem, newton);
-    work = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
-    if (work == NULL) {
+    /* newton: np * (np + 3); lbfgs (m = 10): np * 23 + 20 doubles */
+    if (newton ? !fits_doubles(np, np + 3, 0) : !fits_doubles(np, 23, 20)) {
         PyErr_NoMemory();
+        goto fail;
+    }
+    work = alloc_doubles(rlhf_bt_work_size(&a.problem, newton));
+    if (work == NULL) {
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS

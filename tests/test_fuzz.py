@@ -1216,3 +1216,24 @@ def test_entry_point_never_crashes(entry):
     print(f"\n{entry.name}: {entry.stats['examples']} examples, "
           f"{entry.stats['returned']} returned a result")
     assert entry.stats["examples"] > 0
+
+
+# -- regressions found by the tests above ------------------------------------
+
+@pytest.mark.parametrize("n_items", [2**62, 2**63 - 1])
+def test_huge_item_count_is_rejected(n_items):
+    """Regression: buffer sizes computed from n_items overflowed (undefined
+    behaviour caught by -fsanitize=undefined) before any array was read."""
+    problem = (None, n_items, 0, np.array([[0, 1]]), None, None, None, 0, 1.0)
+    with pytest.raises(ValueError, match="n_items"):
+        _core.bt_fit(problem, np.zeros(2), "newton", 1e-8, 10)
+
+
+@pytest.mark.parametrize("n_cols", [2**62, 2**63 - 1])
+def test_huge_column_count_is_rejected(n_cols):
+    """Regression: n_cols + 1 and the solvers' work sizes overflowed."""
+    X = (np.ones(1), np.zeros(1, np.int64), np.array([0, 1]), n_cols)
+    with pytest.raises(ValueError, match="n_cols"):
+        _core.logistic_fit(X, np.ones(1), np.ones(1), True, 1.0, 1.0,
+                           "newton", 1e-6, 1e-9, 10, 20)
+
