@@ -454,7 +454,8 @@ int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
     if (p->tie_model != RLHF_TIES_NONE) {
         grad[nc] = du;
     }
-    *loss = data_loss + 0.5 * p->alpha * norm2;
+    /* alpha = 0: no penalty, even where ||x||^2 overflows (0 * inf) */
+    *loss = data_loss + (p->alpha != 0.0 ? 0.5 * p->alpha * norm2 : 0.0);
     return 0;
 }
 

@@ -238,7 +238,9 @@ int rlhf_logistic_loss_grad(void *problem, const double *w, double *loss,
     for (ptrdiff_t j = 0; j < d; j++) {
         grad[j] += p->alpha * w[j];
     }
-    *loss = p->scale * data_loss + 0.5 * p->alpha * norm2;
+    /* alpha = 0: no penalty, even where ||w||^2 overflows (0 * inf) */
+    *loss = p->scale * data_loss +
+            (p->alpha != 0.0 ? 0.5 * p->alpha * norm2 : 0.0);
     return 0;
 }
 

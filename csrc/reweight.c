@@ -74,13 +74,41 @@ static inline double sum_lanes(const double *part)
            ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-/* The log-space version for a row the fast path cannot do exactly. */
+/*
+ * The log-space version for a row the fast path cannot do exactly:
+ *   o_j = log((p_j + eps) / 2^s) + eta * (r_j - r*),  r* = the reward of a
+ * response of largest eta * r,
+ * then softmax(o) with its maximum subtracted.  The reward term is taken
+ * relative to the best response rather than to the mean: it is then
+ * exactly 0 for the best responses however large eta and the rewards (a
+ * term of 1e300 would swallow log(p_j) and the policy's split of their
+ * mass), and at worst -inf, never an overflow to +inf or NaN.
+ */
 static int row_log_space(const double *p, const double *r, ptrdiff_t k,
-                         double eta, double eps, double mean, double *o)
+                         double eta, double eps, double *o)
 {
+    ptrdiff_t best = 0;
+    for (ptrdiff_t j = 1; j < k; j++) {
+        if (eta > 0.0 ? r[j] > r[best] : eta < 0.0 && r[j] < r[best]) {
+            best = j;
+        }
+    }
+    /* p + eps divided by a power of two (exactly) to bring its largest
+     * entry near 1: log(1e-300) = -690.8 would carry 690 ulps of rounding
+     * into every weight, the log of the scaled value does not */
+    double p_top = 0.0;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        p_top = p[j] + eps > p_top ? p[j] + eps : p_top;
+    }
+    int shift = 0;
+    if (p_top > 0.0 && isfinite(p_top)) {
+        (void)frexp(p_top, &shift);
+    }
     double top = -INFINITY;
     for (ptrdiff_t j = 0; j < k; j++) {
-        o[j] = log(p[j] + eps) + eta * (r[j] - mean);
+        const double gap = r[j] - r[best];
+        o[j] = log(ldexp(p[j] + eps, -shift)) +
+               (eta == 0.0 || gap == 0.0 ? 0.0 : eta * gap);
         top = o[j] > top ? o[j] : top;
     }
     if (!isfinite(top)) {
@@ -172,7 +200,7 @@ static int row(const double *p, const double *r, ptrdiff_t k, double eta,
     }
     const double total = sum_lanes(tpart);
     if (!(smallest >= DBL_MIN) || !(total <= DBL_MAX)) {
-        return row_log_space(p, r, k, eta, eps, mean, o);
+        return row_log_space(p, r, k, eta, eps, o);
     }
     const double inverse = 1.0 / total;
     for (ptrdiff_t i = 0; i < k; i++) {

@@ -339,8 +339,19 @@ def reweight(policy, rewards, eta, eps):
     """softmax(log(policy + eps) + eta * (rewards - mean(rewards))), rows."""
     policy = np.asarray(policy, dtype=np.float64)
     rewards = np.asarray(rewards, dtype=np.float64)
-    logits = np.log(policy + eps) + eta * (
-        rewards - rewards.mean(axis=-1, keepdims=True))
+    # softmax ignores a shift of the logits: the rewards are taken relative
+    # to the best response's (the largest eta * r), which keeps its term
+    # exactly 0 (and the policy's log visible) however large eta * r is
+    if eta > 0:
+        best = rewards.max(axis=-1, keepdims=True)
+    elif eta < 0:
+        best = rewards.min(axis=-1, keepdims=True)
+    else:
+        best = rewards
+    gap = rewards - best
+    with np.errstate(invalid="ignore"):
+        term = np.where(gap == 0, 0.0, eta * gap)
+    logits = np.log(policy + eps) + term
     logits -= logits.max(axis=-1, keepdims=True)
     weights = np.exp(logits)
     return weights / weights.sum(axis=-1, keepdims=True)

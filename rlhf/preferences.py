@@ -170,7 +170,10 @@ def _choice_probability(diff, temperature):
     temperature = np.broadcast_to(temperature, diff.shape)
     out = np.empty_like(diff)
     hot = temperature > 0
-    out[hot] = _sigmoid(diff[hot] / temperature[hot])
+    # a quotient past the largest double is +-inf, whose sigmoid (1 or 0)
+    # is the right limit
+    with np.errstate(over="ignore"):
+        out[hot] = _sigmoid(diff[hot] / temperature[hot])
     out[~hot] = 0.5 * (1.0 + np.sign(diff[~hot]))
     return out
 
@@ -588,7 +591,8 @@ default="all"
     temperature = np.broadcast_to(temperature, (n_annotators,))[who]
     noise = np.broadcast_to(noise, (n_annotators,))[who]
 
-    diff = rewards[shown[:, 0]] - rewards[shown[:, 1]]
+    with np.errstate(over="ignore"):  # +-inf: a certain choice, as it is
+        diff = rewards[shown[:, 0]] - rewards[shown[:, 1]]
     u = rng.random(diff.shape[0])
     first = noise / 2 + (1 - noise) * _choice_probability(
         diff - tie_margin, temperature)
@@ -658,8 +662,12 @@ def simulate_rankings(rewards, groups, temperature=1.0, random_state=None):
     gumbel = rng.gumbel(size=groups.shape)
     values = rewards[groups]
     if temperature > 0:
-        order = np.argsort(-(values / temperature + gumbel), axis=1,
-                           kind="stable")
+        with np.errstate(over="ignore"):
+            key = values / temperature + gumbel
+        # where rewards / temperature overflows to +-inf, the noise cannot
+        # reorder items of different rewards: those ties go by reward, and
+        # equal rewards by the noise alone
+        order = np.lexsort((-gumbel, -values, -key), axis=1)
     else:
         # the limit temperature -> 0: by reward, equal rewards at random
         order = np.lexsort((-gumbel, -values), axis=1)
