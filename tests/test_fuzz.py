@@ -415,21 +415,33 @@ def lbfgs_oracle(args, result):
 
 def reweight_oracle_value(policy, rewards, eta, eps):
     """softmax(log(policy + eps) + eta (rewards - mean)) rows, in extended
-    precision (no overflow below 1e4932); None where not an exact oracle."""
+    precision (no overflow below 1e4932), and the problem's condition
+    number; None where long double is no wider than double.
+
+    The rewards are taken relative to the best response's (softmax does
+    not see the shift), so that its reward term is exactly 0 and the
+    policy's log is kept beside a term of 1e300."""
     if np.finfo(np.longdouble).max < 1e4000:
         return None
-    p = np.asarray(policy, dtype=np.float64)
+    p = (np.asarray(policy, dtype=np.float64) + eps).astype(np.longdouble)
     r = np.asarray(rewards, dtype=np.float64).astype(np.longdouble)
+    eta = np.longdouble(eta)
+    best = (r.max(axis=-1, keepdims=True) if eta > 0 else
+            r.min(axis=-1, keepdims=True) if eta < 0 else r)
+    term = np.where(r == best, 0, eta * (r - best))
+    p_top = p.max(axis=-1, keepdims=True)
     with np.errstate(divide="ignore"):
-        logits = (np.log((p + eps).astype(np.longdouble))
-                  + np.longdouble(eta) * (r - r.mean(axis=-1, keepdims=True)))
+        log_p = np.log(p / np.where(p_top > 0, p_top, 1))
+    logits = log_p + term
     top = logits.max(axis=-1, keepdims=True)
     w = np.exp(logits - top)
     out = w / w.sum(axis=-1, keepdims=True)
     # each logit carries a rounding error of about eps_64 times its size;
-    # the output's relative error is that spread (its condition number)
-    spread = np.abs(logits[np.isfinite(logits)]).max(initial=0.0)
-    return out.astype(np.float64), float(spread)
+    # on the responses that get any weight that is the output's relative
+    # error (the condition number)
+    weighty = (logits - top) > -800
+    spread = np.abs(np.where(weighty, np.abs(term) + np.abs(log_p), 0.0))
+    return out.astype(np.float64), float(spread.max(initial=0.0))
 
 
 def check_reweight(policy, rewards, eta, eps, result):
