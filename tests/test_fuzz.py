@@ -756,12 +756,16 @@ def call_logistic_regression(X, y, sw, params):
         model.fit(X, y, sample_weight=sw)
     return (model.coef_, model.intercept_, model.decision_function(X),
             model.predict_proba(X), model.predict(X),
-            model.score(X, y, sample_weight=sw))
+            model.score(X, y, sample_weight=sw), model.predict_log_proba(X))
 
 
 def logistic_regression_oracle(args, result):
     X = np.asarray(args[0], dtype=np.float64)
-    coef, intercept, decision, proba, predicted, score = result
+    coef, intercept, decision, proba, predicted, score, log_proba = result
+    # probabilities carry an absolute error of a few eps (1 - p, as
+    # scikit-learn forms it, for the smaller class)
+    np.testing.assert_allclose(np.exp(log_proba), proba, rtol=1e-12,
+                               atol=1e-15)
     assert np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))
     with np.errstate(all="ignore"):
         expected = X @ coef.T + intercept
@@ -1077,6 +1081,42 @@ def agreement_oracle(args, result):
                   | np.isnan(result.cohen_kappa))
 
 
+COMPARISONS = rlhf.simulate_preferences(
+    [0.3, -1.0, 2.0, 0.5], np.array([[0, 1], [1, 2], [2, 3], [0, 3], [1, 3]]),
+    tie_margin=0.5, random_state=0)
+
+
+@st.composite
+def comparisons_method_arguments(draw):
+    scores = draw(messy_arrays(st.sampled_from([(4,), (4,), (3,), (4, 1)])))
+    n = len(COMPARISONS)
+    index = draw(st.one_of(
+        messy_arrays((n,), elements=st.sampled_from([0.0, 1.0]),
+                     dtypes=["bool"]),
+        index_arrays(st.sampled_from([(3,), (0,), (n + 1,)]),
+                     dtypes=("int64", "int32", "bool", "float64"))))
+    return scores, index
+
+
+def call_comparisons_methods(scores, index):
+    sub = COMPARISONS.subset(index)
+    return sub.comparisons, sub.ties, COMPARISONS.strict().comparisons, \
+        COMPARISONS.accuracy(scores)
+
+
+def comparisons_methods_oracle(args, result):
+    scores, index = args
+    sub, sub_ties, strict, accuracy = result
+    np.testing.assert_array_equal(sub, COMPARISONS.comparisons[index])
+    np.testing.assert_array_equal(sub_ties, COMPARISONS.ties[index])
+    s = np.asarray(scores, dtype=float)
+    hits = [1.0 if s[a] > s[b] else 0.5 if s[a] == s[b] else 0.0
+            for (a, b), tie in zip(COMPARISONS.comparisons.tolist(),
+                                   COMPARISONS.ties) if not tie]
+    assert accuracy == pytest.approx(sum(hits) / len(hits), rel=1e-15)
+    assert len(strict) == len(hits)
+
+
 JSON_LINES = st.one_of(
     st.sampled_from([
         '{"chosen": "a", "rejected": "b"}',
@@ -1154,6 +1194,12 @@ ENTRY_POINTS = [
           rankings_to_comparisons_oracle, max_examples=80),
     Entry("rlhf.make_world", call_make_world, make_world_arguments(),
           make_world_oracle, max_examples=60),
+    Entry("rlhf.Comparisons (subset, strict, accuracy)",
+          call_comparisons_methods, comparisons_method_arguments(),
+          comparisons_methods_oracle, max_examples=60,
+          # an integer index out of range is an IndexError, as for any
+          # NumPy array or Python sequence
+          allowed=(ValueError, TypeError, IndexError)),
     Entry("rlhf.annotator_agreement", rlhf.annotator_agreement,
           agreement_arguments(), agreement_oracle, max_examples=80),
     Entry("rlhf.datasets.load_preference_jsonl", call_load_jsonl,
