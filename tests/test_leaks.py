@@ -9,10 +9,10 @@ error paths, after a warm-up.  Checked afterwards:
   Py_INCREF or an extra Py_DECREF in the wrapper shows up here at once);
 - memory traced by tracemalloc (Python objects and NumPy array data) has
   not grown by more than a few allocations' worth;
-- the resident set size has not grown by more than 4 MiB (a C buffer
-  leaked per call -- kernel scratch is never under 8 bytes per item --
-  would add up to more; not checked under AddressSanitizer, whose
-  quarantine holds freed memory on purpose).
+- the resident set size has not grown by more than 4 MiB: a C buffer of
+  more than about 400 bytes leaked per call would add up to more (not
+  checked under AddressSanitizer, whose quarantine holds freed memory on
+  purpose).
 
 Leaks too small for these thresholds are valgrind's job: see the
 "Guarantees" section of the README for the memcheck command.
