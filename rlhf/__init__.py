@@ -15,11 +15,15 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from .logistic import LogisticRegression
-from .policy import reweight
+from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
+                     reweight)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "best_of_n_policy",
+    "kl_divergence",
+    "kl_regularized_policy",
     "ConvergenceWarning",
     "DataConversionWarning",
     "LogisticRegression",
