@@ -14,7 +14,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SOURCES = ["csrc/_core.c", "csrc/logistic.c", "csrc/lbfgs.c",
-           "csrc/newton.c", "csrc/reweight.c"]
+           "csrc/newton.c", "csrc/reweight.c", "csrc/policy_opt.c"]
 
 
 def compiler_accepts(compiler, flags):
@@ -65,7 +65,7 @@ setup(
             "rlhf._core",
             sources=SOURCES,
             include_dirs=[numpy.get_include(), "csrc"],
-            depends=["csrc/rlhf.h"],
+            depends=["csrc/rlhf.h", "csrc/fastexp.h"],
         )
     ],
     cmdclass={"build_ext": BuildExt},
