@@ -45,27 +45,32 @@ static double sigmoid(double z)
 }
 
 /*
- * logsumexp of one row, max subtracted first so nothing overflows; -inf
- * entries (responses of probability 0) are allowed.  Returns NaN when the
- * row holds a NaN or +inf, or is all -inf.
+ * logsumexp of one row as top + log_total, top its maximum: logp is then
+ * formed as (z - top) - log_total, exact in z - top, so the rounding of a
+ * large logit does not enter.  Max subtracted first, so nothing
+ * overflows; -inf entries (responses of probability 0) are allowed.
+ * Returns -1 when the row holds a NaN or +inf, or is all -inf.
  */
-static double row_logsumexp(const double *z, ptrdiff_t k)
+static int row_logsumexp(const double *z, ptrdiff_t k, double *top_out,
+                         double *log_total)
 {
     double top = -INFINITY;
     for (ptrdiff_t j = 0; j < k; j++) {
         if (!(z[j] < INFINITY)) {
-            return NAN; /* NaN or +inf */
+            return -1; /* NaN or +inf */
         }
         top = z[j] > top ? z[j] : top;
     }
     if (top == -INFINITY) {
-        return NAN;
+        return -1;
     }
     double total = 0.0;
     for (ptrdiff_t j = 0; j < k; j++) {
         total += exp_nonpositive(z[j] - top);
     }
-    return top + log(total);
+    *top_out = top;
+    *log_total = log(total);
+    return 0;
 }
 
 /*
@@ -83,8 +88,8 @@ int rlhf_log_softmax(const double *logits, ptrdiff_t n_rows, ptrdiff_t k,
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
         const double *z = logits + i * k;
-        double lse = row_logsumexp(z, k);
-        if (isnan(lse)) {
+        double top, log_total;
+        if (row_logsumexp(z, k, &top, &log_total) < 0) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -92,11 +97,11 @@ int rlhf_log_softmax(const double *logits, ptrdiff_t n_rows, ptrdiff_t k,
             continue;
         }
         for (ptrdiff_t j = 0; j < k; j++) {
-            logp[i * k + j] = z[j] - lse;
+            logp[i * k + j] = (z[j] - top) - log_total;
         }
         if (p != NULL) {
             for (ptrdiff_t j = 0; j < k; j++) {
-                p[i * k + j] = exp_nonpositive(z[j] - lse);
+                p[i * k + j] = exp_nonpositive(logp[i * k + j]);
             }
         }
     }
@@ -336,9 +341,9 @@ int rlhf_ppo_loss_grad(const double *logits, const double *ref_logp,
         const ptrdiff_t i = (ptrdiff_t)rows[b];
         const double *z = logits + i * k;
         double *g = grad + i * k;
-        const double lse = row_logsumexp(z, k);
+        double top, log_total;
         partial[2 * b] = partial[2 * b + 1] = 0.0;
-        if (isnan(lse)) {
+        if (row_logsumexp(z, k, &top, &log_total) < 0) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -353,7 +358,7 @@ int rlhf_ppo_loss_grad(const double *logits, const double *ref_logp,
                 continue;
             }
             const ptrdiff_t y = (ptrdiff_t)actions[at];
-            const double lp = z[y] - lse;
+            const double lp = (z[y] - top) - log_total;
             const double rho = exp(lp - old_logp[at]);
             const double adv = advantages[at];
             const double rho_clipped =
@@ -378,7 +383,7 @@ int rlhf_ppo_loss_grad(const double *logits, const double *ref_logp,
         }
         /* g -= coef_total * softmax(z) */
         for (ptrdiff_t j = 0; j < k; j++) {
-            g[j] -= coef_total * exp_nonpositive(z[j] - lse);
+            g[j] -= coef_total * exp_nonpositive((z[j] - top) - log_total);
         }
         partial[2 * b] = row_loss;
         partial[2 * b + 1] = row_clipped;
@@ -429,7 +434,9 @@ int rlhf_dpo_loss_grad(const double *logits, const double *ref_logp,
     if (loss_kind < RLHF_DPO_SIGMOID || loss_kind > RLHF_DPO_IPO) {
         return RLHF_EVALUE;
     }
-    double *lse = malloc((size_t)(n_rows > 0 ? n_rows : 1) * sizeof(double));
+    /* lse[2 i], lse[2 i + 1]: top and log_total of row i; NaN if bad */
+    double *lse =
+        malloc((size_t)(2 * (n_rows > 0 ? n_rows : 1)) * sizeof(double));
     if (lse == NULL) {
         return RLHF_ENOMEM;
     }
@@ -438,7 +445,10 @@ int rlhf_dpo_loss_grad(const double *logits, const double *ref_logp,
 #pragma omp parallel for schedule(static) if (n_rows * k > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
-        lse[i] = row_logsumexp(logits + i * k, k);
+        if (row_logsumexp(logits + i * k, k, &lse[2 * i], &lse[2 * i + 1]) <
+            0) {
+            lse[2 * i] = NAN;
+        }
     }
     double weight_total = 0.0;
     for (ptrdiff_t c = 0; c < n_comparisons; c++) {
@@ -453,13 +463,15 @@ int rlhf_dpo_loss_grad(const double *logits, const double *ref_logp,
         const ptrdiff_t yw = (ptrdiff_t)comparisons[3 * c + 1];
         const ptrdiff_t yl = (ptrdiff_t)comparisons[3 * c + 2];
         const double w = weights[c] / weight_total;
-        if (isnan(lse[x])) {
+        if (isnan(lse[2 * x])) {
             status = RLHF_ENONFINITE;
             break;
         }
-        const double chosen = logits[x * k + yw] - lse[x] - ref_logp[x * k + yw];
+        const double top = lse[2 * x], log_total = lse[2 * x + 1];
+        const double chosen =
+            ((logits[x * k + yw] - top) - log_total) - ref_logp[x * k + yw];
         const double rejected =
-            logits[x * k + yl] - lse[x] - ref_logp[x * k + yl];
+            ((logits[x * k + yl] - top) - log_total) - ref_logp[x * k + yl];
         /* the difference of logits, without the normaliser's rounding */
         const double d = (logits[x * k + yw] - ref_logp[x * k + yw]) -
                          (logits[x * k + yl] - ref_logp[x * k + yl]);

@@ -15,6 +15,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from .logistic import LogisticRegression
+from .optimize import PPO, REINFORCE
 from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
                      reweight)
 
@@ -28,5 +29,7 @@ __all__ = [
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",
+    "PPO",
+    "REINFORCE",
     "reweight",
 ]

@@ -360,8 +360,8 @@ def log_softmax(logits):
                                                 > -np.inf)):
         raise ValueError("a row of logits holds NaN or +inf, or is all -inf")
     top = logits.max(axis=1, keepdims=True)
-    lse = top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
-    logp = logits - lse
+    shifted = logits - top
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return logp, np.exp(logp)
 
 

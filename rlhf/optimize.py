@@ -1,0 +1,492 @@
+"""Policy optimisation near a reference on a contextual bandit.
+
+Prompts x, each with K candidate responses y, a reference policy
+``pi_ref(y|x)`` over them and rewards ``r(x, y)``: the setting of RLHF's
+policy-optimisation stage, small enough that every algorithm can be run in
+seconds and compared with the exact answer of the KL-regularised problem,
+``pi*(y|x) ∝ pi_ref(y|x) exp(r(x, y) / beta)``
+(:func:`rlhf.kl_regularized_policy`).
+
+Policies start at the reference and are parametrised relative to it:
+
+- ``'tabular'``: ``logits = log pi_ref + theta`` with one free value per
+  prompt and response (``theta`` of shape (n_prompts, K));
+- ``'linear'``: ``logits = log pi_ref + phi(x, y) . theta`` with response
+  features ``phi`` of shape (n_prompts, K, n_features), so what is learnt
+  about one response carries over to others with similar features.  The
+  exact optimum is reachable when ``r / beta`` lies in the span of the
+  features (plus a constant per prompt).
+
+Training loops are plain Python over the C kernels of ``rlhf._core`` (the
+same loops run on their NumPy twins in ``rlhf._reference``, which the tests
+and the benchmark use).
+"""
+import numbers
+
+import numpy as np
+
+from . import _core
+from ._base import ParamsMixin
+from ._validation import (_as_float_array, _check_finite, check_option,
+                          check_sample_weight, check_scalar)
+from .policy import _check_policy_table, _check_rewards
+
+__all__ = ["PPO", "REINFORCE"]
+
+_KL_KINDS = {"k1": 1, "k3": 3}
+_BASELINES = {"mean": 0, "rloo": 1, "grpo": 2}
+_DPO_LOSSES = {"sigmoid": 0, "robust": 1, "hinge": 2, "ipo": 3}
+_ADAM = (0.9, 0.999, 1e-8)
+
+
+def _random_generator(random_state, owner):
+    if random_state is None or isinstance(random_state, np.random.Generator):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(
+            random_state, bool) and random_state >= 0:
+        return np.random.default_rng(int(random_state))
+    raise ValueError(
+        f"The 'random_state' parameter of {owner} must be None, a "
+        f"non-negative int or a numpy.random.Generator. Got "
+        f"{random_state!r} instead.")
+
+
+def _log_reference(reference):
+    with np.errstate(divide="ignore"):
+        return np.log(reference)
+
+
+class _Parametrisation:
+    """logits = log pi_ref + theta (tabular) or + features @ theta
+    (linear); chain() maps a gradient in logits to one in theta."""
+
+    def __init__(self, kind, ref_logp, features, owner):
+        self.kind = kind
+        self.ref_logp = ref_logp
+        n, k = ref_logp.shape
+        if kind == "linear":
+            if features is None:
+                raise ValueError(
+                    f"{owner} with policy='linear' needs features of shape "
+                    f"({n}, {k}, n_features); got None.")
+            features = _as_float_array(features, "features")
+            if features.ndim != 3 or features.shape[:2] != (n, k) or \
+                    features.shape[2] < 1:
+                raise ValueError(
+                    f"features of {owner} must have shape ({n}, {k}, "
+                    f"n_features); got {features.shape}.")
+            _check_finite(features, "features")
+            self.features = np.ascontiguousarray(features)
+            self.flat = self.features.reshape(n * k, -1)
+            self.shape = (features.shape[2],)
+        else:
+            if features is not None:
+                raise ValueError(
+                    f"features of {owner} are only used with "
+                    "policy='linear'; got features with policy='tabular'.")
+            self.features = None
+            self.shape = (n, k)
+
+    def initial(self):
+        return np.zeros(self.shape)
+
+    def logits(self, theta):
+        if self.kind == "linear":
+            return self.ref_logp + (self.flat @ theta).reshape(
+                self.ref_logp.shape)
+        return self.ref_logp + theta
+
+    def chain(self, grad_logits):
+        if self.kind == "linear":
+            return grad_logits.reshape(-1) @ self.flat
+        return grad_logits
+
+
+def _check_common(est, owner):
+    check_option(est.policy, "policy", owner, ["tabular", "linear"])
+    check_scalar(est.learning_rate, "learning_rate", owner, low=0.0,
+                 low_open=True)
+    check_scalar(est.n_iterations, "n_iterations", owner, kind="int", low=1)
+    check_option(est.lr_schedule, "lr_schedule", owner,
+                 ["linear", "constant"])
+    check_scalar(est.verbose, "verbose", owner, kind="int", low=0)
+    if not np.isfinite(est.learning_rate):
+        raise ValueError(
+            f"The 'learning_rate' parameter of {owner} must be a float in "
+            f"(0, inf). Got {est.learning_rate!r} instead.")
+
+
+def _check_positive_finite(value, name, owner):
+    check_scalar(value, name, owner, low=0.0, low_open=True)
+    if not np.isfinite(value):
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be a float in (0, inf). "
+            f"Got {value!r} instead.")
+    return float(value)
+
+
+class _PolicyGradient(ParamsMixin):
+    """The sampling loop shared by PPO and REINFORCE.
+
+    One iteration: sample n_samples responses per prompt from the current
+    policy (or, with exact=True, take every response weighted by its
+    probability), score them, turn scores into advantages, then take
+    n_epochs passes of Adam steps on the surrogate loss over minibatches of
+    prompts.  ``_iteration_rewards`` gives the rewards an iteration scores;
+    a cost term (a Lagrangian) enters there.
+    """
+
+    _kernels = _core  # the NumPy twins in rlhf._reference run the same loop
+
+    def _clip_value(self):
+        return np.inf
+
+    def _epochs(self):
+        return 1
+
+    def _baseline(self):
+        return "rloo" if self.n_samples > 1 else "mean"
+
+    def _validate(self):
+        owner = type(self).__name__
+        _check_common(self, owner)
+        _check_positive_finite(self.beta, "beta", owner)
+        check_option(self.kl_estimator, "kl_estimator", owner, ["k1", "k3"])
+        check_option(self.kl_in_reward, "kl_in_reward", owner, [True, False])
+        check_option(self.exact, "exact", owner, [True, False])
+        check_scalar(self.n_samples, "n_samples", owner, kind="int", low=1)
+        if self.batch_size is not None:
+            check_scalar(self.batch_size, "batch_size", owner, kind="int",
+                         low=1)
+
+    def fit(self, reference_policy, rewards, features=None):
+        """Optimise the policy from the reference.
+
+        Parameters
+        ----------
+        reference_policy : array-like of shape (n_prompts, n_responses)
+            Reference probabilities; non-negative, rows summing to 1.
+        rewards : array-like of shape (n_prompts, n_responses)
+            Rewards of every response, finite.
+        features : array-like of shape (n_prompts, n_responses, \
+n_features), optional
+            Response features, required with ``policy='linear'``.
+
+        Returns
+        -------
+        self
+        """
+        owner = type(self).__name__
+        self._validate()
+        reference = _check_policy_table(reference_policy, "reference_policy",
+                                        owner)
+        rewards = _check_rewards(rewards, reference.shape, owner)
+        ref_logp = _log_reference(reference)
+        model = _Parametrisation(self.policy, ref_logp, features, owner)
+        rng = _random_generator(self.random_state, owner)
+        self._fit_loop(model, reference, rewards, rng)
+        return self
+
+    def _fit_loop(self, model, reference, rewards, rng):
+        k = self._kernels
+        owner = type(self).__name__
+        n, n_resp = reference.shape
+        ref_logp = model.ref_logp
+        kl_kind = _KL_KINDS[self.kl_estimator]
+        baseline = _BASELINES[self._baseline()]
+        clip = self._clip_value()
+        seed = int(rng.integers(0, 2 ** 63))
+        counter = 0
+        batch = n if self.batch_size is None else min(self.batch_size, n)
+        samples = n_resp if self.exact else self.n_samples
+        if self.exact:
+            actions = np.ascontiguousarray(
+                np.broadcast_to(np.arange(n_resp, dtype=np.int64),
+                                (n, n_resp)))
+        else:
+            weights = np.full((n, samples), 1.0 / samples)
+        beta = float(self.beta)
+        horizon = self._horizon(n * samples)
+        theta = model.initial()
+        m, v = np.zeros_like(theta), np.zeros_like(theta)
+        step = 0
+        history = {"reward": [], "kl": [], "entropy": [], "clip_fraction": [],
+                   "beta": [], "loss": []}
+        all_rows = np.arange(n, dtype=np.int64)
+        for iteration in range(self.n_iterations):
+            logp, p = k.log_softmax(model.logits(theta))
+            step_rewards = self._iteration_rewards(rewards, logp, p, history)
+            if self.exact:
+                weights = p
+            else:
+                actions = k.sample_categorical(p, samples, seed, counter)
+                counter += n * samples
+            shaped, old_logp = k.shape_rewards(
+                step_rewards, logp, ref_logp, actions,
+                beta if self.kl_in_reward else 0.0, kl_kind)
+            if self.exact:
+                # the exact baseline: the expected shaped reward under pi_old
+                advantages = shaped - (p * shaped).sum(axis=1, keepdims=True)
+                kl_now = k.policy_stats(logp, ref_logp, rewards)[1]
+            else:
+                advantages = k.advantages(shaped, baseline, 1e-4)
+                kl_now = float(np.mean(_kl_estimate(old_logp, ref_logp,
+                                                    actions, kl_kind)))
+            learning_rate = _scheduled(self, iteration)
+            losses, clipped = [], []
+            for _ in range(self._epochs()):
+                order = all_rows if batch == n else rng.permutation(
+                    n).astype(np.int64)
+                for start in range(0, n, batch):
+                    rows = order[start:start + batch]
+                    loss, grad, clip_fraction = k.ppo_loss_grad(
+                        model.logits(theta), ref_logp, rows, actions, weights,
+                        old_logp, advantages, clip,
+                        0.0 if self.kl_in_reward else beta, kl_kind)
+                    step += 1
+                    theta, m, v = k.adam_step(
+                        theta, model.chain(grad), m, v, learning_rate,
+                        *_ADAM, step)
+                    losses.append(loss)
+                    clipped.append(clip_fraction)
+            logp, _ = k.log_softmax(model.logits(theta))
+            reward, kl, entropy = k.policy_stats(logp, ref_logp, rewards)
+            history["reward"].append(reward)
+            history["kl"].append(kl)
+            history["entropy"].append(entropy)
+            history["clip_fraction"].append(float(np.mean(clipped)))
+            history["beta"].append(beta)
+            history["loss"].append(float(np.mean(losses)))
+            if self.verbose and (iteration % max(1, self.n_iterations // 10)
+                                 == 0 or iteration == self.n_iterations - 1):
+                print(f"{owner} iteration {iteration + 1}: reward "
+                      f"{reward:.4f}, KL {kl:.4f}, entropy {entropy:.4f}, "
+                      f"beta {beta:.4g}")
+            if getattr(self, "target_kl", None) is not None:
+                # Ziegler et al. 2019, "Fine-tuning language models from
+                # human preferences", section 2.2: a proportional controller
+                # on log beta with the error clipped to +-0.2
+                error = np.clip(kl_now / self.target_kl - 1.0, -0.2, 0.2)
+                beta *= 1.0 + error * (n * samples) / horizon
+        self.theta_ = theta
+        self.policy_ = k.log_softmax(model.logits(theta))[1]
+        self.beta_ = beta
+        self.history_ = {key: np.asarray(value)
+                         for key, value in history.items()}
+        self.n_iter_ = self.n_iterations
+        return self
+
+    def _iteration_rewards(self, rewards, logp, p, history):
+        return rewards
+
+    def _horizon(self, n_steps):
+        return np.inf
+
+
+def _scheduled(est, iteration):
+    """The learning rate of an iteration: constant, or decreasing linearly
+    to 0 at the last iteration (as CleanRL's PPO and most RLHF recipes do;
+    with a constant rate Adam ends in a cycle of the size of its step)."""
+    if est.lr_schedule == "constant":
+        return float(est.learning_rate)
+    return float(est.learning_rate) * (1.0 - iteration / est.n_iterations)
+
+
+def _kl_estimate(sample_logp, ref_logp, actions, kl_kind):
+    ref = np.take_along_axis(ref_logp, actions, axis=1)
+    d = sample_logp - ref
+    return np.expm1(-d) + d if kl_kind == 3 else d
+
+
+class PPO(_PolicyGradient):
+    """Proximal policy optimisation of a policy near a reference.
+
+    Maximises ``E_pi[r] - beta KL(pi || pi_ref)`` with PPO's clipped
+    surrogate (Schulman et al. 2017, "Proximal policy optimization
+    algorithms") as RLHF uses it (Ziegler et al. 2019; Stiennon et al.
+    2020; Ouyang et al. 2022): each iteration samples responses from the
+    current policy, scores them with the reward minus ``beta`` times a KL
+    estimate, subtracts a baseline (the mean reward of the other samples of
+    the same prompt) and takes ``n_epochs`` passes of Adam over
+    minibatches of prompts.  Its fixed point is the exact optimum
+    ``pi* ∝ pi_ref exp(r / beta)``.
+
+    Parameters
+    ----------
+    beta : float > 0, default=0.1
+        KL coefficient (the initial one when ``target_kl`` is set).
+    clip : float > 0, default=0.2
+        Clipping range of the probability ratio.
+    learning_rate : float > 0, default=0.1
+        Adam's step size.
+    lr_schedule : {'linear', 'constant'}, default='linear'
+        'linear' decreases the step size linearly to 0 over the iterations,
+        so the policy settles instead of circling the optimum at the scale
+        of Adam's step.
+    n_iterations : int, default=500
+        Sampling rounds.
+    n_epochs : int, default=4
+        Passes over each round's samples.
+    batch_size : int or None, default=None
+        Prompts per minibatch; None: all prompts, one step per epoch.
+    n_samples : int, default=4
+        Responses sampled per prompt and iteration.
+    kl_estimator : {'k1', 'k3'}, default='k1'
+        Per-sample estimate of ``KL(pi || pi_ref)``: ``k1 = log(pi /
+        pi_ref)`` or ``k3 = pi_ref / pi - 1 - log(pi_ref / pi)``
+        (Schulman 2020, "Approximating KL divergence").
+    kl_in_reward : bool, default=True
+        True: subtract ``beta * k`` from the reward (Ziegler et al.).  At
+        the optimum the shaped reward ``r - beta log(pi / pi_ref)`` is the
+        same for every response, so with ``k1`` the advantages, and with
+        them the sampling noise of the gradient, vanish there.  ``k3`` in
+        the reward is biased and unstable: its gradient pushes rarely
+        sampled responses further down (``pi_ref / pi`` grows without
+        bound), away from ``pi*``.
+        False: add ``beta * rho * k`` to the loss instead, with ``rho`` the
+        probability ratio, which keeps both estimators unbiased for the
+        gradient of the divergence (GRPO puts ``k3`` in the loss without
+        ``rho``; its gradient is then that of ``KL(pi_ref || pi)``).
+    target_kl : float > 0 or None, default=None
+        Turns on the adaptive controller of Ziegler et al. (2019): after
+        each iteration ``beta *= 1 + clip(KL / target_kl - 1, -0.2, 0.2) *
+        n_steps / horizon``, with KL the iteration's estimate (exact with
+        ``exact=True``) and n_steps the samples drawn per iteration.
+    horizon : float > 0 or None, default=None
+        The controller's horizon in samples (Ziegler et al. use 10,000);
+        None: ten iterations' worth of samples.
+    exact : bool, default=False
+        Replace sampling by the full expectation over the K responses,
+        each weighted by its probability under the current policy: the
+        algorithm without sampling noise, for teaching and checking.
+    policy : {'tabular', 'linear'}, default='tabular'
+        Parametrisation (see :mod:`rlhf.optimize`).
+    random_state : None, int or numpy.random.Generator, default=None
+        Seeds the counter-based sampler and the minibatch order; the same
+        value gives the same result for any number of threads.
+    verbose : int, default=0
+        Print progress ten times per fit when positive.
+
+    Attributes
+    ----------
+    policy_ : ndarray of shape (n_prompts, n_responses)
+        The final policy.
+    theta_ : ndarray
+        Its parameters (logits relative to the reference, or weights).
+    beta_ : float
+        The KL coefficient at the end (differs from beta with target_kl).
+    history_ : dict of ndarray of shape (n_iterations,)
+        After each iteration: 'reward' (``E_pi[r]``, a mean over prompts),
+        'kl' (``KL(pi || pi_ref)``, exact), 'entropy', 'clip_fraction'
+        (share of samples with ``|rho - 1| > clip``), 'beta' (used in the
+        iteration) and 'loss'.
+
+    Examples
+    --------
+    >>> import numpy as np, rlhf
+    >>> reference = np.full((2, 3), 1 / 3)
+    >>> rewards = np.array([[0.1, 0.0, -0.1], [0.0, 0.2, 0.1]])
+    >>> ppo = rlhf.PPO(exact=True, n_iterations=400).fit(reference, rewards)
+    >>> optimum = rlhf.kl_regularized_policy(reference, rewards, 0.1)
+    >>> bool(np.abs(ppo.policy_ - optimum).sum(axis=1).max() < 2e-3)
+    True
+    """
+
+    def __init__(self, beta=0.1, clip=0.2, learning_rate=0.1,
+                 lr_schedule="linear", n_iterations=500, n_epochs=4,
+                 batch_size=None, n_samples=4,
+                 kl_estimator="k1", kl_in_reward=True, target_kl=None,
+                 horizon=None, exact=False, policy="tabular",
+                 random_state=None, verbose=0):
+        self.beta = beta
+        self.clip = clip
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.n_iterations = n_iterations
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.n_samples = n_samples
+        self.kl_estimator = kl_estimator
+        self.kl_in_reward = kl_in_reward
+        self.target_kl = target_kl
+        self.horizon = horizon
+        self.exact = exact
+        self.policy = policy
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _validate(self):
+        super()._validate()
+        owner = type(self).__name__
+        _check_positive_finite(self.clip, "clip", owner)
+        check_scalar(self.n_epochs, "n_epochs", owner, kind="int", low=1)
+        if self.target_kl is not None:
+            _check_positive_finite(self.target_kl, "target_kl", owner)
+        if self.horizon is not None:
+            _check_positive_finite(self.horizon, "horizon", owner)
+
+    def _clip_value(self):
+        return float(self.clip)
+
+    def _epochs(self):
+        return self.n_epochs
+
+    def _horizon(self, n_steps):
+        return 10.0 * n_steps if self.horizon is None else float(self.horizon)
+
+
+class REINFORCE(_PolicyGradient):
+    """Policy gradient with a group baseline, near a reference.
+
+    Williams (1992) REINFORCE on the KL-regularised bandit: each iteration
+    samples ``n_samples`` responses per prompt, scores them (reward minus
+    ``beta`` times a KL estimate) and takes one Adam step on
+    ``-mean(A log pi(y|x))``.  The advantage ``A`` uses the group of
+    responses to the same prompt:
+
+    - ``'mean'``: ``r - mean(r)``;
+    - ``'rloo'``: ``r_i - mean_{j != i} r_j``, unbiased (Kool et al. 2019;
+      Ahmadian et al. 2024, "Back to basics");
+    - ``'grpo'``: ``(r - mean(r)) / (std(r) + 1e-4)`` (Shao et al. 2024,
+      "DeepSeekMath"); a group of equal rewards gets advantage 0.
+
+    Parameters are those of :class:`PPO` without clipping and epochs, plus
+    ``baseline``.
+
+    Attributes
+    ----------
+    policy_, theta_, beta_, history_
+        As for :class:`PPO`.
+    """
+
+    def __init__(self, baseline="rloo", beta=0.1, learning_rate=0.1,
+                 lr_schedule="linear", n_iterations=500, batch_size=None,
+                 n_samples=4,
+                 kl_estimator="k1", kl_in_reward=True, exact=False,
+                 policy="tabular", random_state=None, verbose=0):
+        self.baseline = baseline
+        self.beta = beta
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.n_iterations = n_iterations
+        self.batch_size = batch_size
+        self.n_samples = n_samples
+        self.kl_estimator = kl_estimator
+        self.kl_in_reward = kl_in_reward
+        self.exact = exact
+        self.policy = policy
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _validate(self):
+        super()._validate()
+        owner = type(self).__name__
+        check_option(self.baseline, "baseline", owner, list(_BASELINES))
+        if self.baseline != "mean" and not self.exact and self.n_samples < 2:
+            raise ValueError(
+                f"The baseline {self.baseline!r} of {owner} compares each "
+                "response with the others of its prompt: 'n_samples' must be "
+                f">= 2. Got {self.n_samples!r} instead.")
+
+    def _baseline(self):
+        return self.baseline
