@@ -15,7 +15,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from .logistic import LogisticRegression
-from .optimize import PPO, REINFORCE
+from .optimize import DPO, PPO, REINFORCE, SFT
 from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
                      reweight)
 
@@ -27,9 +27,11 @@ __all__ = [
     "kl_regularized_policy",
     "ConvergenceWarning",
     "DataConversionWarning",
+    "DPO",
     "LogisticRegression",
     "NotFittedError",
     "PPO",
     "REINFORCE",
+    "SFT",
     "reweight",
 ]

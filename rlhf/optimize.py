@@ -31,7 +31,7 @@ from ._validation import (_as_float_array, _check_finite, check_option,
                           check_sample_weight, check_scalar)
 from .policy import _check_policy_table, _check_rewards
 
-__all__ = ["PPO", "REINFORCE"]
+__all__ = ["DPO", "PPO", "REINFORCE", "SFT"]
 
 _KL_KINDS = {"k1": 1, "k3": 3}
 _BASELINES = {"mean": 0, "rloo": 1, "grpo": 2}
@@ -490,3 +490,337 @@ class REINFORCE(_PolicyGradient):
 
     def _baseline(self):
         return self.baseline
+
+
+def _check_index_table(values, name, owner, n_columns, limits):
+    """An int64 array of shape (m, n_columns) with column c in
+    [0, limits[c])."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu" or arr.dtype == bool:
+        raise TypeError(
+            f"{name} of {owner} must hold integer indices; got an array of "
+            f"dtype {arr.dtype}.")
+    if arr.ndim != 2 or arr.shape[1] != n_columns or arr.shape[0] < 1:
+        raise ValueError(
+            f"{name} of {owner} must have shape (n_rows, {n_columns}) with "
+            f"at least one row; got shape {arr.shape}.")
+    for column, (what, limit) in enumerate(limits):
+        values = arr[:, column]
+        bad = (values < 0) | (values >= limit)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{name} of {owner}: the {what} index {int(values[row])} in "
+                f"row {row} is outside [0, {limit}).")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+class DPO(ParamsMixin):
+    """Direct preference optimisation of a policy near a reference.
+
+    DPO (Rafailov et al. 2023, "Direct preference optimization: your
+    language model is secretly a reward model") fits the policy to
+    comparisons directly: under Bradley-Terry, the reward implied by a
+    policy is ``beta log(pi / pi_ref)`` (plus a function of the prompt),
+    and maximising the likelihood of the comparisons under that reward
+    gives the KL-regularised optimum for the maximum-likelihood reward.
+    With ``d = log(pi(chosen) / pi_ref(chosen)) - log(pi(rejected) /
+    pi_ref(rejected))`` the losses are
+
+    - ``'sigmoid'``: ``-(1 - e) log sigmoid(beta d) - e log sigmoid(-beta
+      d)``, with ``e = label_smoothing`` (conservative DPO);
+    - ``'robust'``: ``(-(1 - e) log sigmoid(beta d) + e log sigmoid(-beta
+      d)) / (1 - 2 e)``, unbiased when labels flip with rate e (Chowdhury
+      et al. 2024, "Provably robust DPO");
+    - ``'hinge'``: ``max(0, 1 - beta d)`` (Zhao et al. 2023, SLiC-HF);
+    - ``'ipo'``: ``(d - 1 / (2 beta))^2`` (Azar et al. 2023, "A general
+      theoretical paradigm to understand learning from human
+      preferences").
+
+    Training is Adam over the policy's parameters on the weighted mean
+    loss.
+
+    Parameters
+    ----------
+    beta : float > 0, default=0.1
+    loss : {'sigmoid', 'robust', 'hinge', 'ipo'}, default='sigmoid'
+    label_smoothing : float in [0, 0.5), default=0.0
+        Used by 'sigmoid' and 'robust'.
+    learning_rate : float > 0, default=0.1
+    lr_schedule : {'linear', 'constant'}, default='linear'
+    n_iterations : int, default=1000
+        Passes over the comparisons.
+    batch_size : int or None, default=None
+        Comparisons per Adam step (in an order shuffled every pass); None:
+        all of them.
+    policy : {'tabular', 'linear'}, default='tabular'
+    random_state : None, int or numpy.random.Generator, default=None
+        Shuffles the minibatches.
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    policy_ : ndarray of shape (n_prompts, n_responses)
+    theta_ : ndarray
+    history_ : dict of ndarray of shape (n_iterations,)
+        After each pass, over all comparisons (weighted means): 'loss',
+        'chosen_log_ratio' and 'rejected_log_ratio' (``log pi / pi_ref`` of
+        the chosen and the rejected responses), 'margin' (``beta`` times
+        their difference, the implicit reward margin) and 'accuracy' (share
+        of comparisons the policy ranks right).
+
+    Examples
+    --------
+    >>> import numpy as np, rlhf
+    >>> reference = np.full((1, 3), 1 / 3)
+    >>> comparisons = [[0, 0, 1], [0, 1, 2], [0, 0, 2]]
+    >>> dpo = rlhf.DPO(beta=1.0).fit(reference, comparisons)
+    >>> bool(dpo.policy_[0, 0] > dpo.policy_[0, 1] > dpo.policy_[0, 2])
+    True
+    """
+
+    _kernels = _core
+
+    def __init__(self, beta=0.1, loss="sigmoid", label_smoothing=0.0,
+                 learning_rate=0.1, lr_schedule="linear", n_iterations=1000,
+                 batch_size=None, policy="tabular", random_state=None,
+                 verbose=0):
+        self.beta = beta
+        self.loss = loss
+        self.label_smoothing = label_smoothing
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.n_iterations = n_iterations
+        self.batch_size = batch_size
+        self.policy = policy
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _validate(self):
+        owner = "DPO"
+        _check_common(self, owner)
+        _check_positive_finite(self.beta, "beta", owner)
+        check_option(self.loss, "loss", owner, list(_DPO_LOSSES))
+        check_scalar(self.label_smoothing, "label_smoothing", owner, low=0.0,
+                     high=0.5, high_open=True)
+        if self.label_smoothing and self.loss in ("hinge", "ipo"):
+            raise ValueError(
+                f"The 'label_smoothing' parameter of DPO is used by the "
+                f"'sigmoid' and 'robust' losses only; got "
+                f"{self.label_smoothing!r} with loss={self.loss!r}.")
+        if self.batch_size is not None:
+            check_scalar(self.batch_size, "batch_size", owner, kind="int",
+                         low=1)
+
+    def fit(self, reference_policy, comparisons, sample_weight=None,
+            features=None):
+        """Fit the policy to comparisons.
+
+        Parameters
+        ----------
+        reference_policy : array-like of shape (n_prompts, n_responses)
+        comparisons : array-like of int, shape (n_comparisons, 3)
+            Rows (prompt, preferred response, other response).
+        sample_weight : array-like of shape (n_comparisons,), optional
+            Non-negative weights, e.g. how often each comparison was made.
+        features : array-like of shape (n_prompts, n_responses, \
+n_features), optional
+            Required with ``policy='linear'``.
+
+        Returns
+        -------
+        self
+        """
+        owner = "DPO"
+        self._validate()
+        k = self._kernels
+        reference = _check_policy_table(reference_policy, "reference_policy",
+                                        owner)
+        n, n_resp = reference.shape
+        comparisons = _check_index_table(
+            comparisons, "comparisons", owner, 3,
+            [("prompt", n), ("preferred response", n_resp),
+             ("other response", n_resp)])
+        if (comparisons[:, 1] == comparisons[:, 2]).any():
+            row = int(np.flatnonzero(comparisons[:, 1] ==
+                                     comparisons[:, 2])[0])
+            raise ValueError(
+                f"comparisons of DPO: row {row} compares a response with "
+                "itself.")
+        x, yw, yl = comparisons.T
+        if ((reference[x, yw] == 0) | (reference[x, yl] == 0)).any():
+            raise ValueError(
+                "comparisons of DPO refer to a response the reference_policy "
+                "gives probability 0; its log-ratio is undefined.")
+        m = comparisons.shape[0]
+        sample_weight = check_sample_weight(sample_weight, m)
+        if not sample_weight.sum() > 0:
+            raise ValueError("sample_weight of DPO must have a positive sum.")
+        ref_logp = _log_reference(reference)
+        model = _Parametrisation(self.policy, ref_logp, features, owner)
+        rng = _random_generator(self.random_state, owner)
+        loss_kind = _DPO_LOSSES[self.loss]
+        beta, smoothing = float(self.beta), float(self.label_smoothing)
+        batch = m if self.batch_size is None else min(self.batch_size, m)
+        theta = model.initial()
+        mom, var = np.zeros_like(theta), np.zeros_like(theta)
+        step = 0
+        history = {"loss": [], "chosen_log_ratio": [],
+                   "rejected_log_ratio": [], "margin": [], "accuracy": []}
+        for iteration in range(self.n_iterations):
+            learning_rate = _scheduled(self, iteration)
+            order = np.arange(m) if batch == m else rng.permutation(m)
+            for start in range(0, m, batch):
+                rows = order[start:start + batch]
+                _, grad, _ = k.dpo_loss_grad(
+                    model.logits(theta), ref_logp, comparisons[rows],
+                    sample_weight[rows], beta, loss_kind, smoothing)
+                step += 1
+                theta, mom, var = k.adam_step(theta, model.chain(grad), mom,
+                                              var, learning_rate, *_ADAM,
+                                              step)
+            loss, _, (chosen, rejected, accuracy) = k.dpo_loss_grad(
+                model.logits(theta), ref_logp, comparisons, sample_weight,
+                beta, loss_kind, smoothing)
+            history["loss"].append(loss)
+            history["chosen_log_ratio"].append(chosen)
+            history["rejected_log_ratio"].append(rejected)
+            history["margin"].append(beta * (chosen - rejected))
+            history["accuracy"].append(accuracy)
+            if self.verbose and (iteration % max(1, self.n_iterations // 10)
+                                 == 0 or iteration == self.n_iterations - 1):
+                print(f"DPO iteration {iteration + 1}: loss {loss:.5f}, "
+                      f"chosen {chosen:.4f}, rejected {rejected:.4f}, "
+                      f"accuracy {accuracy:.3f}")
+        self.theta_ = theta
+        self.policy_ = k.log_softmax(model.logits(theta))[1]
+        self.history_ = {key: np.asarray(value)
+                         for key, value in history.items()}
+        self.n_iter_ = self.n_iterations
+        return self
+
+
+class SFT(ParamsMixin):
+    """Supervised fine-tuning: maximum likelihood on demonstrations.
+
+    The pipeline's first stage: from demonstrations (prompt, response),
+    fit ``pi(y|x) = softmax(logits)`` by maximising the weighted
+    log-likelihood plus ``smoothing`` pseudo-demonstrations of every
+    response of every prompt, with L-BFGS (``rlhf._core``).  For the
+    tabular policy the answer is the smoothed frequency ``(c(x, y) + s) /
+    (c(x) + K s)``; the linear policy (``logits = phi(x, y) . theta``)
+    matches the features' expectations instead.  The result is the
+    reference policy of the later stages.
+
+    Parameters
+    ----------
+    smoothing : float >= 0, default=0.5
+        Pseudo-count added to every (prompt, response); 0 gives the plain
+        maximum-likelihood estimate, whose unseen responses have
+        probability 0 (reached only in the limit).
+    policy : {'tabular', 'linear'}, default='tabular'
+    tol : float > 0, default=1e-10
+        L-BFGS stops when no gradient component exceeds tol.
+    max_iter : int, default=1000
+
+    Attributes
+    ----------
+    policy_ : ndarray of shape (n_prompts, n_responses)
+    theta_ : ndarray
+        Logits (tabular) or feature weights (linear).
+    n_iter_ : int
+
+    Examples
+    --------
+    >>> import rlhf
+    >>> sft = rlhf.SFT(smoothing=1.0).fit([[0, 0], [0, 0], [0, 1]],
+    ...                                   n_responses=3)
+    >>> sft.policy_.round(3)
+    array([[0.5  , 0.333, 0.167]])
+    """
+
+    def __init__(self, smoothing=0.5, policy="tabular", tol=1e-10,
+                 max_iter=1000):
+        self.smoothing = smoothing
+        self.policy = policy
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def fit(self, demonstrations, sample_weight=None, n_prompts=None,
+            n_responses=None, features=None):
+        """Fit the policy to demonstrations.
+
+        Parameters
+        ----------
+        demonstrations : array-like of int, shape (n_demonstrations, 2)
+            Rows (prompt, response).
+        sample_weight : array-like of shape (n_demonstrations,), optional
+        n_prompts, n_responses : int, optional
+            Table size; by default one more than the largest index (or the
+            shape of features).
+        features : array-like of shape (n_prompts, n_responses, \
+n_features), optional
+            Required with ``policy='linear'``.
+
+        Returns
+        -------
+        self
+        """
+        owner = "SFT"
+        check_scalar(self.smoothing, "smoothing", owner, low=0.0)
+        check_option(self.policy, "policy", owner, ["tabular", "linear"])
+        _check_positive_finite(self.tol, "tol", owner)
+        check_scalar(self.max_iter, "max_iter", owner, kind="int", low=1)
+        arr = np.asarray(demonstrations)
+        if features is not None:
+            shape = np.shape(features)
+            if len(shape) == 3:
+                n_prompts = shape[0] if n_prompts is None else n_prompts
+                n_responses = shape[1] if n_responses is None else n_responses
+        if arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype.kind in "iu" \
+                and arr.size:
+            n_prompts = int(arr[:, 0].max()) + 1 if n_prompts is None \
+                else n_prompts
+            n_responses = int(arr[:, 1].max()) + 1 if n_responses is None \
+                else n_responses
+        for name, value in (("n_prompts", n_prompts),
+                            ("n_responses", n_responses)):
+            if value is not None:
+                check_scalar(value, name, owner, kind="int", low=1)
+        demonstrations = _check_index_table(
+            demonstrations, "demonstrations", owner, 2,
+            [("prompt", n_prompts), ("response", n_responses)])
+        sample_weight = check_sample_weight(sample_weight,
+                                            demonstrations.shape[0])
+        counts = np.zeros((n_prompts, n_responses))
+        np.add.at(counts, (demonstrations[:, 0], demonstrations[:, 1]),
+                  sample_weight)
+        counts += float(self.smoothing)
+        total = counts.sum()
+        if not total > 0:
+            raise ValueError("SFT has no demonstration of positive weight.")
+        zero = np.zeros((n_prompts, n_responses))
+        model = _Parametrisation(self.policy, zero, features, owner)
+        row_totals = counts.sum(axis=1, keepdims=True)
+
+        def objective(theta):
+            logp, p = _core.log_softmax(model.logits(theta.reshape(
+                model.shape)))
+            loss = -(counts * logp).sum() / total
+            grad = (row_totals * p - counts) / total
+            return loss, np.ascontiguousarray(model.chain(grad)).ravel()
+
+        theta, _, _, n_iter, _, status = _core.lbfgs_minimize(
+            objective, model.initial().ravel(), gtol=float(self.tol),
+            ftol=0.0, max_iter=int(self.max_iter))
+        if status == 2:
+            import warnings
+            from .exceptions import ConvergenceWarning
+            warnings.warn(
+                f"SFT: L-BFGS reached max_iter={self.max_iter} before the "
+                f"gradient fell below tol={self.tol}.", ConvergenceWarning,
+                stacklevel=2)
+        self.theta_ = theta.reshape(model.shape)
+        self.policy_ = _core.log_softmax(model.logits(self.theta_))[1]
+        self.n_iter_ = n_iter
+        return self
