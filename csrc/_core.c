@@ -1119,6 +1119,132 @@ fail:
     return result;
 }
 
+/* The optimiser's own state, updated in place: a writeable, C-contiguous
+ * float64 ndarray of the given shape (never a converted copy). */
+static int check_state(PyObject *obj, npy_intp rows, npy_intp cols,
+                       const char *name)
+{
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) !=
+                                   NPY_DOUBLE ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
+        !PyArray_ISWRITEABLE((PyArrayObject *)obj) ||
+        PyArray_NDIM((PyArrayObject *)obj) != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a writeable, C-contiguous 2-d float64 "
+                     "ndarray (it is updated in place)",
+                     name);
+        return -1;
+    }
+    return check_shape_2d((PyArrayObject *)obj, rows, cols, name);
+}
+
+PyDoc_STRVAR(ppo_adam_step_doc,
+"ppo_adam_step(theta, m, v, ref_logp, rows, actions, weights, old_logp,\n"
+"              advantages, clip, kl_coef, kl_kind, lr, beta1, beta2, eps,\n"
+"              t)\n--\n\n"
+"One fused PPO gradient and Adam step of a tabular policy with logits\n"
+"ref_logp + theta.  Updates theta, m and v IN PLACE (the optimiser's own\n"
+"state) and returns (loss, clip_fraction).");
+
+static PyObject *py_ppo_adam_step(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *th_obj, *m_obj, *v_obj, *ref_obj, *rows_obj, *a_obj, *w_obj;
+    PyObject *old_obj, *adv_obj;
+    double clip, kl_coef, lr, beta1, beta2, eps;
+    double loss = 0.0, clip_fraction = 0.0;
+    int kl_kind, status;
+    long long t;
+    PyArrayObject *ref = NULL, *rows = NULL, *actions = NULL;
+    PyArrayObject *weights = NULL, *old = NULL, *adv = NULL;
+    char *seen = NULL;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOddiddddL", &th_obj, &m_obj, &v_obj,
+                          &ref_obj, &rows_obj, &a_obj, &w_obj, &old_obj,
+                          &adv_obj, &clip, &kl_coef, &kl_kind, &lr, &beta1,
+                          &beta2, &eps, &t)) {
+        return NULL;
+    }
+    if (check_kl_kind(kl_kind) < 0) {
+        return NULL;
+    }
+    if (t < 1) {
+        PyErr_SetString(PyExc_ValueError, "t must be >= 1");
+        return NULL;
+    }
+    ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
+    rows = as_array(rows_obj, NPY_INT64, 1, "rows");
+    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    weights = as_array(w_obj, NPY_DOUBLE, 2, "weights");
+    old = as_array(old_obj, NPY_DOUBLE, 2, "old_logp");
+    adv = as_array(adv_obj, NPY_DOUBLE, 2, "advantages");
+    if (ref == NULL || rows == NULL || actions == NULL || weights == NULL ||
+        old == NULL || adv == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(ref, 0), k = PyArray_DIM(ref, 1);
+    npy_intp s = PyArray_DIM(actions, 1), mb = PyArray_DIM(rows, 0);
+    if (check_state(th_obj, n, k, "theta") < 0 ||
+        check_state(m_obj, n, k, "m") < 0 ||
+        check_state(v_obj, n, k, "v") < 0 ||
+        check_length(actions, n, "actions") < 0 ||
+        check_shape_2d(weights, n, s, "weights") < 0 ||
+        check_shape_2d(old, n, s, "old_logp") < 0 ||
+        check_shape_2d(adv, n, s, "advantages") < 0 ||
+        check_indices(actions, k, "actions") < 0 ||
+        check_indices(rows, n, "rows") < 0) {
+        goto fail;
+    }
+    if (th_obj == m_obj || th_obj == v_obj || m_obj == v_obj) {
+        PyErr_SetString(PyExc_ValueError,
+                        "theta, m and v must be three different arrays");
+        goto fail;
+    }
+    seen = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (seen == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    const int64_t *r = PyArray_DATA(rows);
+    for (npy_intp b = 0; b < mb; b++) {
+        if (seen[r[b]]) {
+            PyErr_SetString(PyExc_ValueError, "rows must be distinct");
+            goto fail;
+        }
+        seen[r[b]] = 1;
+    }
+    double *theta = PyArray_DATA((PyArrayObject *)th_obj);
+    double *m = PyArray_DATA((PyArrayObject *)m_obj);
+    double *v = PyArray_DATA((PyArrayObject *)v_obj);
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_ppo_adam_step(
+        theta, m, v, PyArray_DATA(ref), n, k, r, mb, PyArray_DATA(actions),
+        PyArray_DATA(weights), PyArray_DATA(old), PyArray_DATA(adv), s, clip,
+        kl_coef, kl_kind, lr, beta1, beta2, eps, (int64_t)t, &loss,
+        &clip_fraction);
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_ENONFINITE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "ppo_adam_step: a row of logits holds NaN or +inf, "
+                        "or is all -inf");
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "ppo_adam_step");
+        goto fail;
+    }
+    result = Py_BuildValue("dd", loss, clip_fraction);
+fail:
+    free(seen);
+    Py_XDECREF(ref);
+    Py_XDECREF(rows);
+    Py_XDECREF(actions);
+    Py_XDECREF(weights);
+    Py_XDECREF(old);
+    Py_XDECREF(adv);
+    return result;
+}
+
 /* -- end of policy optimisation --------------------------------------- */
 
 static PyObject *py_openmp_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
@@ -1149,6 +1275,7 @@ static PyMethodDef core_methods[] = {
     {"dpo_loss_grad", py_dpo_loss_grad, METH_VARARGS, dpo_loss_grad_doc},
     {"policy_stats", py_policy_stats, METH_VARARGS, policy_stats_doc},
     {"adam_step", py_adam_step, METH_VARARGS, adam_step_doc},
+    {"ppo_adam_step", py_ppo_adam_step, METH_VARARGS, ppo_adam_step_doc},
     {"has_openmp", py_openmp_threads, METH_NOARGS,
      "has_openmp()\n--\n\n1 when the kernels were built with OpenMP."},
     {NULL, NULL, 0, NULL},

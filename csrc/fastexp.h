@@ -1,6 +1,7 @@
 /*
  * fastexp.h - exp(x) for x <= 0, shared by the kernels that exponentiate
- * logits with their maximum subtracted (reweight.c, policy_opt.c).
+ * logits with their maximum subtracted (reweight.c, policy_opt.c), and the
+ * instruction sets their row loops are built for.
  */
 #ifndef RLHF_FASTEXP_H
 #define RLHF_FASTEXP_H
@@ -48,5 +49,14 @@ static inline double exp_nonpositive(double x)
     memcpy(&scale, &bits, sizeof scale);
     return x < lowest ? 0.0 : p * scale;
 }
+
+/* Built for AVX2 and AVX-512 as well where GCC can pick at load time;
+ * the arithmetic is the same IEEE operations in every version. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__)
+#define RLHF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RLHF_CLONES
+#endif
 
 #endif /* RLHF_FASTEXP_H */

@@ -73,10 +73,91 @@ static int row_logsumexp(const double *z, ptrdiff_t k, double *top_out,
     return 0;
 }
 
+#define RLHF_LANES 8
+
+/* Helpers of the row loops, inlined into each instruction-set version of
+ * their callers (GCC does not inline across target_clones otherwise). */
+#if defined(__GNUC__)
+#define RLHF_INLINE static inline __attribute__((always_inline))
+#else
+#define RLHF_INLINE static inline
+#endif
+
+/* sum of x[0..k) in eight fixed partial sums, the same order for every
+ * instruction set: (((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))) */
+RLHF_INLINE double sum_lanes(const double *x, ptrdiff_t k)
+{
+    double part[RLHF_LANES] = {0.0};
+    ptrdiff_t j = 0;
+    for (; j + RLHF_LANES <= k; j += RLHF_LANES) {
+        for (int l = 0; l < RLHF_LANES; l++) {
+            part[l] += x[j + l];
+        }
+    }
+    for (; j < k; j++) {
+        part[0] += x[j];
+    }
+    return ((part[0] + part[1]) + (part[2] + part[3])) +
+           ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+/*
+ * e = exp(z - top) with top = max(z), and total = sum(e): the softmax's
+ * parts, one exponential per entry.  Returns -1 when z holds a NaN or
+ * +inf, or is all -inf: a NaN makes total NaN, +inf makes top +inf (and
+ * total NaN), so two tests after the passes see them all.
+ */
+RLHF_INLINE int row_exp(const double *z, ptrdiff_t k, double *e,
+                        double *top_out, double *total_out)
+{
+    double top = -INFINITY;
+#ifdef _OPENMP
+#pragma omp simd reduction(max : top)
+#endif
+    for (ptrdiff_t j = 0; j < k; j++) {
+        top = z[j] > top ? z[j] : top; /* exact in any order */
+    }
+    if (!(top > -INFINITY && top < INFINITY)) {
+        return -1;
+    }
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+    for (ptrdiff_t j = 0; j < k; j++) {
+        e[j] = exp_nonpositive(z[j] - top);
+    }
+    const double total = sum_lanes(e, k);
+    if (isnan(total)) {
+        return -1;
+    }
+    *top_out = top;
+    *total_out = total;
+    return 0;
+}
+
+RLHF_CLONES
+static int log_softmax_row(const double *z, ptrdiff_t k, double *logp,
+                           double *p)
+{
+    double top, total;
+    if (row_exp(z, k, p, &top, &total) < 0) {
+        return -1;
+    }
+    const double log_total = log(total), inverse = 1.0 / total;
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+    for (ptrdiff_t j = 0; j < k; j++) {
+        logp[j] = (z[j] - top) - log_total;
+        p[j] *= inverse;
+    }
+    return 0;
+}
+
 /*
  * logits      n_rows * k, read only
- * logp        n_rows * k, written: logits - logsumexp(row)
- * p           n_rows * k, written (or NULL): exp(logp)
+ * logp        n_rows * k, written: (logits - max) - log(sum(exp(logits - max)))
+ * p           n_rows * k, written: exp(logits - max) / sum(...)
  * Returns 0, or RLHF_ENONFINITE for a row with a NaN or +inf, or all -inf.
  */
 int rlhf_log_softmax(const double *logits, ptrdiff_t n_rows, ptrdiff_t k,
@@ -87,22 +168,11 @@ int rlhf_log_softmax(const double *logits, ptrdiff_t n_rows, ptrdiff_t k,
 #pragma omp parallel for schedule(static) if (n_rows * k > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
-        const double *z = logits + i * k;
-        double top, log_total;
-        if (row_logsumexp(z, k, &top, &log_total) < 0) {
+        if (log_softmax_row(logits + i * k, k, logp + i * k, p + i * k) < 0) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
             status = RLHF_ENONFINITE;
-            continue;
-        }
-        for (ptrdiff_t j = 0; j < k; j++) {
-            logp[i * k + j] = (z[j] - top) - log_total;
-        }
-        if (p != NULL) {
-            for (ptrdiff_t j = 0; j < k; j++) {
-                p[i * k + j] = exp_nonpositive(logp[i * k + j]);
-            }
         }
     }
     return status;
@@ -289,6 +359,75 @@ int rlhf_advantages(const double *rewards, ptrdiff_t n_groups,
     return 0;
 }
 
+/* One batch row of rlhf_ppo_loss_grad; coefs: n_samples scratch. */
+RLHF_CLONES
+static int ppo_row(const double *z, const double *ref, ptrdiff_t k,
+                   const int64_t *actions, const double *weights,
+                   const double *old_logp, const double *advantages,
+                   ptrdiff_t n_samples, double clip, double kl_coef,
+                   int kl_kind, double scale, double *g, double *coefs,
+                   double *row_loss, double *row_clipped)
+{
+    double top, total;
+    /* g = exp(z - top) for now, the softmax's numerators */
+    if (row_exp(z, k, g, &top, &total) < 0) {
+        return -1;
+    }
+    /* the logarithm of the normaliser only for the KL term */
+    const double log_total = kl_coef != 0.0 ? log(total) : 0.0;
+    const double inverse_total = 1.0 / total;
+    double loss = 0.0, clipped_weight = 0.0, coef_total = 0.0;
+    for (ptrdiff_t s = 0; s < n_samples; s++) {
+        const double w = weights[s];
+        coefs[s] = 0.0;
+        if (w == 0.0) {
+            continue;
+        }
+        const ptrdiff_t y = (ptrdiff_t)actions[s];
+        /* rho = pi(y) / pi_old(y) with pi(y) = g[y] / total, without a
+         * libm exp; the quotient of exp(lp - old) when pi_old(y) is below
+         * the smallest normal number */
+        const double old_p = exp_nonpositive(old_logp[s]);
+        const double rho =
+            old_p > 0.0 ? (g[y] * inverse_total) / old_p
+                        : exp(((z[y] - top) - log(total)) - old_logp[s]);
+        const double lp = (z[y] - top) - log_total;
+        const double adv = advantages[s];
+        const double rho_clipped =
+            rho < 1.0 - clip ? 1.0 - clip
+                             : (rho > 1.0 + clip ? 1.0 + clip : rho);
+        const double plain = rho * adv, clipped = rho_clipped * adv;
+        /* the gradient flows through the unclipped term when it is the
+         * minimum */
+        double coef = plain <= clipped ? -adv * rho : 0.0;
+        double term = -(plain < clipped ? plain : clipped);
+        if (kl_coef != 0.0) {
+            const double d = lp - ref[y];
+            const double dk = kl_kind == RLHF_KL_K3 ? -expm1(-d) : 1.0;
+            term += kl_coef * rho * kl_sample(d, kl_kind);
+            coef += kl_coef * rho * (kl_sample(d, kl_kind) + dk);
+        }
+        loss += w * term;
+        clipped_weight += fabs(rho - 1.0) > clip ? w : 0.0;
+        coefs[s] = coef * w * scale;
+        coef_total += coefs[s];
+    }
+    /* g = -coef_total * softmax(z), then + coef_s at each sampled y */
+    const double factor = -coef_total / total;
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+    for (ptrdiff_t j = 0; j < k; j++) {
+        g[j] *= factor;
+    }
+    for (ptrdiff_t s = 0; s < n_samples; s++) {
+        g[actions[s]] += coefs[s];
+    }
+    *row_loss = loss;
+    *row_clipped = clipped_weight;
+    return 0;
+}
+
 /*
  * PPO's clipped surrogate (Schulman et al. 2017, "Proximal policy
  * optimization algorithms", eq. 7) on a bandit, as a loss to minimise,
@@ -326,74 +465,41 @@ int rlhf_ppo_loss_grad(const double *logits, const double *ref_logp,
                        double *loss, double *grad, double *clip_fraction)
 {
     (void)n_rows;
-    double *partial = malloc((size_t)(2 * (n_batch > 0 ? n_batch : 1)) *
-                             sizeof(double));
-    if (partial == NULL) {
+    const ptrdiff_t m = n_batch > 0 ? n_batch : 1;
+    /* per batch row: its loss, its clipped weight, then its n_samples
+     * gradient coefficients */
+    double *scratch =
+        malloc((size_t)(m * (2 + n_samples)) * sizeof(double));
+    if (scratch == NULL) {
         return RLHF_ENOMEM;
     }
     int status = 0;
-    const double scale = 1.0 / (double)(n_batch > 0 ? n_batch : 1);
+    const double scale = 1.0 / (double)m;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) \
     if (n_batch * (k + n_samples) > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t b = 0; b < n_batch; b++) {
         const ptrdiff_t i = (ptrdiff_t)rows[b];
-        const double *z = logits + i * k;
-        double *g = grad + i * k;
-        double top, log_total;
-        partial[2 * b] = partial[2 * b + 1] = 0.0;
-        if (row_logsumexp(z, k, &top, &log_total) < 0) {
+        double *row = scratch + b * (2 + n_samples);
+        row[0] = row[1] = 0.0;
+        if (ppo_row(logits + i * k, ref_logp + i * k, k,
+                    actions + i * n_samples, weights + i * n_samples,
+                    old_logp + i * n_samples, advantages + i * n_samples,
+                    n_samples, clip, kl_coef, kl_kind, scale, grad + i * k,
+                    row + 2, row, row + 1) < 0) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
             status = RLHF_ENONFINITE;
-            continue;
         }
-        double row_loss = 0.0, row_clipped = 0.0, coef_total = 0.0;
-        for (ptrdiff_t s = 0; s < n_samples; s++) {
-            const ptrdiff_t at = i * n_samples + s;
-            const double w = weights[at];
-            if (w == 0.0) {
-                continue;
-            }
-            const ptrdiff_t y = (ptrdiff_t)actions[at];
-            const double lp = (z[y] - top) - log_total;
-            const double rho = exp(lp - old_logp[at]);
-            const double adv = advantages[at];
-            const double rho_clipped =
-                rho < 1.0 - clip ? 1.0 - clip : (rho > 1.0 + clip ? 1.0 + clip
-                                                                  : rho);
-            const double plain = rho * adv, clipped = rho_clipped * adv;
-            /* the gradient flows through the unclipped term when it is the
-             * minimum */
-            double coef = plain <= clipped ? -adv * rho : 0.0;
-            double term = -(plain < clipped ? plain : clipped);
-            if (kl_coef != 0.0) {
-                const double d = lp - ref_logp[i * k + y];
-                const double dk = kl_kind == RLHF_KL_K3 ? -expm1(-d) : 1.0;
-                term += kl_coef * rho * kl_sample(d, kl_kind);
-                coef += kl_coef * rho * (kl_sample(d, kl_kind) + dk);
-            }
-            row_loss += w * term;
-            row_clipped += fabs(rho - 1.0) > clip ? w : 0.0;
-            coef *= w * scale;
-            g[y] += coef;
-            coef_total += coef;
-        }
-        /* g -= coef_total * softmax(z) */
-        for (ptrdiff_t j = 0; j < k; j++) {
-            g[j] -= coef_total * exp_nonpositive((z[j] - top) - log_total);
-        }
-        partial[2 * b] = row_loss;
-        partial[2 * b + 1] = row_clipped;
     }
     double total = 0.0, clipped = 0.0;
     for (ptrdiff_t b = 0; b < n_batch; b++) {
-        total += partial[2 * b];
-        clipped += partial[2 * b + 1];
+        total += scratch[b * (2 + n_samples)];
+        clipped += scratch[b * (2 + n_samples) + 1];
     }
-    free(partial);
+    free(scratch);
     *loss = total * scale;
     *clip_fraction = clipped * scale;
     return status;
@@ -561,6 +667,24 @@ int rlhf_policy_stats(const double *logp, const double *ref_logp,
     return 0;
 }
 
+RLHF_CLONES
+static void adam_range(double *theta, const double *grad, double *m,
+                       double *v, ptrdiff_t lo, ptrdiff_t hi, double lr,
+                       double beta1, double beta2, double eps, double c1,
+                       double c2)
+{
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+    for (ptrdiff_t q = lo; q < hi; q++) {
+        m[q] = beta1 * m[q] + (1.0 - beta1) * grad[q];
+        v[q] = beta2 * v[q] + (1.0 - beta2) * grad[q] * grad[q];
+        theta[q] -= lr * (m[q] / c1) / (sqrt(v[q] / c2) + eps);
+    }
+}
+
+#define RLHF_ADAM_CHUNK 8192
+
 /*
  * One Adam step on a loss with gradient grad (Kingma & Ba 2015, "Adam: a
  * method for stochastic optimization", algorithm 1), step number t >= 1:
@@ -578,13 +702,128 @@ int rlhf_adam_step(double *theta, const double *grad, double *m, double *v,
     }
     const double c1 = 1.0 - pow(beta1, (double)t);
     const double c2 = 1.0 - pow(beta2, (double)t);
+    const ptrdiff_t n_chunks = (n + RLHF_ADAM_CHUNK - 1) / RLHF_ADAM_CHUNK;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (n > RLHF_PARALLEL_MIN)
 #endif
-    for (ptrdiff_t q = 0; q < n; q++) {
-        m[q] = beta1 * m[q] + (1.0 - beta1) * grad[q];
-        v[q] = beta2 * v[q] + (1.0 - beta2) * grad[q] * grad[q];
-        theta[q] -= lr * (m[q] / c1) / (sqrt(v[q] / c2) + eps);
+    for (ptrdiff_t c = 0; c < n_chunks; c++) {
+        const ptrdiff_t lo = c * RLHF_ADAM_CHUNK;
+        const ptrdiff_t hi = lo + RLHF_ADAM_CHUNK < n ? lo + RLHF_ADAM_CHUNK
+                                                      : n;
+        adam_range(theta, grad, m, v, lo, hi, lr, beta1, beta2, eps, c1, c2);
     }
     return 0;
+}
+
+/*
+ * One fused PPO step for a tabular policy, logits = ref_logp + theta: the
+ * gradient of rlhf_ppo_loss_grad row by row, each row followed at once by
+ * its Adam update (rlhf_adam_step), so that theta, m and v are read and
+ * written once per step and no gradient array is formed.  Rows outside
+ * the batch get a zero gradient and still take their Adam step, as in the
+ * unfused pair.  Same numbers as rlhf_ppo_loss_grad then rlhf_adam_step on
+ * logits = ref_logp + theta.
+ *
+ * theta, m, v        n_rows * k, updated in place (the optimiser's state)
+ * ref_logp           n_rows * k
+ * rows ... kl_kind   as for rlhf_ppo_loss_grad
+ * lr, beta1, beta2, eps, t   as for rlhf_adam_step
+ * loss, clip_fraction  written, as for rlhf_ppo_loss_grad (at the logits
+ *                    before the step)
+ * Returns 0, RLHF_ENOMEM, RLHF_EVALUE for t < 1, or RLHF_ENONFINITE (then
+ * theta, m and v may be partly updated).
+ */
+int rlhf_ppo_adam_step(double *theta, double *m, double *v,
+                       const double *ref_logp, ptrdiff_t n_rows, ptrdiff_t k,
+                       const int64_t *rows, ptrdiff_t n_batch,
+                       const int64_t *actions, const double *weights,
+                       const double *old_logp, const double *advantages,
+                       ptrdiff_t n_samples, double clip, double kl_coef,
+                       int kl_kind, double lr, double beta1, double beta2,
+                       double eps, int64_t t, double *loss,
+                       double *clip_fraction)
+{
+    if (t < 1) {
+        return RLHF_EVALUE;
+    }
+    const double c1 = 1.0 - pow(beta1, (double)t);
+    const double c2 = 1.0 - pow(beta2, (double)t);
+    const ptrdiff_t mb = n_batch > 0 ? n_batch : 1;
+    const double scale = 1.0 / (double)mb;
+    /* position[i]: the place of row i in the batch, or -1; partial: per
+     * batch row, its loss and clipped weight */
+    ptrdiff_t *position =
+        malloc((size_t)(n_rows > 0 ? n_rows : 1) * sizeof(ptrdiff_t));
+    double *partial = malloc((size_t)(2 * mb) * sizeof(double));
+    if (position == NULL || partial == NULL) {
+        free(position);
+        free(partial);
+        return RLHF_ENOMEM;
+    }
+    for (ptrdiff_t i = 0; i < n_rows; i++) {
+        position[i] = -1;
+    }
+    for (ptrdiff_t b = 0; b < n_batch; b++) {
+        position[rows[b]] = b;
+        partial[2 * b] = partial[2 * b + 1] = 0.0;
+    }
+    int status = 0;
+#ifdef _OPENMP
+#pragma omp parallel if (n_rows * k > RLHF_PARALLEL_MIN)
+#endif
+    {
+        /* per thread: logits, gradient and sample coefficients of a row */
+        double *buffer =
+            malloc((size_t)(2 * k + (n_samples > 0 ? n_samples : 1)) *
+                   sizeof(double));
+        if (buffer == NULL) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            status = RLHF_ENOMEM;
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (ptrdiff_t i = 0; i < n_rows; i++) {
+            if (buffer == NULL) {
+                continue;
+            }
+            double *z = buffer, *g = buffer + k, *coefs = buffer + 2 * k;
+            const ptrdiff_t b = position[i];
+            if (b >= 0) {
+                for (ptrdiff_t j = 0; j < k; j++) {
+                    z[j] = ref_logp[i * k + j] + theta[i * k + j];
+                }
+                if (ppo_row(z, ref_logp + i * k, k, actions + i * n_samples,
+                            weights + i * n_samples, old_logp + i * n_samples,
+                            advantages + i * n_samples, n_samples, clip,
+                            kl_coef, kl_kind, scale, g, coefs, &partial[2 * b],
+                            &partial[2 * b + 1]) < 0) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                    status = RLHF_ENONFINITE;
+                    continue;
+                }
+            } else {
+                for (ptrdiff_t j = 0; j < k; j++) {
+                    g[j] = 0.0;
+                }
+            }
+            adam_range(theta + i * k, g, m + i * k, v + i * k, 0, k,
+                       lr, beta1, beta2, eps, c1, c2);
+        }
+        free(buffer);
+    }
+    double total = 0.0, clipped = 0.0;
+    for (ptrdiff_t b = 0; b < n_batch; b++) {
+        total += partial[2 * b];
+        clipped += partial[2 * b + 1];
+    }
+    free(position);
+    free(partial);
+    *loss = total * scale;
+    *clip_fraction = clipped * scale;
+    return status;
 }

@@ -57,15 +57,6 @@ static int row_log_space(const double *p, const double *r, ptrdiff_t k,
     return 0;
 }
 
-/* Built for AVX2 and AVX-512 as well where GCC can pick at load time;
- * the arithmetic is the same IEEE operations in every version. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__)
-#define RLHF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RLHF_CLONES
-#endif
-
 RLHF_CLONES
 static int row(const double *p, const double *r, ptrdiff_t k, double eta,
                double eps, double *o)

@@ -128,6 +128,15 @@ int rlhf_dpo_loss_grad(const double *logits, const double *ref_logp,
 int rlhf_policy_stats(const double *logp, const double *ref_logp,
                       const double *rewards, ptrdiff_t n_rows, ptrdiff_t k,
                       double *out);
+int rlhf_ppo_adam_step(double *theta, double *m, double *v,
+                       const double *ref_logp, ptrdiff_t n_rows, ptrdiff_t k,
+                       const int64_t *rows, ptrdiff_t n_batch,
+                       const int64_t *actions, const double *weights,
+                       const double *old_logp, const double *advantages,
+                       ptrdiff_t n_samples, double clip, double kl_coef,
+                       int kl_kind, double lr, double beta1, double beta2,
+                       double eps, int64_t t, double *loss,
+                       double *clip_fraction);
 int rlhf_adam_step(double *theta, const double *grad, double *m, double *v,
                    ptrdiff_t n, double lr, double beta1, double beta2,
                    double eps, int64_t t);

@@ -520,3 +520,16 @@ def adam_step(theta, grad, m, v, lr, beta1, beta2, eps, t):
     theta = np.asarray(theta, dtype=np.float64) - lr * (
         m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
     return theta, m, v
+
+
+def ppo_adam_step(theta, m, v, ref_logp, rows, actions, weights, old_logp,
+                  advantages, clip, kl_coef, kl_kind, lr, beta1, beta2, eps,
+                  t):
+    """ppo_loss_grad at logits ref_logp + theta, then adam_step; updates
+    theta, m and v in place and returns (loss, clip_fraction)."""
+    loss, grad, clip_fraction = ppo_loss_grad(
+        ref_logp + theta, ref_logp, rows, actions, weights, old_logp,
+        advantages, clip, kl_coef, kl_kind)
+    theta[...], m[...], v[...] = adam_step(theta, grad, m, v, lr, beta1,
+                                           beta2, eps, t)
+    return loss, clip_fraction

@@ -213,8 +213,8 @@ n_features), optional
         history = {"reward": [], "kl": [], "entropy": [], "clip_fraction": [],
                    "beta": [], "loss": []}
         all_rows = np.arange(n, dtype=np.int64)
+        logp, p = k.log_softmax(model.logits(theta))
         for iteration in range(self.n_iterations):
-            logp, p = k.log_softmax(model.logits(theta))
             step_rewards = self._iteration_rewards(rewards, logp, p, history)
             if self.exact:
                 weights = p
@@ -230,8 +230,9 @@ n_features), optional
                 kl_now = k.policy_stats(logp, ref_logp, rewards)[1]
             else:
                 advantages = k.advantages(shaped, baseline, 1e-4)
-                kl_now = float(np.mean(_kl_estimate(old_logp, ref_logp,
-                                                    actions, kl_kind)))
+                if self._controls_beta():
+                    kl_now = float(np.mean(_kl_estimate(old_logp, ref_logp,
+                                                        actions, kl_kind)))
             learning_rate = _scheduled(self, iteration)
             losses, clipped = [], []
             for _ in range(self._epochs()):
@@ -239,17 +240,26 @@ n_features), optional
                     n).astype(np.int64)
                 for start in range(0, n, batch):
                     rows = order[start:start + batch]
-                    loss, grad, clip_fraction = k.ppo_loss_grad(
-                        model.logits(theta), ref_logp, rows, actions, weights,
-                        old_logp, advantages, clip,
-                        0.0 if self.kl_in_reward else beta, kl_kind)
+                    kl_coef = 0.0 if self.kl_in_reward else beta
                     step += 1
-                    theta, m, v = k.adam_step(
-                        theta, model.chain(grad), m, v, learning_rate,
-                        *_ADAM, step)
+                    if model.kind == "tabular":
+                        # gradient and Adam fused; theta, m, v in place
+                        loss, clip_fraction = k.ppo_adam_step(
+                            theta, m, v, ref_logp, rows, actions, weights,
+                            old_logp, advantages, clip, kl_coef, kl_kind,
+                            learning_rate, *_ADAM, step)
+                    else:
+                        loss, grad, clip_fraction = k.ppo_loss_grad(
+                            model.logits(theta), ref_logp, rows, actions,
+                            weights, old_logp, advantages, clip, kl_coef,
+                            kl_kind)
+                        theta, m, v = k.adam_step(
+                            theta, model.chain(grad), m, v, learning_rate,
+                            *_ADAM, step)
                     losses.append(loss)
                     clipped.append(clip_fraction)
-            logp, _ = k.log_softmax(model.logits(theta))
+            # the next iteration starts from this policy
+            logp, p = k.log_softmax(model.logits(theta))
             reward, kl, entropy = k.policy_stats(logp, ref_logp, rewards)
             history["reward"].append(reward)
             history["kl"].append(kl)
@@ -262,19 +272,22 @@ n_features), optional
                 print(f"{owner} iteration {iteration + 1}: reward "
                       f"{reward:.4f}, KL {kl:.4f}, entropy {entropy:.4f}, "
                       f"beta {beta:.4g}")
-            if getattr(self, "target_kl", None) is not None:
+            if self._controls_beta():
                 # Ziegler et al. 2019, "Fine-tuning language models from
                 # human preferences", section 2.2: a proportional controller
                 # on log beta with the error clipped to +-0.2
                 error = np.clip(kl_now / self.target_kl - 1.0, -0.2, 0.2)
                 beta *= 1.0 + error * (n * samples) / horizon
         self.theta_ = theta
-        self.policy_ = k.log_softmax(model.logits(theta))[1]
+        self.policy_ = p
         self.beta_ = beta
         self.history_ = {key: np.asarray(value)
                          for key, value in history.items()}
         self.n_iter_ = self.n_iterations
         return self
+
+    def _controls_beta(self):
+        return getattr(self, "target_kl", None) is not None
 
     def _iteration_rewards(self, rewards, logp, p, history):
         return rewards
