@@ -354,3 +354,38 @@ def test_kernels_give_the_same_bits_for_any_thread_count():
                              capture_output=True, text=True, check=True)
         digests.append(out.stdout.strip())
     assert len(set(digests)) == 1 and len(digests[0]) == 64
+
+
+@pytest.mark.parametrize("kl_kind, kl_coef", [(1, 0.0), (3, 0.2)])
+def test_fused_ppo_adam_step_equals_the_two_kernels(kl_kind, kl_coef):
+    """Gradient then Adam on logits ref_logp + theta, in place, and rows
+    outside the batch still take their (momentum-only) Adam step."""
+    args, logits = ppo_case(12, kl_kind, kl_coef)
+    ref_logp, rows = args[0], args[1]
+    rng = np.random.default_rng(12)
+    theta = logits - ref_logp
+    m, v = rng.normal(size=theta.shape), rng.random(theta.shape)
+    state = [theta.copy(), m.copy(), v.copy()]
+    loss, clip_fraction = _core.ppo_adam_step(*state, *args, 0.05, 0.9,
+                                              0.999, 1e-8, 4)
+    loss_2, grad, clip_2 = _core.ppo_loss_grad(ref_logp + theta, *args)
+    expected = _core.adam_step(theta, grad, m, v, 0.05, 0.9, 0.999, 1e-8, 4)
+    assert loss == pytest.approx(loss_2, rel=1e-13)
+    assert clip_fraction == clip_2
+    for got, want in zip(state, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    twin = [theta.copy(), m.copy(), v.copy()]
+    ref.ppo_adam_step(*twin, *args, 0.05, 0.9, 0.999, 1e-8, 4)
+    for got, want in zip(state, twin):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert not np.array_equal(state[0][3], theta[3])  # not in rows
+    # the state must be the optimiser's own arrays, updated in place
+    with pytest.raises(TypeError, match="theta must be a writeable"):
+        _core.ppo_adam_step(theta.tolist(), m, v, *args, 0.05, 0.9, 0.999,
+                            1e-8, 4)
+    with pytest.raises(TypeError, match="m must be a writeable"):
+        _core.ppo_adam_step(theta, np.asfortranarray(m), v, *args, 0.05,
+                            0.9, 0.999, 1e-8, 4)
+    with pytest.raises(ValueError, match="three different arrays"):
+        _core.ppo_adam_step(theta, theta, v, *args, 0.05, 0.9, 0.999, 1e-8,
+                            4)
