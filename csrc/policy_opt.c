@@ -618,6 +618,27 @@ int rlhf_dpo_loss_grad(const double *logits, const double *ref_logp,
     return status;
 }
 
+/* One row of rlhf_policy_stats: (E_pi[r], KL, entropy) into out. */
+RLHF_CLONES
+static void stats_row(const double *logp, const double *ref_logp,
+                      const double *rewards, ptrdiff_t k, double *out)
+{
+    double reward = 0.0, kl = 0.0, entropy = 0.0;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        /* logp <= 0 up to rounding; exp_nonpositive is exact to ~1 ulp
+         * there and flushes to 0 below DBL_MIN, where the terms vanish */
+        const double p = exp_nonpositive(logp[j]);
+        if (p > 0.0) {
+            reward += p * rewards[j];
+            kl += p * (logp[j] - ref_logp[j]);
+            entropy -= p * logp[j];
+        }
+    }
+    out[0] = reward;
+    out[1] = kl;
+    out[2] = entropy;
+}
+
 /*
  * Row means of E_pi[r], KL(pi || pi_ref) and the entropy H(pi), with
  * pi = exp(logp):
@@ -640,19 +661,8 @@ int rlhf_policy_stats(const double *logp, const double *ref_logp,
 #pragma omp parallel for schedule(static) if (n_rows * k > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
-        double reward = 0.0, kl = 0.0, entropy = 0.0;
-        for (ptrdiff_t j = 0; j < k; j++) {
-            const double lp = logp[i * k + j];
-            const double p = exp(lp);
-            if (p > 0.0) {
-                reward += p * rewards[i * k + j];
-                kl += p * (lp - ref_logp[i * k + j]);
-                entropy -= p * lp;
-            }
-        }
-        partial[3 * i] = reward;
-        partial[3 * i + 1] = kl;
-        partial[3 * i + 2] = entropy;
+        stats_row(logp + i * k, ref_logp + i * k, rewards + i * k, k,
+                  partial + 3 * i);
     }
     out[0] = out[1] = out[2] = 0.0;
     for (ptrdiff_t i = 0; i < n_rows; i++) {
@@ -713,6 +723,27 @@ int rlhf_adam_step(double *theta, const double *grad, double *m, double *v,
         adam_range(theta, grad, m, v, lo, hi, lr, beta1, beta2, eps, c1, c2);
     }
     return 0;
+}
+
+/* ppo_row at logits z = ref_logp + theta, formed here with the same
+ * vector width as ppo_row reads it. */
+RLHF_CLONES
+static int fused_row(const double *theta, const double *ref, ptrdiff_t k,
+                     const int64_t *actions, const double *weights,
+                     const double *old_logp, const double *advantages,
+                     ptrdiff_t n_samples, double clip, double kl_coef,
+                     int kl_kind, double scale, double *z, double *g,
+                     double *coefs, double *row_loss, double *row_clipped)
+{
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+    for (ptrdiff_t j = 0; j < k; j++) {
+        z[j] = ref[j] + theta[j];
+    }
+    return ppo_row(z, ref, k, actions, weights, old_logp, advantages,
+                   n_samples, clip, kl_coef, kl_kind, scale, g, coefs,
+                   row_loss, row_clipped);
 }
 
 /*
@@ -792,14 +823,12 @@ int rlhf_ppo_adam_step(double *theta, double *m, double *v,
             double *z = buffer, *g = buffer + k, *coefs = buffer + 2 * k;
             const ptrdiff_t b = position[i];
             if (b >= 0) {
-                for (ptrdiff_t j = 0; j < k; j++) {
-                    z[j] = ref_logp[i * k + j] + theta[i * k + j];
-                }
-                if (ppo_row(z, ref_logp + i * k, k, actions + i * n_samples,
-                            weights + i * n_samples, old_logp + i * n_samples,
-                            advantages + i * n_samples, n_samples, clip,
-                            kl_coef, kl_kind, scale, g, coefs, &partial[2 * b],
-                            &partial[2 * b + 1]) < 0) {
+                if (fused_row(theta + i * k, ref_logp + i * k, k,
+                              actions + i * n_samples, weights + i * n_samples,
+                              old_logp + i * n_samples,
+                              advantages + i * n_samples, n_samples, clip,
+                              kl_coef, kl_kind, scale, z, g, coefs,
+                              &partial[2 * b], &partial[2 * b + 1]) < 0) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif

@@ -132,8 +132,8 @@ class _PolicyGradient(ParamsMixin):
     policy (or, with exact=True, take every response weighted by its
     probability), score them, turn scores into advantages, then take
     n_epochs passes of Adam steps on the surrogate loss over minibatches of
-    prompts.  ``_iteration_rewards`` gives the rewards an iteration scores;
-    a cost term (a Lagrangian) enters there.
+    prompts.  With costs (PPO's ``cost_budget``) the iteration scores
+    ``r - lambda c`` and lambda follows dual ascent.
     """
 
     _kernels = _core  # the NumPy twins in rlhf._reference run the same loop
@@ -159,7 +159,7 @@ class _PolicyGradient(ParamsMixin):
             check_scalar(self.batch_size, "batch_size", owner, kind="int",
                          low=1)
 
-    def fit(self, reference_policy, rewards, features=None):
+    def fit(self, reference_policy, rewards, features=None, costs=None):
         """Optimise the policy from the reference.
 
         Parameters
@@ -171,6 +171,9 @@ class _PolicyGradient(ParamsMixin):
         features : array-like of shape (n_prompts, n_responses, \
 n_features), optional
             Response features, required with ``policy='linear'``.
+        costs : array-like of shape (n_prompts, n_responses), optional
+            Costs of every response for the constraint ``E_pi[c] <=
+            cost_budget`` (mean over prompts); requires ``cost_budget``.
 
         Returns
         -------
@@ -181,10 +184,26 @@ n_features), optional
         reference = _check_policy_table(reference_policy, "reference_policy",
                                         owner)
         rewards = _check_rewards(rewards, reference.shape, owner)
+        budget = getattr(self, "cost_budget", None)
+        if costs is not None:
+            if budget is None:
+                raise ValueError(
+                    f"costs of {owner} need a cost budget: set the "
+                    "'cost_budget' parameter (PPO only).")
+            costs = _check_rewards(costs, reference.shape, owner,
+                                   name="costs")
+        elif budget is not None:
+            raise ValueError(
+                f"The 'cost_budget' parameter of {owner} is set but fit got "
+                "no costs.")
         ref_logp = _log_reference(reference)
         model = _Parametrisation(self.policy, ref_logp, features, owner)
         rng = _random_generator(self.random_state, owner)
-        self._fit_loop(model, reference, rewards, rng)
+        self._costs = costs
+        try:
+            self._fit_loop(model, reference, rewards, rng)
+        finally:
+            del self._costs
         return self
 
     def _fit_loop(self, model, reference, rewards, rng):
@@ -212,15 +231,32 @@ n_features), optional
         step = 0
         history = {"reward": [], "kl": [], "entropy": [], "clip_fraction": [],
                    "beta": [], "loss": []}
+        costs = self._costs
+        if costs is not None:
+            # Safe RLHF (Dai et al. 2024): reward r - lambda c, and dual
+            # ascent on log lambda (Adam, gradient E[c] - budget), i.e. a
+            # multiplicative update of lambda that stays positive
+            log_lambda = np.array([np.log(float(self.lambda_init))])
+            dual_m, dual_v = np.zeros(1), np.zeros(1)
+            history["cost"], history["lambda"] = [], []
         all_rows = np.arange(n, dtype=np.int64)
         logp, p = k.log_softmax(model.logits(theta))
         for iteration in range(self.n_iterations):
-            step_rewards = self._iteration_rewards(rewards, logp, p, history)
+            if costs is not None:
+                lam = float(np.exp(log_lambda[0]))
+                step_rewards = rewards - lam * costs
+            else:
+                step_rewards = rewards
             if self.exact:
                 weights = p
             else:
                 actions = k.sample_categorical(p, samples, seed, counter)
                 counter += n * samples
+            if costs is not None:
+                # the constraint's value at the policy that acted
+                cost_now = float((p * costs).sum(axis=1).mean()) if \
+                    self.exact else float(np.take_along_axis(
+                        costs, actions, axis=1).mean())
             shaped, old_logp = k.shape_rewards(
                 step_rewards, logp, ref_logp, actions,
                 beta if self.kl_in_reward else 0.0, kl_kind)
@@ -267,6 +303,14 @@ n_features), optional
             history["clip_fraction"].append(float(np.mean(clipped)))
             history["beta"].append(beta)
             history["loss"].append(float(np.mean(losses)))
+            if costs is not None:
+                history["cost"].append(float((p * costs).sum(axis=1).mean()))
+                history["lambda"].append(lam)
+                dual_grad = np.array([-(cost_now - self.cost_budget)])
+                log_lambda, dual_m, dual_v = k.adam_step(
+                    log_lambda, dual_grad, dual_m, dual_v,
+                    _scheduled(self, iteration, self.lambda_learning_rate),
+                    *_ADAM, iteration + 1)
             if self.verbose and (iteration % max(1, self.n_iterations // 10)
                                  == 0 or iteration == self.n_iterations - 1):
                 print(f"{owner} iteration {iteration + 1}: reward "
@@ -281,6 +325,8 @@ n_features), optional
         self.theta_ = theta
         self.policy_ = p
         self.beta_ = beta
+        if costs is not None:
+            self.lambda_ = float(np.exp(log_lambda[0]))
         self.history_ = {key: np.asarray(value)
                          for key, value in history.items()}
         self.n_iter_ = self.n_iterations
@@ -289,20 +335,19 @@ n_features), optional
     def _controls_beta(self):
         return getattr(self, "target_kl", None) is not None
 
-    def _iteration_rewards(self, rewards, logp, p, history):
-        return rewards
-
     def _horizon(self, n_steps):
         return np.inf
 
 
-def _scheduled(est, iteration):
+def _scheduled(est, iteration, learning_rate=None):
     """The learning rate of an iteration: constant, or decreasing linearly
     to 0 at the last iteration (as CleanRL's PPO and most RLHF recipes do;
     with a constant rate Adam ends in a cycle of the size of its step)."""
+    rate = float(est.learning_rate if learning_rate is None else
+                 learning_rate)
     if est.lr_schedule == "constant":
-        return float(est.learning_rate)
-    return float(est.learning_rate) * (1.0 - iteration / est.n_iterations)
+        return rate
+    return rate * (1.0 - iteration / est.n_iterations)
 
 
 def _kl_estimate(sample_logp, ref_logp, actions, kl_kind):
@@ -368,6 +413,21 @@ class PPO(_PolicyGradient):
     horizon : float > 0 or None, default=None
         The controller's horizon in samples (Ziegler et al. use 10,000);
         None: ten iterations' worth of samples.
+    cost_budget : float or None, default=None
+        With ``fit(..., costs=c)``: the constraint ``E_pi[c] <=
+        cost_budget`` (mean over prompts), handled as in Safe RLHF (Dai
+        et al. 2024, "Safe RLHF: safe reinforcement learning from human
+        feedback"): the policy maximises ``r - lambda c`` (with the KL
+        term) and ``log lambda`` takes an Adam ascent step along ``E[c] -
+        cost_budget`` after each iteration (Safe RLHF's code takes the
+        gradient of ``(E[c] - budget) lambda`` instead, which slows lambda's
+        way down to 0 when the constraint is slack).  The fixed point is the
+        constrained optimum ``pi ∝ pi_ref exp((r - lambda* c) / beta)``,
+        lambda* the dual optimum.
+    lambda_init : float > 0, default=1.0
+        Initial Lagrange multiplier.
+    lambda_learning_rate : float > 0, default=0.05
+        Adam's step size on ``log lambda`` (scheduled as learning_rate).
     exact : bool, default=False
         Replace sampling by the full expectation over the K responses,
         each weighted by its probability under the current policy: the
@@ -392,7 +452,10 @@ class PPO(_PolicyGradient):
         After each iteration: 'reward' (``E_pi[r]``, a mean over prompts),
         'kl' (``KL(pi || pi_ref)``, exact), 'entropy', 'clip_fraction'
         (share of samples with ``|rho - 1| > clip``), 'beta' (used in the
-        iteration) and 'loss'.
+        iteration) and 'loss'; with costs also 'cost' (``E_pi[c]``, exact)
+        and 'lambda' (used in the iteration).
+    lambda_ : float
+        The Lagrange multiplier at the end (with costs only).
 
     Examples
     --------
@@ -409,7 +472,8 @@ class PPO(_PolicyGradient):
                  lr_schedule="linear", n_iterations=500, n_epochs=4,
                  batch_size=None, n_samples=4,
                  kl_estimator="k1", kl_in_reward=True, target_kl=None,
-                 horizon=None, exact=False, policy="tabular",
+                 horizon=None, cost_budget=None, lambda_init=1.0,
+                 lambda_learning_rate=0.05, exact=False, policy="tabular",
                  random_state=None, verbose=0):
         self.beta = beta
         self.clip = clip
@@ -423,6 +487,9 @@ class PPO(_PolicyGradient):
         self.kl_in_reward = kl_in_reward
         self.target_kl = target_kl
         self.horizon = horizon
+        self.cost_budget = cost_budget
+        self.lambda_init = lambda_init
+        self.lambda_learning_rate = lambda_learning_rate
         self.exact = exact
         self.policy = policy
         self.random_state = random_state
@@ -437,6 +504,11 @@ class PPO(_PolicyGradient):
             _check_positive_finite(self.target_kl, "target_kl", owner)
         if self.horizon is not None:
             _check_positive_finite(self.horizon, "horizon", owner)
+        if self.cost_budget is not None:
+            check_scalar(self.cost_budget, "cost_budget", owner)
+        _check_positive_finite(self.lambda_init, "lambda_init", owner)
+        _check_positive_finite(self.lambda_learning_rate,
+                               "lambda_learning_rate", owner)
 
     def _clip_value(self):
         return float(self.clip)

@@ -231,3 +231,71 @@ def test_bad_input(estimator, fit_args, error, match):
     args.update(fit_args)
     with pytest.raises(error, match=match):
         estimator.fit(**args)
+
+
+def constrained_optimum(reference, rewards, costs, beta, budget):
+    """The exact constrained optimum: pi_lam ∝ pi_ref exp((r - lam c) /
+    beta) with lam the dual optimum, found by bisection on the mean
+    expected cost (decreasing in lam); lam = 0 when the constraint is
+    slack."""
+    def cost(lam):
+        pi = rlhf.kl_regularized_policy(reference, rewards - lam * costs,
+                                        beta)
+        return (pi * costs).sum(axis=1).mean()
+
+    if cost(0.0) <= budget:
+        return 0.0, rlhf.kl_regularized_policy(reference, rewards, beta)
+    lo, hi = 0.0, 1.0
+    while cost(hi) > budget:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cost(mid) > budget else (lo, mid)
+    lam = 0.5 * (lo + hi)
+    return lam, rlhf.kl_regularized_policy(reference, rewards - lam * costs,
+                                           beta)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ppo_lagrangian_reaches_the_constrained_optimum(seed):
+    reference, rewards = bandit(seed)
+    costs = np.random.default_rng(seed + 10).random(rewards.shape)
+    unconstrained = rlhf.kl_regularized_policy(reference, rewards, 0.1)
+    budget = 0.8 * (unconstrained * costs).sum(1).mean()
+    lam, optimum = constrained_optimum(reference, rewards, costs, 0.1, budget)
+    assert lam > 0.1  # the constraint binds
+    exact = rlhf.PPO(cost_budget=budget, exact=True).fit(reference, rewards,
+                                                         costs=costs)
+    assert total_variation(exact.policy_, optimum) < 1e-2
+    assert exact.lambda_ == pytest.approx(lam, rel=0.05)
+    assert exact.history_["cost"][-1] == pytest.approx(budget, rel=1e-2)
+    sampled = rlhf.PPO(cost_budget=budget, random_state=seed).fit(
+        reference, rewards, costs=costs)
+    assert total_variation(sampled.policy_, optimum) < 0.05
+    assert len(sampled.history_["lambda"]) == 500
+
+
+def test_ppo_lagrangian_with_a_slack_constraint_is_unconstrained():
+    reference, rewards = bandit(2)
+    costs = np.random.default_rng(3).random(rewards.shape)
+    ppo = rlhf.PPO(cost_budget=10.0, exact=True).fit(reference, rewards,
+                                                     costs=costs)
+    optimum = rlhf.kl_regularized_policy(reference, rewards, 0.1)
+    assert ppo.lambda_ < 1e-3
+    assert ppo.history_["lambda"][-1] < ppo.history_["lambda"][100] < 1.0
+    assert total_variation(ppo.policy_, optimum) < 1e-2
+
+
+@pytest.mark.parametrize("params, costs, match", [
+    ({}, np.zeros((1, 3)), "need a cost budget"),
+    ({"cost_budget": 0.5}, None, "got no costs"),
+    ({"cost_budget": 0.5}, np.zeros((1, 2)), "costs of PPO must have"),
+    ({"cost_budget": 0.5}, [[0.0, np.nan, 1.0]], "costs contains NaN"),
+    ({"cost_budget": np.nan}, np.zeros((1, 3)), "'cost_budget'"),
+    ({"cost_budget": 0.5, "lambda_init": 0.0}, np.zeros((1, 3)),
+     "'lambda_init'"),
+])
+def test_ppo_lagrangian_bad_input(params, costs, match):
+    with pytest.raises(ValueError, match=match):
+        rlhf.PPO(**params).fit([[0.2, 0.3, 0.5]], [[1.0, 0.0, 0.5]],
+                               costs=costs)
