@@ -156,7 +156,8 @@ static int log_softmax_row(const double *z, ptrdiff_t k, double *logp,
 
 /*
  * logits      n_rows * k, read only
- * logp        n_rows * k, written: (logits - max) - log(sum(exp(logits - max)))
+ * logp        n_rows * k, written: (logits - max) -
+ *             log(sum(exp(logits - max)))
  * p           n_rows * k, written: exp(logits - max) / sum(...)
  * Returns 0, or RLHF_ENONFINITE for a row with a NaN or +inf, or all -inf.
  */

@@ -296,7 +296,8 @@ def best_of_n_policy(reference_policy, rewards, n):
     last = np.empty((n_rows, k), dtype=np.intp)
     first = np.empty((n_rows, k), dtype=np.intp)
     for i in range(n_rows):
-        starts = np.flatnonzero(np.r_[True, r_sorted[i, 1:] != r_sorted[i, :-1]])
+        changes = r_sorted[i, 1:] != r_sorted[i, :-1]
+        starts = np.flatnonzero(np.r_[True, changes])
         sizes = np.diff(np.r_[starts, k])
         first[i] = np.repeat(starts, sizes)
         last[i] = np.repeat(starts + sizes - 1, sizes)
