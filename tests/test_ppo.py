@@ -299,3 +299,42 @@ def test_ppo_lagrangian_bad_input(params, costs, match):
     with pytest.raises(ValueError, match=match):
         rlhf.PPO(**params).fit([[0.2, 0.3, 0.5]], [[1.0, 0.0, 0.5]],
                                costs=costs)
+
+
+def test_linear_chain_rule_against_finite_differences():
+    """The gradient PPO follows for a linear policy, grad_theta = sum over
+    prompts and responses of dloss/dlogits * phi, against central
+    differences of the surrogate in theta."""
+    from rlhf import _core
+    from rlhf.optimize import _Parametrisation
+    reference, _ = bandit(13, n_prompts=5)
+    rng = np.random.default_rng(13)
+    features = rng.normal(size=(5, 6, 3))
+    model = _Parametrisation("linear", np.log(reference), features, "PPO")
+    theta = rng.normal(scale=0.3, size=3)
+    logp, p = _core.log_softmax(model.logits(theta))
+    actions = _core.sample_categorical(p, 4, 0, 0)
+    old = np.take_along_axis(logp, actions, 1) + rng.normal(scale=0.2,
+                                                            size=(5, 4))
+    args = (model.ref_logp, np.arange(5, dtype=np.int64), actions,
+            np.full((5, 4), 0.25), old, rng.normal(size=(5, 4)), 0.2, 0.1, 3)
+
+    def loss(t):
+        return _core.ppo_loss_grad(model.logits(t), *args)[0]
+
+    grad = model.chain(_core.ppo_loss_grad(model.logits(theta), *args)[1])
+    h = 1e-6
+    numeric = [(loss(theta + h * e) - loss(theta - h * e)) / (2 * h)
+               for e in np.eye(3)]
+    np.testing.assert_allclose(grad, numeric, atol=1e-8)
+
+
+@pytest.mark.parametrize("baseline", ["mean", "rloo", "grpo"])
+def test_reinforce_same_random_state_same_result(baseline):
+    reference, rewards = bandit(14)
+    first, second = (rlhf.REINFORCE(baseline=baseline, n_iterations=40,
+                                    random_state=5).fit(reference, rewards)
+                     for _ in range(2))
+    assert first.policy_.tobytes() == second.policy_.tobytes()
+    assert first.history_["reward"].tobytes() == \
+        second.history_["reward"].tobytes()
