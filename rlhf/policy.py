@@ -195,8 +195,25 @@ def kl_regularized_policy(reference_policy, rewards, beta):
     rewards = np.asarray(rewards)
     rewards = _check_rewards(rewards[None, :] if single and rewards.ndim == 1
                              else rewards, table.shape, owner)
-    out = _core.reweight(table, rewards, 1.0 / beta, 0.0)
+    try:
+        out = _core.reweight(table, rewards, 1.0 / beta, 0.0)
+    except ValueError:
+        # the inputs are checked, so (r - mean r) / beta overflowed: take
+        # the logits relative to the best reward the reference can give
+        out = _tempered_in_log_space(table, rewards, beta)
     return out[0] if single else out
+
+
+def _tempered_in_log_space(reference, rewards, beta):
+    """pi_ref exp(r / beta), normalised, for r / beta beyond float range."""
+    live = reference > 0
+    best = np.where(live, rewards, -np.inf).max(axis=1, keepdims=True)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        gap = np.where(live, rewards - best, -np.inf) / beta
+        logits = np.log(reference) + gap
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def kl_divergence(p, q):

@@ -48,6 +48,18 @@ def test_kl_regularized_policy_keeps_zeros_and_limits():
         atol=1e-6)
 
 
+def test_kl_regularized_policy_where_r_over_beta_overflows():
+    """Finite rewards and beta whose quotient is beyond float range: the
+    limit, the best response the reference can give, with its ties
+    weighted by the reference."""
+    reference = np.array([[0.2, 0.3, 0.1, 0.4], [0.0, 0.5, 0.25, 0.25]])
+    rewards = np.array([[1e308, -1e308, 1e308, 0.0],
+                        [1e308, 1.0, 1.0, -1e308]])
+    out = rlhf.kl_regularized_policy(reference, rewards, 1e-10)
+    np.testing.assert_allclose(out, [[2 / 3, 0.0, 1 / 3, 0.0],
+                                     [0.0, 2 / 3, 1 / 3, 0.0]], rtol=1e-14)
+
+
 def test_kl_divergence_values():
     p = np.array([[0.2, 0.8], [1.0, 0.0]])
     q = np.array([[0.5, 0.5], [0.5, 0.5]])
