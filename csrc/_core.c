@@ -630,18 +630,48 @@ static int check_kl_kind(int kl_kind)
     return 0;
 }
 
+/* An array the caller hands over to be written (the optimiser's state, an
+ * out= buffer): a writeable, C-contiguous float64 ndarray of the given
+ * shape, used as it is (never a converted copy). */
+static int check_state(PyObject *obj, npy_intp rows, npy_intp cols,
+                       const char *name)
+{
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) !=
+                                   NPY_DOUBLE ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
+        !PyArray_ISWRITEABLE((PyArrayObject *)obj) ||
+        PyArray_NDIM((PyArrayObject *)obj) != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a writeable, C-contiguous 2-d float64 "
+                     "ndarray (it is written in place)",
+                     name);
+        return -1;
+    }
+    return check_shape_2d((PyArrayObject *)obj, rows, cols, name);
+}
+
 PyDoc_STRVAR(log_softmax_doc,
-"log_softmax(logits)\n--\n\n"
-"(logp, p): the log-softmax of each row of a 2-d array and its exp.");
+"log_softmax(logits, out=None)\n--\n\n"
+"(logp, p): the log-softmax of each row of a 2-d array and its exp.  With\n"
+"out=(logp, p), two writeable C-contiguous float64 arrays of the shape of\n"
+"logits that do not overlap it, the results are written there.");
+
+/* Whether the data of two arrays overlap in memory. */
+static int overlap(PyArrayObject *a, PyArrayObject *b)
+{
+    const char *a0 = PyArray_BYTES(a), *b0 = PyArray_BYTES(b);
+    const char *a1 = a0 + PyArray_NBYTES(a), *b1 = b0 + PyArray_NBYTES(b);
+    return a0 < b1 && b0 < a1;
+}
 
 static PyObject *py_log_softmax(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *logits_obj;
+    PyObject *logits_obj, *out_obj = Py_None;
     PyArrayObject *logits = NULL, *logp = NULL, *p = NULL;
     PyObject *result = NULL;
     int status;
 
-    if (!PyArg_ParseTuple(args, "O", &logits_obj)) {
+    if (!PyArg_ParseTuple(args, "O|O", &logits_obj, &out_obj)) {
         return NULL;
     }
     logits = as_array(logits_obj, NPY_DOUBLE, 2, "logits");
@@ -649,10 +679,34 @@ static PyObject *py_log_softmax(PyObject *Py_UNUSED(self), PyObject *args)
         goto fail;
     }
     npy_intp n = PyArray_DIM(logits, 0), k = PyArray_DIM(logits, 1);
-    logp = new_array_2d(n, k, NPY_DOUBLE);
-    p = new_array_2d(n, k, NPY_DOUBLE);
-    if (logp == NULL || p == NULL) {
-        goto fail;
+    if (out_obj == Py_None) {
+        logp = new_array_2d(n, k, NPY_DOUBLE);
+        p = new_array_2d(n, k, NPY_DOUBLE);
+        if (logp == NULL || p == NULL) {
+            goto fail;
+        }
+    } else {
+        if (!PyTuple_Check(out_obj) || PyTuple_GET_SIZE(out_obj) != 2) {
+            PyErr_SetString(PyExc_TypeError,
+                            "out must be a tuple (logp, p) of arrays");
+            goto fail;
+        }
+        PyObject *lp_obj = PyTuple_GET_ITEM(out_obj, 0);
+        PyObject *p_obj = PyTuple_GET_ITEM(out_obj, 1);
+        if (check_state(lp_obj, n, k, "out[0]") < 0 ||
+            check_state(p_obj, n, k, "out[1]") < 0) {
+            goto fail;
+        }
+        logp = (PyArrayObject *)lp_obj;
+        p = (PyArrayObject *)p_obj;
+        Py_INCREF(logp);
+        Py_INCREF(p);
+        if (overlap(logp, p) || overlap(logp, logits) || overlap(p, logits)) {
+            PyErr_SetString(PyExc_ValueError,
+                            "log_softmax: out arrays must not overlap each "
+                            "other or logits");
+            goto fail;
+        }
     }
     Py_BEGIN_ALLOW_THREADS
     status = rlhf_log_softmax(PyArray_DATA(logits), n, k, PyArray_DATA(logp),
@@ -1117,25 +1171,6 @@ fail:
         Py_XDECREF(out[q]);
     }
     return result;
-}
-
-/* The optimiser's own state, updated in place: a writeable, C-contiguous
- * float64 ndarray of the given shape (never a converted copy). */
-static int check_state(PyObject *obj, npy_intp rows, npy_intp cols,
-                       const char *name)
-{
-    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) !=
-                                   NPY_DOUBLE ||
-        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
-        !PyArray_ISWRITEABLE((PyArrayObject *)obj) ||
-        PyArray_NDIM((PyArrayObject *)obj) != 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s must be a writeable, C-contiguous 2-d float64 "
-                     "ndarray (it is updated in place)",
-                     name);
-        return -1;
-    }
-    return check_shape_2d((PyArrayObject *)obj, rows, cols, name);
 }
 
 PyDoc_STRVAR(ppo_adam_step_doc,

@@ -353,8 +353,9 @@ _BASELINE_MEAN, _BASELINE_RLOO, _BASELINE_GRPO = 0, 1, 2
 _DPO_SIGMOID, _DPO_ROBUST, _DPO_HINGE, _DPO_IPO = 0, 1, 2, 3
 
 
-def log_softmax(logits):
-    """(logp, p): log-softmax along rows and its exponential."""
+def log_softmax(logits, out=None):
+    """(logp, p): log-softmax along rows and its exponential, written into
+    out=(logp, p) when given."""
     logits = np.asarray(logits, dtype=np.float64)
     if not (np.all(logits < np.inf) and np.all(np.max(logits, axis=1)
                                                 > -np.inf)):
@@ -362,7 +363,11 @@ def log_softmax(logits):
     top = logits.max(axis=1, keepdims=True)
     shifted = logits - top
     logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return logp, np.exp(logp)
+    if out is None:
+        return logp, np.exp(logp)
+    out[0][...] = logp
+    out[1][...] = np.exp(logp)
+    return out
 
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)

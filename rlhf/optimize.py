@@ -90,11 +90,11 @@ class _Parametrisation:
     def initial(self):
         return np.zeros(self.shape)
 
-    def logits(self, theta):
+    def logits(self, theta, out=None):
         if self.kind == "linear":
-            return self.ref_logp + (self.flat @ theta).reshape(
-                self.ref_logp.shape)
-        return self.ref_logp + theta
+            return np.add(self.ref_logp, (self.flat @ theta).reshape(
+                self.ref_logp.shape), out=out)
+        return np.add(self.ref_logp, theta, out=out)
 
     def chain(self, grad_logits):
         if self.kind == "linear":
@@ -240,7 +240,10 @@ n_features), optional
             dual_m, dual_v = np.zeros(1), np.zeros(1)
             history["cost"], history["lambda"] = [], []
         all_rows = np.arange(n, dtype=np.int64)
-        logp, p = k.log_softmax(model.logits(theta))
+        # buffers written again each iteration (fresh arrays of this size
+        # cost page faults comparable to the softmax itself)
+        logits = model.logits(theta)
+        logp, p = k.log_softmax(logits)
         for iteration in range(self.n_iterations):
             if costs is not None:
                 lam = float(np.exp(log_lambda[0]))
@@ -295,7 +298,8 @@ n_features), optional
                     losses.append(loss)
                     clipped.append(clip_fraction)
             # the next iteration starts from this policy
-            logp, p = k.log_softmax(model.logits(theta))
+            logp, p = k.log_softmax(model.logits(theta, out=logits),
+                                    (logp, p))
             reward, kl, entropy = k.policy_stats(logp, ref_logp, rewards)
             history["reward"].append(reward)
             history["kl"].append(kl)
