@@ -389,3 +389,24 @@ def test_fused_ppo_adam_step_equals_the_two_kernels(kl_kind, kl_coef):
     with pytest.raises(ValueError, match="three different arrays"):
         _core.ppo_adam_step(theta, theta, v, *args, 0.05, 0.9, 0.999, 1e-8,
                             4)
+
+
+def test_log_softmax_into_out_buffers():
+    _, _, logits, _ = problem(13)
+    out = (np.empty_like(logits), np.empty_like(logits))
+    result = _core.log_softmax(logits, out)
+    assert result[0] is out[0] and result[1] is out[1]
+    fresh = _core.log_softmax(logits)
+    np.testing.assert_array_equal(out[0], fresh[0])
+    np.testing.assert_array_equal(out[1], fresh[1])
+    twin_out = (np.empty_like(logits), np.empty_like(logits))
+    ref.log_softmax(logits, twin_out)
+    np.testing.assert_allclose(twin_out[1], out[1], rtol=1e-14)
+    with pytest.raises(ValueError, match="must not overlap"):
+        _core.log_softmax(logits, (logits, out[1]))
+    with pytest.raises(ValueError, match="must not overlap"):
+        _core.log_softmax(logits, (out[0], out[0]))
+    with pytest.raises(TypeError, match="out\\[1\\] must be a writeable"):
+        _core.log_softmax(logits, (out[0], out[1].astype(np.float32)))
+    with pytest.raises(ValueError, match="out\\[0\\] must have shape"):
+        _core.log_softmax(logits, (out[0][:2], out[1]))
