@@ -318,6 +318,34 @@ def test_no_reference_leaks():
     assert [sys.getrefcount(a) for a in (logits,) + args[:6]] == counts
 
 
+@pytest.mark.skipif(not hasattr(sys, "getrefcount"), reason="CPython only")
+def test_no_reference_leaks_in_the_other_wrappers():
+    args, logits = ppo_case(14, 3, 0.1)
+    ref_logp = args[0]
+    state = [np.zeros_like(logits) for _ in range(3)]
+    out = (np.empty_like(logits), np.empty_like(logits))
+    comparisons = np.array([[0, 1, 2], [3, 0, 4]])
+    weights = np.ones(2)
+    watched = (logits, ref_logp, comparisons, weights, *state, *out)
+    counts = [sys.getrefcount(a) for a in watched]
+    for _ in range(200):
+        _core.ppo_adam_step(*state, *args, 0.1, 0.9, 0.999, 1e-8, 1)
+        _core.log_softmax(logits, out)
+        _core.dpo_loss_grad(logits, ref_logp, comparisons, weights, 0.1, 0,
+                            0.0)
+        _core.sample_categorical(out[1], 2, 0, 0)
+        _core.policy_stats(out[0], ref_logp, logits)
+        with pytest.raises(ValueError):
+            _core.dpo_loss_grad(logits, ref_logp, comparisons + 10, weights,
+                                0.1, 0, 0.0)
+        with pytest.raises(ValueError):
+            _core.log_softmax(logits, (logits, out[1]))
+        with pytest.raises(TypeError):
+            _core.ppo_adam_step(state[0], state[1], [0.0], *args, 0.1, 0.9,
+                                0.999, 1e-8, 1)
+    assert [sys.getrefcount(a) for a in watched] == counts
+
+
 @pytest.mark.skipif(not _core.has_openmp(), reason="built without OpenMP")
 def test_kernels_give_the_same_bits_for_any_thread_count():
     """Large enough to take the threaded paths (> 32768 entries)."""
