@@ -88,12 +88,14 @@ typedef struct {
     PyArrayObject *dense, *data, *indices, *indptr;
 } matrix_refs;
 
+/* Idempotent: a second call (a caller's cleanup after a failed parse)
+ * releases nothing twice. */
 static void release_matrix(matrix_refs *refs)
 {
-    Py_XDECREF(refs->dense);
-    Py_XDECREF(refs->data);
-    Py_XDECREF(refs->indices);
-    Py_XDECREF(refs->indptr);
+    Py_CLEAR(refs->dense);
+    Py_CLEAR(refs->data);
+    Py_CLEAR(refs->indices);
+    Py_CLEAR(refs->indptr);
 }
 
 /*

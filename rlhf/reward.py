@@ -289,6 +289,9 @@ class RewardModel(ParamsMixin):
                     f"comparisons: row {same[0]} compares item "
                     f"{data[same[0], 0]} with itself.")
         largest = int(data.max())
+        if largest < 0:
+            raise ValueError("rankings: no ranking names any item (every "
+                             "entry is the padding -1).")
         if features is not None:
             if n_items is not None:
                 raise ValueError("n_items is implied by features (one row "
@@ -448,6 +451,9 @@ class RewardModel(ParamsMixin):
             print(f"{type(self).__name__}: {solver} stopped after {n_iter} "
                   f"iterations and {n_fev} evaluations: {_STOPS[status]} "
                   f"(objective {loss:.10g}).")
+        if (F is None and self._alpha() == 0.0 and
+                self.likelihood == "bradley-terry"):
+            self._warn_if_no_maximum(problem)
         if status >= 2:
             warnings.warn(
                 f"{solver} failed to converge: {_STOPS[status]} after "
@@ -456,6 +462,44 @@ class RewardModel(ParamsMixin):
                 "loses somewhere in a connected comparison graph.",
                 sklearn_twin(ConvergenceWarning), stacklevel=2)
         return self
+
+    @staticmethod
+    def _warn_if_no_maximum(problem):
+        """Free strengths without a penalty have a finite maximum-likelihood
+        estimate only if the "beats" graph is strongly connected within
+        each connected part (Zermelo 1929; Ford 1957): if some group of
+        items never loses to the rest, its strengths run off to infinity
+        and the solver stops somewhere on the way."""
+        n_items, pairs, weight, ties = problem[1], problem[3], problem[4], \
+            problem[6]
+        keep = np.ones(len(pairs), bool) if weight is None else weight > 0
+        pairs = pairs[keep]
+        tied = (np.zeros(len(pairs), bool) if ties is None
+                else ties[keep].astype(bool))
+        # a beats b: an edge b -> a; a tie: both ways
+        src = np.r_[pairs[:, 1], pairs[tied, 0]]
+        dst = np.r_[pairs[:, 0], pairs[tied, 1]]
+        try:
+            from scipy.sparse import coo_matrix
+            from scipy.sparse.csgraph import connected_components
+        except ImportError:
+            # without SciPy, the plainest case: an item that only wins or
+            # only loses
+            lone = np.setxor1d(src, dst).size > 0
+        else:
+            graph = coo_matrix((np.ones(len(src)), (src, dst)),
+                               shape=(n_items, n_items))
+            weak = connected_components(graph, connection="weak")[0]
+            strong = connected_components(graph, connection="strong")[0]
+            lone = strong > weak
+        if lone:
+            warnings.warn(
+                "The maximum-likelihood strengths do not exist: some items "
+                "never lose (or never win) against the others they are "
+                "compared with, so their strengths grow without bound "
+                "(Ford 1957); coef_ is where the solver stopped. Use "
+                "penalty='l2' (a prior) for finite strengths.",
+                sklearn_twin(ConvergenceWarning), stacklevel=3)
 
     # -- prediction --------------------------------------------------------
 
@@ -552,14 +596,16 @@ class RewardModel(ParamsMixin):
         H = _core.bt_hessian(self._problem_tuple, self._x)
         n_coef = len(self._x) - (self.ties is not None)
         free = not self._fitted_with_features and self._alpha() == 0.0
-        try:
-            cov = np.linalg.inv(H)
-        except np.linalg.LinAlgError:
+        # a Hessian singular to rounding makes inv return huge, meaningless
+        # numbers rather than fail: judge it by its eigenvalues
+        eig = np.linalg.eigvalsh(H)
+        if not eig[0] > eig[-1] * len(H) * 1e-13:
             raise ValueError(
                 "The Hessian at the optimum is singular: some rewards are "
                 "not identified by the comparisons (penalty=None with a "
                 "feature constant over the items, or an item never "
-                "compared). Use penalty='l2'.") from None
+                "compared). Use penalty='l2'.")
+        cov = np.linalg.inv(H)
         if free:
             # the kernel's Hessian adds mean(diag) 1 1^T / n along the
             # direction the objective ignores; project it out again
