@@ -16,6 +16,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from .logistic import LogisticRegression
 from .policy import reweight
+from .safety import constrained_policy, mask_policy, shape_rewards
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,8 @@ __all__ = [
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",
+    "constrained_policy",
+    "mask_policy",
     "reweight",
+    "shape_rewards",
 ]

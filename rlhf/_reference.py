@@ -344,3 +344,106 @@ def reweight(policy, rewards, eta, eps):
     logits -= logits.max(axis=-1, keepdims=True)
     weights = np.exp(logits)
     return weights / weights.sum(axis=-1, keepdims=True)
+
+
+# constrained.c ------------------------------------------------------------
+
+def _constrained_policy_at(logp, r_shift, c_shift, beta, lam):
+    """Policy at lam, its expected cost and cost variance (shifted costs)."""
+    support = logp > -np.inf
+    u = np.where(support, r_shift - lam * c_shift, -np.inf)
+    u_max = u[support].max()
+    z = np.full(logp.shape, -np.inf)
+    z[support] = logp[support] + (u[support] - u_max) / beta
+    w = np.exp(z - z.max())
+    policy = w / w.sum()
+    mean = float(policy @ c_shift)
+    var = float(policy @ (c_shift - mean) ** 2)
+    return policy, mean, var
+
+
+def _constrained_row(p, r, c, beta, budget):
+    """One row of constrained_policy: (policy, multiplier)."""
+    support = p > 0
+    c_min, c_max = c[support].min(), c[support].max()
+    if budget < c_min:
+        raise ValueError(f"budget {budget!r} is below the least achievable "
+                         f"cost {c_min!r}")
+    with np.errstate(divide="ignore"):
+        logp = np.where(support, np.log(p), -np.inf)
+    r_shift = r - r[support].max()
+    c_shift = c - c_min
+    b = budget - c_min
+    policy, mean, var = _constrained_policy_at(logp, r_shift, c_shift, beta,
+                                               0.0)
+    if mean <= b:
+        return policy, 0.0
+    if b == 0.0:
+        z = np.full(p.shape, -np.inf)
+        cheapest = support & (c_shift == 0.0)
+        z[cheapest] = logp[cheapest] + r_shift[cheapest] / beta
+        w = np.exp(z - z.max())
+        return w / w.sum(), np.inf
+    eps = np.finfo(np.float64).eps
+    tol = 8.0 * eps * (c_max - c_min) * (1.0 + np.log(p.size))
+    lo, hi = 0.0, np.inf
+    lam, step_old, step = 0.0, np.inf, np.inf
+    for _ in range(5000):
+        f = mean - b
+        if abs(f) <= tol:
+            return policy, lam
+        if f > 0:
+            lo = lam
+        else:
+            hi = lam
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            newton = beta * f / var if var > 0 else np.nan
+        nxt = lam + newton
+        newton_ok = (var > 0 and lo < nxt < hi
+                     and abs(nxt - lam) <= 0.5 * abs(step_old))
+        step_old = step
+        if not newton_ok:
+            if hi == np.inf:
+                if lo > 0:
+                    nxt = 2.0 * lo
+                elif np.isfinite(newton) and newton > 0:
+                    nxt = newton
+                else:
+                    nxt = 1.0
+                if not np.isfinite(nxt):
+                    raise ValueError("the multiplier exceeds DBL_MAX")
+            elif lo > 0 and hi > 4.0 * lo:
+                nxt = np.sqrt(lo) * np.sqrt(hi)
+            elif lo == 0 and hi > 4.0 * np.finfo(np.float64).tiny:
+                nxt = 0.25 * hi
+            else:
+                nxt = lo + 0.5 * (hi - lo)
+        if not lo < nxt < hi:
+            p_lo, m_lo, _ = _constrained_policy_at(logp, r_shift, c_shift,
+                                                   beta, lo)
+            p_hi, m_hi, _ = _constrained_policy_at(logp, r_shift, c_shift,
+                                                   beta, hi)
+            t = min(max((b - m_hi) / (m_lo - m_hi), 0.0), 1.0)
+            return t * p_lo + (1.0 - t) * p_hi, (lo if t >= 0.5 else hi)
+        step = nxt - lam
+        lam = nxt
+        policy, mean, var = _constrained_policy_at(logp, r_shift, c_shift,
+                                                   beta, lam)
+    raise ArithmeticError("the multiplier did not converge")
+
+
+def constrained_policy(reference_policy, rewards, costs, budget, beta):
+    """argmax E_pi[r] - beta KL(pi || pi_ref) s.t. E_pi[c] <= budget, rows;
+    returns (policy, multiplier) through the same safeguarded Newton on the
+    dual as the kernel."""
+    reference_policy = np.asarray(reference_policy, dtype=np.float64)
+    rewards = np.asarray(rewards, dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.float64)
+    budget = np.asarray(budget, dtype=np.float64)
+    policy = np.empty_like(reference_policy)
+    multiplier = np.empty(reference_policy.shape[0])
+    for i in range(reference_policy.shape[0]):
+        policy[i], multiplier[i] = _constrained_row(
+            reference_policy[i], rewards[i], costs[i], float(beta),
+            float(budget[i]))
+    return policy, multiplier

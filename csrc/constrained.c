@@ -1,0 +1,278 @@
+/*
+ * constrained.c - the KL-regularised policy under an expected-cost budget,
+ * row by row.
+ *
+ *   maximise   E_pi[r] - beta KL(pi || pi_ref)
+ *   subject to E_pi[c] <= budget
+ *
+ * is solved exactly through its Lagrange dual (Boyd & Vandenberghe 2004,
+ * "Convex optimization", ch. 5; the same dual as Safe RLHF's Lagrangian,
+ * Dai et al. 2023, and constrained MDPs, Altman 1999).  For a multiplier
+ * lam >= 0 the inner maximiser is the Gibbs policy
+ *
+ *   pi_lam(y) ∝ pi_ref(y) exp((r(y) - lam c(y)) / beta),
+ *
+ * and the dual g(lam) = beta log sum_y pi_ref(y) exp((r - lam c) / beta)
+ * + lam budget is convex with g'(lam) = budget - E_{pi_lam}[c] and
+ * g''(lam) = Var_{pi_lam}[c] / beta.  So
+ *
+ *   - E_{pi_0}[c] <= budget: the free optimum is feasible, lam = 0 exactly;
+ *   - budget == c_min (the least cost with pi_ref > 0): the limit
+ *     lam -> inf, where only the cheapest responses are feasible and the
+ *     optimum is pi_ref exp(r / beta) renormalised on them;
+ *   - otherwise E_{pi_lam}[c] = budget at one lam > 0, found by Newton's
+ *     method on g' safeguarded by bisection inside a bracket [lo, hi] of
+ *     the root (Press et al., "Numerical recipes", rtsafe), the bracket
+ *     grown by doubling while hi is unknown.
+ *
+ * The policy at lam is computed in log space with the largest exponent
+ * subtracted: rewards are shifted by their maximum and costs by c_min
+ * (neither moves the optimum), u = r - lam c, and
+ *   log pi_lam(y) = log pi_ref(y) + (u(y) - max u) / beta - log Z,
+ * where (u - max u) / beta <= 0 may overflow to -inf (a weight of 0) but
+ * never to NaN.  So rewards near +-1e300, beta near 1e-300 and reference
+ * probabilities near 1e-300 give finite results.
+ *
+ * When beta is so small against the reward scale that lam is pinned down
+ * to adjacent doubles lo < hi (E_lo > budget > E_hi) before the budget is
+ * met, the exact policy at lam* is, to the rounding of the inputs, the
+ * mixture t pi_lo + (1 - t) pi_hi that meets the budget: in that regime
+ * both are concentrated on the responses tied at lam* (the linear
+ * programme's answer, the limit beta -> 0).  That mixture is returned,
+ * with lam the nearer end.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "rlhf.h"
+
+/* Iteration cap: doubling and halving cross the whole double range in
+ * about 2 * 2100 steps; Newton needs a few dozen. */
+#define RLHF_CONSTRAINED_MAX_ITER 5000
+
+/*
+ * The policy at lam into out (length k) and its expected cost and cost
+ * variance (costs already shifted so that the cheapest is 0).
+ * r_shift, c_shift: shifted rewards and costs; logp: log pi_ref (-inf off
+ * the support).
+ */
+static void policy_at(const double *logp, const double *r_shift,
+                      const double *c_shift, ptrdiff_t k, double beta,
+                      double lam, double *out, double *mean, double *var)
+{
+    double u_max = -INFINITY;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        if (logp[j] > -INFINITY) {
+            /* u = r - lam c; lam c can overflow to inf, u then to -inf */
+            double u = r_shift[j] - lam * c_shift[j];
+            out[j] = u;
+            u_max = u > u_max ? u : u_max;
+        }
+    }
+    /* z = log pi_ref + (u - max u) / beta, z_max subtracted before exp */
+    double z_max = -INFINITY;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        if (logp[j] > -INFINITY) {
+            double z = logp[j] + (out[j] - u_max) / beta;
+            out[j] = z;
+            z_max = z > z_max ? z : z_max;
+        } else {
+            out[j] = -INFINITY;
+        }
+    }
+    double total = 0.0;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        out[j] = exp(out[j] - z_max);
+        total += out[j];
+    }
+    double m = 0.0;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        out[j] /= total;
+        m += out[j] * c_shift[j];
+    }
+    /* the centred form: E[c^2] - E[c]^2 cancels catastrophically */
+    double v = 0.0;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        double d = c_shift[j] - m;
+        v += out[j] * d * d;
+    }
+    *mean = m;
+    *var = v;
+}
+
+/*
+ * One prompt.  p, r, c: length k, read only; p a distribution (checked by
+ * the caller).  work: 4 k doubles of scratch.  out: length k.
+ */
+static int row(const double *p, const double *r, const double *c,
+               ptrdiff_t k, double beta, double budget, double *out,
+               double *multiplier, double *work)
+{
+    double *logp = work, *r_shift = work + k, *c_shift = work + 2 * k;
+    double *other = work + 3 * k;
+    double c_min = INFINITY, c_max = -INFINITY, r_max = -INFINITY;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        if (!(p[j] >= 0.0) || !isfinite(p[j]) || !isfinite(r[j]) ||
+            !isfinite(c[j])) {
+            return RLHF_ENONFINITE;
+        }
+        if (p[j] > 0.0) {
+            c_min = c[j] < c_min ? c[j] : c_min;
+            c_max = c[j] > c_max ? c[j] : c_max;
+            r_max = r[j] > r_max ? r[j] : r_max;
+        }
+    }
+    if (!(c_min <= c_max)) {
+        return RLHF_EVALUE; /* no reference mass at all */
+    }
+    if (!isfinite(budget)) {
+        return RLHF_ENONFINITE;
+    }
+    if (budget < c_min) {
+        return RLHF_EVALUE; /* infeasible: the caller names the numbers */
+    }
+    for (ptrdiff_t j = 0; j < k; j++) {
+        logp[j] = p[j] > 0.0 ? log(p[j]) : -INFINITY;
+        r_shift[j] = r[j] - r_max;
+        c_shift[j] = c[j] - c_min;
+    }
+    const double b = budget - c_min;
+    double mean, var;
+    policy_at(logp, r_shift, c_shift, k, beta, 0.0, out, &mean, &var);
+    if (mean <= b) {
+        *multiplier = 0.0;
+        return 0;
+    }
+    if (b == 0.0) {
+        /* the limit lam -> inf: the KL-regularised optimum on the cheapest
+         * responses, pi ∝ pi_ref exp(r / beta) on argmin c (the only
+         * feasible support), max subtracted before exp */
+        double z_max = -INFINITY, total = 0.0;
+        for (ptrdiff_t j = 0; j < k; j++) {
+            out[j] = (p[j] > 0.0 && c_shift[j] == 0.0)
+                         ? logp[j] + r_shift[j] / beta
+                         : -INFINITY;
+            z_max = out[j] > z_max ? out[j] : z_max;
+        }
+        for (ptrdiff_t j = 0; j < k; j++) {
+            out[j] = exp(out[j] - z_max);
+            total += out[j];
+        }
+        for (ptrdiff_t j = 0; j < k; j++) {
+            out[j] /= total;
+        }
+        *multiplier = INFINITY;
+        return 0;
+    }
+    /* |E[c] - b| below this is the rounding of the sums */
+    const double tol = 8.0 * DBL_EPSILON * (c_max - c_min) *
+                       (1.0 + log((double)k));
+    double lo = 0.0, hi = INFINITY;
+    double lam = 0.0, step_old = INFINITY, step = INFINITY;
+    for (int it = 0; it < RLHF_CONSTRAINED_MAX_ITER; it++) {
+        /* f = E_lam[c] - b > 0 at lam: lam is a lower end of the bracket */
+        double f = mean - b;
+        if (fabs(f) <= tol) {
+            *multiplier = lam;
+            return 0;
+        }
+        if (f > 0.0) {
+            lo = lam;
+        } else {
+            hi = lam;
+        }
+        /* Newton on g'(lam) = b - E[c]: lam + beta (E - b) / Var */
+        double next = lam + beta * f / var;
+        int newton_ok = var > 0.0 && next > lo && next < hi &&
+                        fabs(next - lam) <= 0.5 * fabs(step_old);
+        step_old = step;
+        if (!newton_ok) {
+            if (hi == INFINITY) {
+                next = lo > 0.0 ? 2.0 * lo
+                                : (var > 0.0 && isfinite(beta * f / var) &&
+                                   beta * f / var > 0.0
+                                       ? beta * f / var
+                                       : 1.0);
+                if (!isfinite(next)) {
+                    return RLHF_ENONFINITE; /* lam* beyond DBL_MAX */
+                }
+            } else if (lo > 0.0 && hi > 4.0 * lo) {
+                next = sqrt(lo) * sqrt(hi); /* bisect the exponent */
+            } else if (lo == 0.0 && hi > 4.0 * DBL_MIN) {
+                next = 0.25 * hi;
+            } else {
+                next = lo + 0.5 * (hi - lo);
+            }
+        }
+        if (!(next > lo && next < hi)) {
+            /* lo and hi are adjacent doubles: mix the two end policies */
+            double t, mean_lo, mean_hi;
+            policy_at(logp, r_shift, c_shift, k, beta, lo, out, &mean_lo,
+                      &var);
+            policy_at(logp, r_shift, c_shift, k, beta, hi, other, &mean_hi,
+                      &var);
+            t = (b - mean_hi) / (mean_lo - mean_hi);
+            t = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
+            for (ptrdiff_t j = 0; j < k; j++) {
+                out[j] = t * out[j] + (1.0 - t) * other[j];
+            }
+            *multiplier = t >= 0.5 ? lo : hi;
+            return 0;
+        }
+        step = next - lam;
+        lam = next;
+        policy_at(logp, r_shift, c_shift, k, beta, lam, out, &mean, &var);
+    }
+    *multiplier = lam;
+    return RLHF_MAX_ITER;
+}
+
+/*
+ * reference_policy, rewards, costs   n_rows * n_actions, row-major, read
+ *                                    only; each reference row a
+ *                                    distribution (entries >= 0, sum 1)
+ * budget                             n_rows, read only
+ * policy                             n_rows * n_actions, written
+ * multiplier                         n_rows, written (0, a positive
+ *                                    number, or +inf for budget == c_min)
+ * Returns 0; RLHF_ENOMEM when the scratch (4 n_actions doubles) cannot
+ * be allocated; RLHF_ENONFINITE for a NaN or infinity in the inputs, a
+ * negative reference entry, or a multiplier beyond DBL_MAX;
+ * RLHF_EVALUE when a row's budget is below its least achievable cost or
+ * a reference row is all zeros; RLHF_MAX_ITER if the iteration cap was
+ * reached (not seen in practice).  The first failing row is reported in
+ * *bad_row (-1 when none failed).  Rows run one after another: one
+ * scratch buffer serves them all.
+ */
+int rlhf_constrained_policy(const double *reference_policy,
+                            const double *rewards, const double *costs,
+                            const double *budget, ptrdiff_t n_rows,
+                            ptrdiff_t n_actions, double beta, double *policy,
+                            double *multiplier, ptrdiff_t *bad_row)
+{
+    *bad_row = -1;
+    if (!(beta > 0.0) || !(beta <= DBL_MAX)) {
+        return RLHF_EVALUE;
+    }
+    if (n_rows == 0 || n_actions == 0) {
+        return 0;
+    }
+    double *work = malloc((size_t)n_actions * 4 * sizeof(double));
+    if (work == NULL) {
+        return RLHF_ENOMEM;
+    }
+    int status = 0;
+    for (ptrdiff_t i = 0; i < n_rows; i++) {
+        ptrdiff_t at = i * n_actions;
+        status = row(reference_policy + at, rewards + at, costs + at,
+                     n_actions, beta, budget[i], policy + at, multiplier + i,
+                     work);
+        if (status != 0) {
+            *bad_row = i;
+            break;
+        }
+    }
+    free(work);
+    return status;
+}
