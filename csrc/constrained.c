@@ -242,8 +242,9 @@ static int row(const double *p, const double *r, const double *c,
  * RLHF_EVALUE when a row's budget is below its least achievable cost or
  * a reference row is all zeros; RLHF_MAX_ITER if the iteration cap was
  * reached (not seen in practice).  The first failing row is reported in
- * *bad_row (-1 when none failed).  Rows run one after another: one
- * scratch buffer serves them all.
+ * *bad_row (-1 when none failed).  Rows are independent: with OpenMP they
+ * are shared among threads, each with its own scratch, and every row's
+ * arithmetic is the same whatever the thread count.
  */
 int rlhf_constrained_policy(const double *reference_policy,
                             const double *rewards, const double *costs,
@@ -258,21 +259,45 @@ int rlhf_constrained_policy(const double *reference_policy,
     if (n_rows == 0 || n_actions == 0) {
         return 0;
     }
-    double *work = malloc((size_t)n_actions * 4 * sizeof(double));
-    if (work == NULL) {
-        return RLHF_ENOMEM;
-    }
     int status = 0;
-    for (ptrdiff_t i = 0; i < n_rows; i++) {
-        ptrdiff_t at = i * n_actions;
-        status = row(reference_policy + at, rewards + at, costs + at,
-                     n_actions, beta, budget[i], policy + at, multiplier + i,
-                     work);
-        if (status != 0) {
-            *bad_row = i;
-            break;
+    ptrdiff_t first_bad = n_rows;
+#ifdef _OPENMP
+#pragma omp parallel if (n_rows * n_actions > 16384)
+#endif
+    {
+        double *work = malloc((size_t)n_actions * 4 * sizeof(double));
+        int mine = work == NULL ? RLHF_ENOMEM : 0;
+        ptrdiff_t my_bad = work == NULL ? 0 : n_rows;
+        if (work != NULL) {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (ptrdiff_t i = 0; i < n_rows; i++) {
+                ptrdiff_t at = i * n_actions;
+                int s = row(reference_policy + at, rewards + at, costs + at,
+                            n_actions, beta, budget[i], policy + at,
+                            multiplier + i, work);
+                if (s != 0 && i < my_bad) {
+                    my_bad = i;
+                    mine = s;
+                }
+            }
+        }
+        free(work);
+#ifdef _OPENMP
+#pragma omp critical(rlhf_constrained_status)
+#endif
+        {
+            /* the error of the first failing row (a failed allocation
+             * counts as row 0) */
+            if (my_bad < first_bad) {
+                first_bad = my_bad;
+                status = mine;
+            }
         }
     }
-    free(work);
+    if (status != 0) {
+        *bad_row = first_bad < n_rows ? first_bad : -1;
+    }
     return status;
 }

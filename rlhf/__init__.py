@@ -16,12 +16,14 @@ except ImportError as error:  # pragma: no cover - depends on the install
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from .logistic import LogisticRegression
 from .policy import reweight
-from .safety import constrained_policy, mask_policy, shape_rewards
+from .safety import (CostModel, constrained_policy, mask_policy,
+                     shape_rewards)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "CostModel",
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",

@@ -16,12 +16,17 @@ responses per prompt:
 The costs themselves can be learned from "which is more harmful"
 comparisons with :class:`rlhf.CostModel`.
 """
+import warnings
+
 import numpy as np
 
 from . import _core
-from ._validation import _as_float_array, _check_finite, check_scalar
+from ._base import ParamsMixin
+from ._validation import (_as_float_array, _check_finite, check_array,
+                          check_is_fitted, check_sample_weight, check_scalar)
+from .exceptions import ConvergenceWarning, sklearn_twin
 
-__all__ = ["shape_rewards", "constrained_policy", "mask_policy"]
+__all__ = ["shape_rewards", "constrained_policy", "mask_policy", "CostModel"]
 
 #: rows of reference_policy must sum to 1 within this relative tolerance
 _SUM_RTOL = 1e-9
@@ -337,3 +342,282 @@ def mask_policy(policy, allowed, fallback=None):
         out[empty] = 0.0
         out[empty, chosen] = 1.0
     return out[0] if policy.ndim == 1 else out
+
+
+# the cost model ---------------------------------------------------------------
+
+def _softplus(z):
+    """log(1 + exp(z)) without overflow: max(z, 0) + log1p(exp(-|z|))."""
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def _sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow for either sign of z."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _cost_loss_grad(params, features, comparisons, comparison_weight,
+                    labelled, signs, label_weight, alpha, fit_intercept):
+    """The Safe RLHF cost-model objective and its gradient.
+
+    params = (w, b) (b only when fit_intercept); costs c = features @ w + b;
+    ``sum_p s_p softplus(-(c[a_p] - c[b_p]))
+    + label_weight sum_i softplus(-sign_i c[i]) + alpha / 2 ||w||^2``
+    over comparisons p = (a_p more harmful, b_p less harmful) and labelled
+    items i (sign +1 unsafe, -1 safe).  -log sigmoid(z) = softplus(-z).
+    """
+    n_features = features.shape[1]
+    w = params[:n_features]
+    b = params[n_features] if fit_intercept else 0.0
+    costs = features @ w + b
+    more, less = comparisons[:, 0], comparisons[:, 1]
+    z = costs[more] - costs[less]
+    loss = comparison_weight @ _softplus(-z)
+    # d/dz softplus(-z) = -sigmoid(-z)
+    dz = -comparison_weight * _sigmoid(-z)
+    # dL/dc; np.bincount of no weights is an int array, hence the zeros
+    dcost = np.zeros(costs.size)
+    dcost += np.bincount(more, weights=dz, minlength=costs.size)
+    dcost -= np.bincount(less, weights=dz, minlength=costs.size)
+    if labelled.size:
+        zl = signs * costs[labelled]
+        loss += label_weight * np.sum(_softplus(-zl))
+        dcost += np.bincount(labelled,
+                             weights=-label_weight * signs * _sigmoid(-zl),
+                             minlength=costs.size)
+    loss += 0.5 * alpha * (w @ w)
+    grad = np.empty_like(params)
+    grad[:n_features] = features.T @ dcost + alpha * w
+    if fit_intercept:
+        grad[n_features] = dcost.sum()
+    return float(loss), grad
+
+
+class CostModel(ParamsMixin):
+    """A linear cost (harmfulness) model, Safe RLHF's cost-model loss.
+
+    Costs are ``c(x) = features @ coef_ + intercept_``; higher is more
+    harmful.  The model is fitted, as the cost model of Safe RLHF (Dai et
+    al. 2023, "Safe RLHF: Safe reinforcement learning from human feedback",
+    eq. 6), to two kinds of judgement:
+
+    - pairwise comparisons "which of two responses is more harmful", through
+      the Bradley--Terry likelihood ``P(a more harmful than b) =
+      sigmoid(c(a) - c(b))``;
+    - optional absolute labels safe / unsafe, through sign terms
+      ``-log sigmoid(s c(x))`` with ``s = +1`` for unsafe and ``s = -1`` for
+      safe responses, which push unsafe responses to ``c > 0`` and safe ones
+      to ``c < 0``: the cost 0 separates safe from unsafe, so a budget of 0
+      on the expected cost means "safe on average".
+
+    The minimised objective is ::
+
+        sum_p s_p * -log sigmoid(c(a_p) - c(b_p))
+          + label_weight * sum_{i labelled} -log sigmoid(sign_i c(x_i))
+          + ||coef_||^2 / (2 C)
+
+    with the intercept unpenalised, by L-BFGS (rlhf's C minimiser, with the
+    objective in NumPy).  The paper puts a sign term on each response of
+    each labelled pair; here each labelled item counts once.  Comparisons
+    alone do not see a shift of all costs, so without ``safe`` labels
+    ``intercept_`` is 0 and costs are meaningful only as differences.
+
+    Parameters
+    ----------
+    C : float in (0, inf], default=1.0
+        Inverse L2 strength on ``coef_``; ``inf`` for none.
+    label_weight : float >= 0, default=1.0
+        Weight of each absolute safe/unsafe label against a comparison of
+        weight 1.
+    tol : float > 0, default=1e-6
+        L-BFGS stops when the largest gradient component is below tol.
+    max_iter : int >= 1, default=1000
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+    intercept_ : float
+        0.0 when fitted without safe labels.
+    n_features_in_ : int
+    n_iter_ : int
+    loss_ : float
+        The objective at the solution.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import rlhf
+    >>> features = np.array([[0.0], [1.0], [2.0], [3.0]])  # "toxicity"
+    >>> comparisons = [(1, 0), (2, 1), (3, 2), (3, 0)]  # (more, less) harmful
+    >>> model = rlhf.CostModel().fit(features, comparisons,
+    ...                              safe=[True, True, False, False])
+    >>> bool(model.coef_[0] > 0)
+    True
+    >>> model.predict_safe(features).tolist()
+    [True, True, False, False]
+    """
+
+    def __init__(self, *, C=1.0, label_weight=1.0, tol=1e-6, max_iter=1000):
+        self.C = C
+        self.label_weight = label_weight
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _validate_params(self):
+        owner = type(self).__name__
+        check_scalar(self.C, "C", owner, low=0, low_open=True)
+        check_scalar(self.label_weight, "label_weight", owner, low=0,
+                     high=np.inf, high_open=True)
+        check_scalar(self.tol, "tol", owner, low=0, low_open=True,
+                     high=np.inf, high_open=True)
+        check_scalar(self.max_iter, "max_iter", owner, kind="int", low=1)
+
+    @staticmethod
+    def _check_comparisons(comparisons, n_items):
+        comparisons = np.asarray(comparisons)
+        if comparisons.size == 0 and comparisons.ndim <= 2:
+            comparisons = comparisons.reshape(0, 2).astype(np.intp)
+        integral = comparisons.dtype.kind in "iu" or (
+            comparisons.dtype.kind == "f" and np.isfinite(comparisons).all()
+            and (comparisons == np.round(comparisons)).all())
+        if not integral:
+            raise TypeError(
+                "comparisons must hold integer item indices; got dtype "
+                f"{comparisons.dtype}."
+            )
+        if comparisons.ndim != 2 or comparisons.shape[1] != 2:
+            raise ValueError(
+                "comparisons must have shape (n_comparisons, 2), rows (more "
+                "harmful item, less harmful item); got shape "
+                f"{comparisons.shape}."
+            )
+        comparisons = comparisons.astype(np.intp)
+        bad = (comparisons < 0) | (comparisons >= n_items)
+        if bad.any():
+            raise ValueError(
+                f"comparisons must index items in [0, {n_items}) (rows of "
+                f"features); got {int(comparisons[bad][0])}."
+            )
+        return comparisons
+
+    @staticmethod
+    def _check_safe(safe, n_items):
+        """(labelled item indices, signs: +1 unsafe, -1 safe)."""
+        if safe is None:
+            return np.zeros(0, dtype=np.intp), np.zeros(0)
+        safe = np.asarray(safe)
+        if safe.shape != (n_items,):
+            raise ValueError(
+                f"safe must have shape ({n_items},), one label per item (row "
+                f"of features); got shape {safe.shape}."
+            )
+        if safe.dtype == np.bool_:
+            return np.arange(n_items), np.where(safe, -1.0, 1.0)
+        if safe.dtype.kind in "iuf":
+            values = safe.astype(np.float64)
+            known = ~np.isnan(values)
+            if np.isin(values[known], (0.0, 1.0)).all():
+                labelled = np.flatnonzero(known)
+                return labelled, np.where(values[labelled] == 1.0, -1.0, 1.0)
+        raise ValueError(
+            "safe must hold booleans (True = safe), or 1.0 / 0.0 with NaN "
+            f"for unlabelled items; got {safe.dtype} values outside those."
+        )
+
+    def fit(self, features, comparisons, safe=None, sample_weight=None):
+        """Fit the cost model.
+
+        Parameters
+        ----------
+        features : array-like of shape (n_items, n_features)
+            One row per response.
+        comparisons : array-like of int of shape (n_comparisons, 2)
+            Row ``(i, j)`` says item ``i`` is **more harmful** (less safe)
+            than item ``j``: the first column is the worse response.  (This
+            is the opposite order to a reward model's (better, worse)
+            pairs: here the first item should get the higher cost.)
+        safe : array-like of shape (n_items,), default=None
+            Absolute labels: ``True`` for safe, ``False`` for unsafe; or
+            1.0 / 0.0 with NaN marking unlabelled items.
+        sample_weight : array-like of shape (n_comparisons,), default=None
+            Weights of the comparisons.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        features = check_array(features, "features", accept_sparse=False)
+        n_items, n_features = features.shape
+        comparisons = self._check_comparisons(comparisons, n_items)
+        weight = check_sample_weight(sample_weight, comparisons.shape[0])
+        labelled, signs = self._check_safe(safe, n_items)
+        if not (weight.sum() > 0 or labelled.size):
+            raise ValueError(
+                "Nothing to fit: give at least one comparison with positive "
+                "weight or some safe labels."
+            )
+        fit_intercept = labelled.size > 0
+        alpha = 0.0 if self.C == np.inf else 1.0 / self.C
+        label_weight = float(self.label_weight)
+
+        def objective(params):
+            return _cost_loss_grad(params, features, comparisons, weight,
+                                   labelled, signs, label_weight, alpha,
+                                   fit_intercept)
+
+        x0 = np.zeros(n_features + (1 if fit_intercept else 0))
+        params, loss, _, n_iter, _, status = _core.lbfgs_minimize(
+            objective, x0, gtol=float(self.tol),
+            ftol=64 * np.finfo(np.float64).eps, max_iter=int(self.max_iter),
+            maxls=50)
+        self.coef_ = params[:n_features].copy()
+        self.intercept_ = float(params[n_features]) if fit_intercept else 0.0
+        self.n_features_in_ = n_features
+        self.n_iter_ = int(n_iter)
+        self.loss_ = float(loss)
+        if status >= 2:
+            why = ("the iteration limit" if status == 2
+                   else "a failed line search")
+            warnings.warn(
+                f"L-BFGS stopped before the gradient test after {n_iter} "
+                f"iterations, at {why}. Increase max_iter or scale the "
+                "features.",
+                sklearn_twin(ConvergenceWarning),
+                stacklevel=2,
+            )
+        return self
+
+    def _check_features(self, features):
+        check_is_fitted(self, "coef_")
+        features = check_array(features, "features", accept_sparse=False)
+        if features.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"features has {features.shape[1]} features, but "
+                f"{type(self).__name__} is expecting {self.n_features_in_} "
+                "features as input."
+            )
+        return features
+
+    def predict(self, features):
+        """Costs ``features @ coef_ + intercept_``, shape (n_items,)."""
+        return self._check_features(features) @ self.coef_ + self.intercept_
+
+    def predict_safe(self, features):
+        """True where the predicted cost is <= 0 (meaningful only when
+        fitted with safe labels), shape (n_items,)."""
+        return self.predict(features) <= 0.0
+
+    def score(self, features, comparisons, sample_weight=None):
+        """Pairwise accuracy: the (weighted) fraction of comparisons
+        ``(more harmful, less harmful)`` whose first item gets the higher
+        cost; a tie counts one half."""
+        costs = self.predict(features)
+        comparisons = self._check_comparisons(comparisons, costs.size)
+        weight = check_sample_weight(sample_weight, comparisons.shape[0])
+        if comparisons.shape[0] == 0:
+            raise ValueError("score needs at least one comparison.")
+        gap = costs[comparisons[:, 0]] - costs[comparisons[:, 1]]
+        right = (gap > 0) + 0.5 * (gap == 0)
+        return float(np.average(right, weights=weight))

@@ -327,6 +327,14 @@ def test_kernel_rejects_what_it_cannot_solve():
         _core.constrained_policy(*ok, 0.0)
     with pytest.raises(ValueError, match="budget must have length 1"):
         _core.constrained_policy(*ok[:3], np.array([0.5, 0.5]), 1.0)
+    # the first failing row is named, also when rows are shared by threads
+    rng = np.random.default_rng(1)
+    reference = rng.dirichlet(np.ones(100), size=300)
+    costs = rng.normal(size=(300, 100))
+    budget = costs.min(axis=1) + 0.5
+    budget[[150, 260]] = -1e9
+    with pytest.raises(ValueError, match="row 150 "):
+        _core.constrained_policy(reference, costs, costs, budget, 1.0)
 
 
 # bad input -------------------------------------------------------------------
