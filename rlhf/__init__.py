@@ -14,6 +14,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
     ) from error
 
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
+from . import plot  # matplotlib is imported only when drawing
 from .logistic import LogisticRegression
 from .policy import reweight
 from .safety import (CostModel, constrained_policy, mask_policy,
