@@ -33,13 +33,23 @@
  * never to NaN.  So rewards near +-1e300, beta near 1e-300 and reference
  * probabilities near 1e-300 give finite results.
  *
- * When beta is so small against the reward scale that lam is pinned down
- * to adjacent doubles lo < hi (E_lo > budget > E_hi) before the budget is
- * met, the exact policy at lam* is, to the rounding of the inputs, the
- * mixture t pi_lo + (1 - t) pi_hi that meets the budget: in that regime
- * both are concentrated on the responses tied at lam* (the linear
- * programme's answer, the limit beta -> 0).  That mixture is returned,
- * with lam the nearer end.
+ * That finds lam to working accuracy.  But when beta is small against
+ * the rewards, r and lam c cancel in u, and each unit lost in the last
+ * place of u is multiplied by |r| / beta in the logits.  So the last
+ * digits are found again (refine) with exact logits: lam = lam0 + t,
+ * (u(y) - u(m)) = D(y) - t C(y) with D and C held as double-double sums
+ * from error-free transformations, and t solved for by the same
+ * safeguarded Newton.  The policy is then right to rounding even where
+ * r - lam c cancels to far below beta.
+ *
+ * When beta is so small that even t is pinned down to adjacent doubles
+ * lo < hi (E_lo > budget > E_hi) before the budget is met -- the limit
+ * beta -> 0, a linear programme, where both end policies sit on the
+ * responses tied at lam* -- the mixture w pi_lo + (1 - w) pi_hi that
+ * meets the budget is returned, with lam the nearer end.  Its objective is
+ * within O(beta) of the optimum; with three or more responses exactly
+ * collinear in (c, r) it is one of the linear programme's optima rather
+ * than the tilted limit of the entropic one.
  */
 #include <float.h>
 #include <math.h>
@@ -101,9 +111,152 @@ static void policy_at(const double *logp, const double *r_shift,
     *var = v;
 }
 
+/* s + e = a + b exactly (Knuth's TwoSum, 1969) */
+static inline void two_sum(double a, double b, double *s, double *e)
+{
+    double sum = a + b;
+    double bb = sum - a;
+    *s = sum;
+    *e = (a - (sum - bb)) + (b - bb);
+}
+
+/* p + e = a * b exactly (Dekker 1971), the error by one fused
+ * multiply-add */
+static inline void two_prod(double a, double b, double *p, double *e)
+{
+    double prod = a * b;
+    *p = prod;
+    *e = fma(a, b, -prod);
+}
+
+/*
+ * The last digits of the multiplier.  Near lam0 the logits are
+ *   log pi_ref(y) + (D(y) - t C(y)) / beta,   lam = lam0 + t,
+ * with D = r - r_m - lam0 (c - c_m) and C = c - c_m against an anchor m.
+ * D and C are kept as unevaluated sums of two doubles (hi + lo) built by
+ * error-free transformations, so D - t C is exact to a few units in its
+ * own last place although r and lam0 c cancel in it: with a small beta
+ * each unit lost there would be multiplied by |r| / beta in the logits.
+ */
+typedef struct {
+    const double *logp, *c_shift;
+    const double *d_hi, *d_lo, *c_hi, *c_lo;
+    ptrdiff_t k;
+    double beta;
+} refinement;
+
+static void policy_near(const refinement *q, double t, double *out,
+                        double *mean, double *var)
+{
+    /* x = D - t C in double-double, then rounded; its maximum */
+    double x_max = -INFINITY;
+    for (ptrdiff_t j = 0; j < q->k; j++) {
+        if (q->logp[j] > -INFINITY) {
+            double p, ep, s, e;
+            two_prod(t, q->c_hi[j], &p, &ep);
+            two_sum(q->d_hi[j], -p, &s, &e);
+            double x = s + (e + q->d_lo[j] - ep - t * q->c_lo[j]);
+            out[j] = x;
+            x_max = x > x_max ? x : x_max;
+        }
+    }
+    /* z = log pi_ref + (x - max x) / beta <= log pi_ref, max z first */
+    double z_max = -INFINITY;
+    for (ptrdiff_t j = 0; j < q->k; j++) {
+        if (q->logp[j] > -INFINITY) {
+            double z = q->logp[j] + (out[j] - x_max) / q->beta;
+            out[j] = z;
+            z_max = z > z_max ? z : z_max;
+        } else {
+            out[j] = -INFINITY;
+        }
+    }
+    double total = 0.0;
+    for (ptrdiff_t j = 0; j < q->k; j++) {
+        out[j] = exp(out[j] - z_max);
+        total += out[j];
+    }
+    double m = 0.0;
+    for (ptrdiff_t j = 0; j < q->k; j++) {
+        out[j] /= total;
+        m += out[j] * q->c_shift[j];
+    }
+    double v = 0.0;
+    for (ptrdiff_t j = 0; j < q->k; j++) {
+        double d = q->c_shift[j] - m;
+        v += out[j] * d * d;
+    }
+    *mean = m;
+    *var = v;
+}
+
+/*
+ * Solve E[c] = b for the offset t from lam0 with the exact logits above:
+ * the same safeguarded Newton as for lam, on a bracket [lo, hi] of t
+ * (either end infinite until found; the bracket grows by doubling).  When
+ * lo and hi become adjacent doubles before the budget is met, the two end
+ * policies are mixed to meet it (see the top of the file).
+ */
+static int refine(const refinement *q, double lam0, double b, double tol,
+                  double *out, double *other, double *multiplier)
+{
+    double lo = -INFINITY, hi = INFINITY, t = 0.0, mean, var;
+    double step_old = INFINITY, step = INFINITY;
+    /* the first bracketing step: about one unit in the last place of lam0 */
+    double grow = fmax(DBL_EPSILON * lam0, DBL_MIN);
+    policy_near(q, t, out, &mean, &var);
+    for (int it = 0; it < RLHF_CONSTRAINED_MAX_ITER; it++) {
+        double f = mean - b;
+        if (fabs(f) <= tol) {
+            *multiplier = lam0 + t;
+            return 0;
+        }
+        if (f > 0.0) {
+            lo = t;
+        } else {
+            hi = t;
+        }
+        double next = t + q->beta * f / var;
+        int newton_ok = var > 0.0 && next > lo && next < hi &&
+                        fabs(next - t) <= 0.5 * fabs(step_old);
+        step_old = step;
+        if (!newton_ok) {
+            if (hi == INFINITY) {
+                next = lo + grow;
+                grow *= 2.0;
+            } else if (lo == -INFINITY) {
+                next = hi - grow;
+                grow *= 2.0;
+            } else {
+                next = lo + 0.5 * (hi - lo);
+            }
+            if (!isfinite(next)) {
+                return RLHF_ENONFINITE;
+            }
+        }
+        if (!(next > lo && next < hi)) {
+            /* lo and hi adjacent: mix the end policies to meet the budget */
+            double mean_lo, mean_hi;
+            policy_near(q, lo, out, &mean_lo, &var);
+            policy_near(q, hi, other, &mean_hi, &var);
+            double w = (b - mean_hi) / (mean_lo - mean_hi);
+            w = w < 0.0 ? 0.0 : (w > 1.0 ? 1.0 : w);
+            for (ptrdiff_t j = 0; j < q->k; j++) {
+                out[j] = w * out[j] + (1.0 - w) * other[j];
+            }
+            *multiplier = lam0 + (w >= 0.5 ? lo : hi);
+            return 0;
+        }
+        step = next - t;
+        t = next;
+        policy_near(q, t, out, &mean, &var);
+    }
+    return RLHF_MAX_ITER;
+}
+
 /*
  * One prompt.  p, r, c: length k, read only; p a distribution (checked by
- * the caller).  work: 4 k doubles of scratch.  out: length k.
+ * the caller).  work: 8 k doubles of scratch.  out: length k.
  */
 static int row(const double *p, const double *r, const double *c,
                ptrdiff_t k, double beta, double budget, double *out,
@@ -111,6 +264,8 @@ static int row(const double *p, const double *r, const double *c,
 {
     double *logp = work, *r_shift = work + k, *c_shift = work + 2 * k;
     double *other = work + 3 * k;
+    double *d_hi = work + 4 * k, *d_lo = work + 5 * k;
+    double *c_hi = work + 6 * k, *c_lo = work + 7 * k;
     double c_min = INFINITY, c_max = -INFINITY, r_max = -INFINITY;
     for (ptrdiff_t j = 0; j < k; j++) {
         if (!(p[j] >= 0.0) || !isfinite(p[j]) || !isfinite(r[j]) ||
@@ -168,14 +323,15 @@ static int row(const double *p, const double *r, const double *c,
     /* |E[c] - b| below this is the rounding of the sums */
     const double tol = 8.0 * DBL_EPSILON * (c_max - c_min) *
                        (1.0 + log((double)k));
+    /* 1. lam to working accuracy: safeguarded Newton from 0 */
     double lo = 0.0, hi = INFINITY;
     double lam = 0.0, step_old = INFINITY, step = INFINITY;
-    for (int it = 0; it < RLHF_CONSTRAINED_MAX_ITER; it++) {
+    int it = 0;
+    for (; it < RLHF_CONSTRAINED_MAX_ITER; it++) {
         /* f = E_lam[c] - b > 0 at lam: lam is a lower end of the bracket */
         double f = mean - b;
         if (fabs(f) <= tol) {
-            *multiplier = lam;
-            return 0;
+            break;
         }
         if (f > 0.0) {
             lo = lam;
@@ -206,26 +362,40 @@ static int row(const double *p, const double *r, const double *c,
             }
         }
         if (!(next > lo && next < hi)) {
-            /* lo and hi are adjacent doubles: mix the two end policies */
-            double t, mean_lo, mean_hi;
-            policy_at(logp, r_shift, c_shift, k, beta, lo, out, &mean_lo,
-                      &var);
-            policy_at(logp, r_shift, c_shift, k, beta, hi, other, &mean_hi,
-                      &var);
-            t = (b - mean_hi) / (mean_lo - mean_hi);
-            t = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
-            for (ptrdiff_t j = 0; j < k; j++) {
-                out[j] = t * out[j] + (1.0 - t) * other[j];
-            }
-            *multiplier = t >= 0.5 ? lo : hi;
-            return 0;
+            lam = lo; /* lo and hi adjacent doubles */
+            break;
         }
         step = next - lam;
         lam = next;
         policy_at(logp, r_shift, c_shift, k, beta, lam, out, &mean, &var);
     }
-    *multiplier = lam;
-    return RLHF_MAX_ITER;
+    if (it == RLHF_CONSTRAINED_MAX_ITER) {
+        return RLHF_MAX_ITER;
+    }
+    /* 2. the last digits, with exact logits around lam; the anchor m is the
+     * response of largest r - lam c */
+    ptrdiff_t m = -1;
+    double u_max = -INFINITY;
+    for (ptrdiff_t j = 0; j < k; j++) {
+        double u = r[j] - lam * c[j];
+        if (p[j] > 0.0 && (m < 0 || u > u_max)) {
+            m = j;
+            u_max = u;
+        }
+    }
+    for (ptrdiff_t j = 0; j < k; j++) {
+        /* D = (r - r_m) - lam (c - c_m), C = c - c_m, each as hi + lo */
+        double sr, er, pc, epc, s, e;
+        two_sum(r[j], -r[m], &sr, &er);
+        two_sum(c[j], -c[m], &c_hi[j], &c_lo[j]);
+        two_prod(lam, c_hi[j], &pc, &epc);
+        two_sum(sr, -pc, &s, &e);
+        double tail = e + er - epc - lam * c_lo[j];
+        d_hi[j] = s + tail;
+        d_lo[j] = tail - (d_hi[j] - s);
+    }
+    refinement q = {logp, c_shift, d_hi, d_lo, c_hi, c_lo, k, beta};
+    return refine(&q, lam, b, tol, out, other, multiplier);
 }
 
 /*
@@ -236,7 +406,7 @@ static int row(const double *p, const double *r, const double *c,
  * policy                             n_rows * n_actions, written
  * multiplier                         n_rows, written (0, a positive
  *                                    number, or +inf for budget == c_min)
- * Returns 0; RLHF_ENOMEM when the scratch (4 n_actions doubles) cannot
+ * Returns 0; RLHF_ENOMEM when the scratch (8 n_actions doubles) cannot
  * be allocated; RLHF_ENONFINITE for a NaN or infinity in the inputs, a
  * negative reference entry, or a multiplier beyond DBL_MAX;
  * RLHF_EVALUE when a row's budget is below its least achievable cost or
@@ -265,7 +435,7 @@ int rlhf_constrained_policy(const double *reference_policy,
 #pragma omp parallel if (n_rows * n_actions > 16384)
 #endif
     {
-        double *work = malloc((size_t)n_actions * 4 * sizeof(double));
+        double *work = malloc((size_t)n_actions * 8 * sizeof(double));
         int mine = work == NULL ? RLHF_ENOMEM : 0;
         ptrdiff_t my_bad = work == NULL ? 0 : n_rows;
         if (work != NULL) {

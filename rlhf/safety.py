@@ -174,11 +174,14 @@ def constrained_policy(reference_policy, rewards, costs, beta, budget):
       their rewards are equal), with ``lam = inf``;
     - a budget below ``c_min`` cannot be met: ``ValueError``.
 
-    When ``beta`` is so small against the spread of the rewards that the
-    multiplier is pinned down to two adjacent floats before the budget is
-    met (the linear-programme limit ``beta -> 0``), the policy returned is
-    the mixture of the policies at those two multipliers that meets the
-    budget, and ``lam`` the nearer of the two.
+    Where ``beta`` is small against the rewards, ``r - lam * c`` cancels
+    to far below ``beta``; the last digits of ``lam`` are found with those
+    differences computed exactly (double-double arithmetic), so the policy
+    is right to rounding there too.  Only when ``beta`` is so small that
+    even that cannot resolve ``lam`` (the limit ``beta -> 0``, a linear
+    programme) is the policy the mixture of the policies at the two
+    neighbouring multipliers that meets the budget, optimal to within
+    ``O(beta)``.
 
     Parameters
     ----------

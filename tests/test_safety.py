@@ -218,6 +218,31 @@ def test_tiny_beta_is_the_linear_programme():
     np.testing.assert_allclose(policy @ rewards, -lp.fun, rtol=1e-12)
 
 
+@pytest.mark.parametrize("scale", [1e3, 1e6])
+@pytest.mark.parametrize("relative_beta", [2e-16, 1e-14, 1e-10])
+@pytest.mark.parametrize("gap", [0.0, 1.0, 3.0])
+def test_ill_conditioned_near_ties(scale, relative_beta, gap):
+    """r = (R, 0, R/2 + delta), c = (1, 0, 1/2): three nearly collinear
+    points, and beta so small against R that r - lam c cancels to far
+    below beta.  With y = (R - lam) / (2 beta) and d = delta / beta the
+    logits are (2y, 0, y + d); E[c] = 0.6 is the quadratic
+    0.4 a^2 - 0.1 e^d a - 0.6 = 0 in a = e^y.  Naive double arithmetic
+    in r - lam c is off by up to 0.06 here (the kernel's exact logits are
+    what make it right)."""
+    beta = scale * relative_beta
+    rewards = np.array([scale, 0.0, scale / 2 + gap * beta])
+    d = (rewards[2] - scale / 2) / beta  # exact difference, one rounding
+    a = (0.1 * np.exp(d) + np.sqrt(0.01 * np.exp(2 * d) + 0.96)) / 0.8
+    w = np.array([a * a, 1.0, a * np.exp(d)])
+    expected = w / w.sum()
+    costs = np.array([1.0, 0.0, 0.5])
+    for impl in (rlhf.constrained_policy, twin_row):
+        policy, lam = impl(np.full(3, 1 / 3), rewards, costs, beta, 0.6)
+        np.testing.assert_allclose(policy, expected, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(lam, scale - 2 * beta * np.log(a),
+                                   rtol=1e-15)
+
+
 def test_huge_beta_is_the_cost_tilt():
     """beta = 1e300 with rewards of order 1: r / beta vanishes, and the
     optimum is the reference tilted by exp(-s c) with s = lam / beta the
