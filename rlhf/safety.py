@@ -190,9 +190,10 @@ def constrained_policy(reference_policy, rewards, costs, beta, budget):
         ``pi_ref``: non-negative, each row summing to 1 (within a relative
         1e-9; rows are renormalised exactly before solving).  A 1-D input
         is one prompt.
-    rewards : array-like broadcastable to reference_policy's shape
-    costs : array-like broadcastable to reference_policy's shape
-        Lower is safer.  Any sign.
+    rewards : array-like of shape (n_responses,) or (n_prompts, n_responses)
+    costs : array-like of shape (n_responses,) or (n_prompts, n_responses)
+        Lower is safer.  Any sign.  The three arrays broadcast together
+        (one reference or one set of costs may serve every prompt).
     beta : float in (0, inf)
         Strength of the KL penalty.
     budget : float or array-like of shape (n_prompts,)
@@ -200,9 +201,9 @@ def constrained_policy(reference_policy, rewards, costs, beta, budget):
 
     Returns
     -------
-    policy : ndarray of reference_policy's shape (after broadcasting)
+    policy : ndarray of the broadcast shape of the three arrays
         Each row sums to 1; zero wherever ``pi_ref`` is zero.
-    lagrange_multiplier : float (1-D input) or ndarray of shape (n_prompts,)
+    lagrange_multiplier : float (1-D shape) or ndarray of shape (n_prompts,)
         ``lam`` per prompt: 0, positive, or ``inf`` (budget == c_min).
 
     Examples
@@ -222,9 +223,26 @@ def constrained_policy(reference_policy, rewards, costs, beta, budget):
     costs = _as_float_array(costs, "costs")
     _check_finite(rewards, "rewards")
     _check_finite(costs, "costs")
+    # one reference (n_responses,) may serve many prompts' rewards and
+    # costs, and the other way round
     shape = reference_policy.shape
-    rewards, costs = _broadcast((rewards, costs), ("rewards", "costs"),
-                                shape, "reference_policy's shape")
+    for array, name in ((rewards, "rewards"), (costs, "costs")):
+        try:
+            shape = np.broadcast_shapes(shape, array.shape)
+        except ValueError:
+            raise ValueError(
+                f"{name} of shape {array.shape} does not broadcast with "
+                f"reference_policy of shape {reference_policy.shape}"
+                + (f" and the other inputs (shape {shape})"
+                   if shape != reference_policy.shape else "") + "."
+            ) from None
+    if len(shape) != 2 and len(shape) != 1:
+        raise ValueError(
+            "reference_policy, rewards and costs must broadcast to shape "
+            f"(n_responses,) or (n_prompts, n_responses); got {shape}."
+        )
+    reference_policy, rewards, costs = (
+        np.broadcast_to(a, shape) for a in (reference_policy, rewards, costs))
     single = len(shape) == 1
     flat = [np.ascontiguousarray(np.atleast_2d(a))
             for a in (reference_policy, rewards, costs)]

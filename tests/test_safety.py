@@ -133,6 +133,13 @@ def test_batched_rows_and_per_prompt_budget():
     full, _ = rlhf.constrained_policy(reference, rewards,
                                       np.tile(costs[0], (n, 1)), 0.5, budget)
     np.testing.assert_array_equal(shared, full)
+    # one reference policy for every prompt
+    shared, _ = rlhf.constrained_policy(reference[0], rewards, costs, 0.5,
+                                        np.maximum(budget, costs.min(axis=1)))
+    full, _ = rlhf.constrained_policy(np.tile(reference[0], (n, 1)), rewards,
+                                      costs, 0.5,
+                                      np.maximum(budget, costs.min(axis=1)))
+    np.testing.assert_array_equal(shared, full)
 
 
 def test_budget_at_least_cost_is_the_limit():
@@ -370,7 +377,8 @@ GOOD = dict(reference_policy=[0.5, 0.25, 0.25], rewards=[1.0, 0.0, 0.5],
 
 @pytest.mark.parametrize("change, error, match", [
     (dict(costs=[1.0, 0.0]), ValueError, "costs of shape"),
-    (dict(costs=[[1.0, 0.0, 0.2]] * 2), ValueError, "costs of shape"),
+    (dict(costs=[[1.0, 0.0]] * 2), ValueError, "costs of shape"),
+    (dict(costs=[[[1.0, 0.0, 0.2]]]), ValueError, "must broadcast to shape"),
     (dict(rewards=[1.0, 2.0]), ValueError, "rewards of shape"),
     (dict(costs=[1.0, np.nan, 0.2]), ValueError, "costs contains NaN"),
     (dict(rewards=[np.inf, 0.0, 0.0]), ValueError,
