@@ -476,3 +476,60 @@ def test_mask_policy_bad_policy():
         rlhf.mask_policy([0.5, -0.1], [True, True])
     with pytest.raises(ValueError, match="policy contains NaN"):
         rlhf.mask_policy([0.5, np.nan], [True, True])
+
+
+# properties over wide ranges --------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def problems(draw):
+    k = draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    reference = rng.dirichlet(np.ones(k))
+    if k > 1 and draw(st.booleans()):
+        reference[rng.integers(k)] = 0.0
+        reference /= reference.sum()
+    reward_scale = 10.0 ** draw(st.integers(-3, 8))
+    cost_scale = 10.0 ** draw(st.integers(-3, 3))
+    rewards = rng.normal(size=k) * reward_scale
+    costs = rng.normal(size=k) * cost_scale
+    beta = 10.0 ** draw(st.floats(-12, 12))
+    least = costs[reference > 0].min()
+    budget = least + draw(st.floats(0, 1)) * (costs.max() - least)
+    return reference, rewards, costs, beta, budget
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_kkt_and_twin_on_wide_ranges(problem):
+    reference, rewards, costs, beta, budget = problem
+    policy, lam = rlhf.constrained_policy(reference, rewards, costs, beta,
+                                          budget)
+    spread = np.ptp(costs[reference > 0]) or 1.0
+    assert np.all(np.isfinite(policy)) and np.all(policy >= 0)
+    assert abs(policy.sum() - 1.0) < 1e-14
+    assert np.all(policy[reference == 0] == 0)
+    assert lam >= 0
+    excess = policy @ costs - budget
+    assert excess <= 1e-13 * spread
+    if lam == 0:
+        free = rlhf.reweight(reference, rewards, eta=1 / beta, eps=0.0)
+        np.testing.assert_allclose(policy, free, rtol=1e-12, atol=1e-300)
+    elif np.isfinite(lam):
+        assert abs(excess) <= 1e-13 * spread  # the budget binds
+    twin, twin_lam = twin_row(reference, rewards, costs, beta, budget)
+    np.testing.assert_allclose(policy, twin, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(lam, twin_lam, rtol=1e-9)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from rlhf import safety
+
+    result = doctest.testmod(safety, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0
