@@ -584,6 +584,90 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(constrained_policy_doc,
+"constrained_policy(reference_policy, rewards, costs, budget, beta)\n--\n\n"
+"The maximiser of E_pi[r] - beta KL(pi || pi_ref) subject to\n"
+"E_pi[c] <= budget, row by row, for three (n_rows, n_actions) arrays and\n"
+"n_rows budgets.  Returns (policy, multiplier), new arrays.");
+
+static PyObject *py_constrained_policy(PyObject *Py_UNUSED(self),
+                                       PyObject *args)
+{
+    PyObject *reference_obj, *rewards_obj, *costs_obj, *budget_obj;
+    double beta;
+    PyArrayObject *reference = NULL, *rewards = NULL, *costs = NULL;
+    PyArrayObject *budget = NULL, *policy = NULL, *multiplier = NULL;
+    PyObject *result = NULL;
+    ptrdiff_t bad_row = -1;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOOOd", &reference_obj, &rewards_obj,
+                          &costs_obj, &budget_obj, &beta)) {
+        return NULL;
+    }
+    reference = as_array(reference_obj, NPY_DOUBLE, 2, "reference_policy");
+    rewards = as_array(rewards_obj, NPY_DOUBLE, 2, "rewards");
+    costs = as_array(costs_obj, NPY_DOUBLE, 2, "costs");
+    budget = as_array(budget_obj, NPY_DOUBLE, 1, "budget");
+    if (reference == NULL || rewards == NULL || costs == NULL ||
+        budget == NULL) {
+        goto fail;
+    }
+    if (!PyArray_SAMESHAPE(reference, rewards) ||
+        !PyArray_SAMESHAPE(reference, costs)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "reference_policy, rewards and costs must have the "
+                        "same shape");
+        goto fail;
+    }
+    if (check_length(budget, PyArray_DIM(reference, 0), "budget") < 0) {
+        goto fail;
+    }
+    policy = (PyArrayObject *)PyArray_ZEROS(2, PyArray_DIMS(reference),
+                                            NPY_DOUBLE, 0);
+    multiplier = new_vector(PyArray_DIM(reference, 0));
+    if (policy == NULL || multiplier == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_constrained_policy(
+        PyArray_DATA(reference), PyArray_DATA(rewards), PyArray_DATA(costs),
+        PyArray_DATA(budget), PyArray_DIM(reference, 0),
+        PyArray_DIM(reference, 1), beta, PyArray_DATA(policy),
+        PyArray_DATA(multiplier), &bad_row);
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_EVALUE || status == RLHF_ENONFINITE) {
+        PyErr_Format(PyExc_ValueError,
+                     "constrained_policy: row %zd is invalid (beta must be "
+                     "in (0, inf), inputs finite, the reference "
+                     "non-negative with some mass, the budget at least the "
+                     "least achievable cost and the multiplier below "
+                     "DBL_MAX)",
+                     (Py_ssize_t)bad_row);
+        goto fail;
+    }
+    if (status == RLHF_MAX_ITER) {
+        PyErr_Format(PyExc_ArithmeticError,
+                     "constrained_policy: the multiplier of row %zd did "
+                     "not converge",
+                     (Py_ssize_t)bad_row);
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "constrained_policy");
+        goto fail;
+    }
+    result = Py_BuildValue("OO", policy, multiplier);
+fail:
+    Py_XDECREF(reference);
+    Py_XDECREF(rewards);
+    Py_XDECREF(costs);
+    Py_XDECREF(budget);
+    Py_XDECREF(policy);
+    Py_XDECREF(multiplier);
+    return result;
+}
+
 static PyObject *py_openmp_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
 {
 #ifdef _OPENMP
@@ -960,6 +1044,8 @@ static PyMethodDef core_methods[] = {
     {"bt_hessian", py_bt_hessian, METH_VARARGS, bt_hessian_doc},
     {"bt_fit", (PyCFunction)(void (*)(void))py_bt_fit,
      METH_VARARGS | METH_KEYWORDS, bt_fit_doc},
+    {"constrained_policy", py_constrained_policy, METH_VARARGS,
+     constrained_policy_doc},
     {"has_openmp", py_openmp_threads, METH_NOARGS,
      "has_openmp()\n--\n\n1 when the kernels were built with OpenMP."},
     {NULL, NULL, 0, NULL},

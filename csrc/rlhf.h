@@ -144,4 +144,12 @@ int rlhf_reweight(const double *policy, const double *rewards,
                   ptrdiff_t n_rows, ptrdiff_t n_actions, double eta,
                   double eps, double *out);
 
+/* constrained.c ------------------------------------------------------ */
+
+int rlhf_constrained_policy(const double *reference_policy,
+                            const double *rewards, const double *costs,
+                            const double *budget, ptrdiff_t n_rows,
+                            ptrdiff_t n_actions, double beta, double *policy,
+                            double *multiplier, ptrdiff_t *bad_row);
+
 #endif /* RLHF_H */

@@ -14,6 +14,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
     ) from error
 
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
+from . import plot  # matplotlib is imported only when drawing
 from .logistic import LogisticRegression
 from .policy import reweight
 from .reward import RewardModel
@@ -21,6 +22,8 @@ from .preferences import (Agreement, Comparisons, World, annotator_agreement,
                           make_world, rankings_to_comparisons,
                           simulate_preferences, simulate_rankings)
 from . import datasets
+from .safety import (CostModel, constrained_policy, mask_policy,
+                     shape_rewards)
 
 __version__ = "0.1.0"
 
@@ -28,16 +31,21 @@ __all__ = [
     "Agreement",
     "Comparisons",
     "ConvergenceWarning",
+    "CostModel",
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",
     "RewardModel",
     "World",
     "annotator_agreement",
+    "constrained_policy",
     "datasets",
     "make_world",
+    "mask_policy",
+    "plot",
     "rankings_to_comparisons",
     "reweight",
+    "shape_rewards",
     "simulate_preferences",
     "simulate_rankings",
 ]

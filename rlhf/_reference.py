@@ -476,3 +476,194 @@ def bt_hessian(problem, x):
         c = (diag.mean() if diag.mean() > 0 else 1.0) / n_items
         H[:n_items, :n_items] += c
     return H
+# constrained.c ------------------------------------------------------------
+
+def _constrained_policy_at(logp, r_shift, c_shift, beta, lam):
+    """Policy at lam, its expected cost and cost variance (shifted costs)."""
+    support = logp > -np.inf
+    u = np.where(support, r_shift - lam * c_shift, -np.inf)
+    u_max = u[support].max()
+    z = np.full(logp.shape, -np.inf)
+    z[support] = logp[support] + (u[support] - u_max) / beta
+    w = np.exp(z - z.max())
+    policy = w / w.sum()
+    mean = float(policy @ c_shift)
+    var = float(policy @ (c_shift - mean) ** 2)
+    return policy, mean, var
+
+
+def _two_sum(a, b):
+    """(s, e) with s + e = a + b exactly (Knuth's TwoSum), elementwise."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _two_prod(a, b):
+    """(p, e) with p + e = a * b exactly; e from exact rationals."""
+    from fractions import Fraction
+
+    a = np.broadcast_to(np.asarray(a, dtype=np.float64), np.shape(b))
+    p = a * b
+    e = np.array([float(Fraction(x) * Fraction(y) - Fraction(z))
+                  if np.isfinite(z) else 0.0
+                  for x, y, z in zip(a.ravel(), np.ravel(b), p.ravel())])
+    return p, e.reshape(p.shape)
+
+
+def _constrained_near(logp, c_shift, d_hi, d_lo, c_hi, c_lo, beta, t):
+    """Policy at lam0 + t from the exact logits (D - t C) / beta."""
+    support = logp > -np.inf
+    p, ep = _two_prod(t, c_hi)
+    s, e = _two_sum(d_hi, -p)
+    x = s + (e + d_lo - ep - t * c_lo)
+    x_max = x[support].max()
+    z = np.full(logp.shape, -np.inf)
+    z[support] = logp[support] + (x[support] - x_max) / beta
+    w = np.exp(z - z.max())
+    policy = w / w.sum()
+    mean = float(policy @ c_shift)
+    var = float(policy @ (c_shift - mean) ** 2)
+    return policy, mean, var
+
+
+def _constrained_refine(logp, c_shift, d, beta, lam0, b, tol):
+    """Solve E[c] = b for t near lam0 (bracket grown by doubling)."""
+    lo, hi, t = -np.inf, np.inf, 0.0
+    step_old = step = np.inf
+    grow = max(np.finfo(np.float64).eps * lam0, np.finfo(np.float64).tiny)
+    policy, mean, var = _constrained_near(logp, c_shift, *d, beta, t)
+    for _ in range(5000):
+        f = mean - b
+        if abs(f) <= tol:
+            return policy, lam0 + t
+        if f > 0:
+            lo = t
+        else:
+            hi = t
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            nxt = t + (beta * f / var if var > 0 else np.nan)
+        newton_ok = (var > 0 and lo < nxt < hi
+                     and abs(nxt - t) <= 0.5 * abs(step_old))
+        step_old = step
+        if not newton_ok:
+            if hi == np.inf:
+                nxt = lo + grow
+                grow *= 2.0
+            elif lo == -np.inf:
+                nxt = hi - grow
+                grow *= 2.0
+            else:
+                nxt = lo + 0.5 * (hi - lo)
+            if not np.isfinite(nxt):
+                raise ValueError("the multiplier exceeds DBL_MAX")
+        if not lo < nxt < hi:
+            p_lo, m_lo, _ = _constrained_near(logp, c_shift, *d, beta, lo)
+            p_hi, m_hi, _ = _constrained_near(logp, c_shift, *d, beta, hi)
+            w = min(max((b - m_hi) / (m_lo - m_hi), 0.0), 1.0)
+            return w * p_lo + (1.0 - w) * p_hi, lam0 + (lo if w >= 0.5
+                                                        else hi)
+        step = nxt - t
+        t = nxt
+        policy, mean, var = _constrained_near(logp, c_shift, *d, beta, t)
+    raise ArithmeticError("the multiplier did not converge")
+
+
+def _constrained_row(p, r, c, beta, budget):
+    """One row of constrained_policy: (policy, multiplier)."""
+    support = p > 0
+    c_min, c_max = c[support].min(), c[support].max()
+    if budget < c_min:
+        raise ValueError(f"budget {budget!r} is below the least achievable "
+                         f"cost {c_min!r}")
+    with np.errstate(divide="ignore"):
+        logp = np.where(support, np.log(p), -np.inf)
+    r_shift = r - r[support].max()
+    c_shift = c - c_min
+    b = budget - c_min
+    policy, mean, var = _constrained_policy_at(logp, r_shift, c_shift, beta,
+                                               0.0)
+    if mean <= b:
+        return policy, 0.0
+    if b == 0.0:
+        z = np.full(p.shape, -np.inf)
+        cheapest = support & (c_shift == 0.0)
+        z[cheapest] = logp[cheapest] + r_shift[cheapest] / beta
+        w = np.exp(z - z.max())
+        return w / w.sum(), np.inf
+    eps = np.finfo(np.float64).eps
+    tol = 8.0 * eps * (c_max - c_min) * (1.0 + np.log(p.size))
+    # 1. lam to working accuracy
+    lo, hi = 0.0, np.inf
+    lam, step_old, step = 0.0, np.inf, np.inf
+    for _ in range(5000):
+        f = mean - b
+        if abs(f) <= tol:
+            break
+        if f > 0:
+            lo = lam
+        else:
+            hi = lam
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            newton = beta * f / var if var > 0 else np.nan
+        nxt = lam + newton
+        newton_ok = (var > 0 and lo < nxt < hi
+                     and abs(nxt - lam) <= 0.5 * abs(step_old))
+        step_old = step
+        if not newton_ok:
+            if hi == np.inf:
+                if lo > 0:
+                    nxt = 2.0 * lo
+                elif np.isfinite(newton) and newton > 0:
+                    nxt = newton
+                else:
+                    nxt = 1.0
+                if not np.isfinite(nxt):
+                    raise ValueError("the multiplier exceeds DBL_MAX")
+            elif lo > 0 and hi > 4.0 * lo:
+                nxt = np.sqrt(lo) * np.sqrt(hi)
+            elif lo == 0 and hi > 4.0 * np.finfo(np.float64).tiny:
+                nxt = 0.25 * hi
+            else:
+                nxt = lo + 0.5 * (hi - lo)
+        if not lo < nxt < hi:
+            lam = lo
+            break
+        step = nxt - lam
+        lam = nxt
+        policy, mean, var = _constrained_policy_at(logp, r_shift, c_shift,
+                                                   beta, lam)
+    else:
+        raise ArithmeticError("the multiplier did not converge")
+    # 2. the last digits: D = (r - r_m) - lam (c - c_m), C = c - c_m as
+    # unevaluated sums hi + lo, around the anchor m of largest r - lam c
+    u = np.where(support, r - lam * c, -np.inf)
+    m = int(np.argmax(u))
+    sr, er = _two_sum(r, -r[m])
+    c_hi, c_lo = _two_sum(c, -c[m])
+    pc, epc = _two_prod(lam, c_hi)
+    s, e = _two_sum(sr, -pc)
+    tail = e + er - epc - lam * c_lo
+    d_hi = s + tail
+    d_lo = tail - (d_hi - s)
+    return _constrained_refine(logp, c_shift, (d_hi, d_lo, c_hi, c_lo), beta,
+                               lam, b, tol)
+
+
+def constrained_policy(reference_policy, rewards, costs, budget, beta):
+    """argmax E_pi[r] - beta KL(pi || pi_ref) s.t. E_pi[c] <= budget, rows;
+    returns (policy, multiplier) through the same safeguarded Newton on the
+    dual as the kernel, and the same refinement with exact logits (error
+    terms of products from exact rationals rather than a fused
+    multiply-add)."""
+    reference_policy = np.asarray(reference_policy, dtype=np.float64)
+    rewards = np.asarray(rewards, dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.float64)
+    budget = np.asarray(budget, dtype=np.float64)
+    policy = np.empty_like(reference_policy)
+    multiplier = np.empty(reference_policy.shape[0])
+    for i in range(reference_policy.shape[0]):
+        policy[i], multiplier[i] = _constrained_row(
+            reference_policy[i], rewards[i], costs[i], float(beta),
+            float(budget[i]))
+    return policy, multiplier
