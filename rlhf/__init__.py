@@ -16,7 +16,6 @@ except ImportError as error:  # pragma: no cover - depends on the install
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from . import plot  # matplotlib is imported only when drawing
 from .logistic import LogisticRegression
-from .policy import reweight
 from .reward import RewardModel
 from .preferences import (Agreement, Comparisons, World, annotator_agreement,
                           make_world, rankings_to_comparisons,
@@ -24,6 +23,9 @@ from .preferences import (Agreement, Comparisons, World, annotator_agreement,
 from . import datasets
 from .safety import (CostModel, constrained_policy, mask_policy,
                      shape_rewards)
+from .optimize import DPO, PPO, REINFORCE, SFT
+from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
+                     reweight)
 
 __version__ = "0.1.0"
 
@@ -32,14 +34,21 @@ __all__ = [
     "Comparisons",
     "ConvergenceWarning",
     "CostModel",
+    "DPO",
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",
+    "PPO",
+    "REINFORCE",
     "RewardModel",
+    "SFT",
     "World",
     "annotator_agreement",
+    "best_of_n_policy",
     "constrained_policy",
     "datasets",
+    "kl_divergence",
+    "kl_regularized_policy",
     "make_world",
     "mask_policy",
     "plot",

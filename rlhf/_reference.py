@@ -667,3 +667,190 @@ def constrained_policy(reference_policy, rewards, costs, budget, beta):
             reference_policy[i], rewards[i], costs[i], float(beta),
             float(budget[i]))
     return policy, multiplier
+# -- policy optimisation (see csrc/policy_opt.c) --------------------------
+
+_KL_K1, _KL_K3 = 1, 3
+_BASELINE_MEAN, _BASELINE_RLOO, _BASELINE_GRPO = 0, 1, 2
+_DPO_SIGMOID, _DPO_ROBUST, _DPO_HINGE, _DPO_IPO = 0, 1, 2, 3
+
+
+def log_softmax(logits):
+    """(logp, p): log-softmax along rows and its exponential."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if not (np.all(logits < np.inf) and np.all(np.max(logits, axis=1)
+                                                > -np.inf)):
+        raise ValueError("a row of logits holds NaN or +inf, or is all -inf")
+    top = logits.max(axis=1, keepdims=True)
+    shifted = logits - top
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return logp, np.exp(logp)
+
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix_uniform(seed, counters):
+    """Output number `counters` of SplitMix64 from `seed`, in [0, 1)."""
+    z = np.uint64(seed) + (counters.astype(np.uint64) + np.uint64(1)) * _GAMMA
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def sample_categorical(policy, n_samples, seed, counter):
+    """Inverse-CDF samples, shape (n_rows, n_samples), from SplitMix64."""
+    policy = np.asarray(policy, dtype=np.float64)
+    n, k = policy.shape
+    cum = np.cumsum(policy, axis=1)  # left to right, as the kernel
+    counters = (np.uint64(counter)
+                + np.arange(n * n_samples, dtype=np.uint64)).reshape(
+                    n, n_samples)
+    target = _splitmix_uniform(seed, counters) * cum[:, -1:]
+    below = target[:, :, None] < cum[:, None, :]
+    last = k - 1 - np.argmax(policy[:, ::-1] > 0, axis=1)
+    return np.where(below.any(axis=2), below.argmax(axis=2),
+                    last[:, None]).astype(np.int64)
+
+
+def _kl_sample(d, kl_kind):
+    return np.expm1(-d) + d if kl_kind == _KL_K3 else d
+
+
+def shape_rewards(rewards, logp, ref_logp, actions, kl_coef, kl_kind):
+    """(shaped rewards, log-probabilities) of the sampled responses."""
+    actions = np.asarray(actions, dtype=np.int64)
+    r = np.take_along_axis(np.asarray(rewards, dtype=np.float64), actions, 1)
+    lp = np.take_along_axis(np.asarray(logp, dtype=np.float64), actions, 1)
+    ref = np.take_along_axis(np.asarray(ref_logp, dtype=np.float64), actions,
+                             1)
+    if kl_coef != 0.0:
+        live = lp > -np.inf
+        with np.errstate(invalid="ignore"):
+            penalty = kl_coef * _kl_sample(lp - ref, kl_kind)
+        r = np.where(live, r - np.where(live, penalty, 0.0), r)
+    return r, lp
+
+
+def advantages(rewards, baseline, eps):
+    """Group-baseline advantages of (n_groups, group_size) rewards."""
+    r = np.asarray(rewards, dtype=np.float64)
+    s = r.shape[1]
+    if baseline != _BASELINE_MEAN and s < 2:
+        raise ValueError("groups of at least 2 responses are needed")
+    total = r.sum(axis=1, keepdims=True)
+    mean = total / s
+    if baseline == _BASELINE_RLOO:
+        return r - (total - r) / (s - 1)
+    if baseline == _BASELINE_GRPO:
+        std = np.sqrt(((r - mean) ** 2).sum(axis=1, keepdims=True) / (s - 1))
+        constant = r.min(axis=1, keepdims=True) == r.max(axis=1,
+                                                         keepdims=True)
+        return np.where(constant, 0.0, (r - mean) / (std + eps))
+    return r - mean
+
+
+def ppo_loss_grad(logits, ref_logp, rows, actions, weights, old_logp,
+                  advantages, clip, kl_coef, kl_kind):
+    """(loss, grad, clip_fraction) of PPO's clipped surrogate."""
+    logits = np.asarray(logits, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.int64)
+    a = np.asarray(actions, dtype=np.int64)[rows]
+    w = np.asarray(weights, dtype=np.float64)[rows]
+    old = np.asarray(old_logp, dtype=np.float64)[rows]
+    adv = np.asarray(advantages, dtype=np.float64)[rows]
+    logp, p = log_softmax(logits[rows])
+    live = w != 0
+    lp = np.take_along_axis(logp, a, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rho = np.where(live, np.exp(lp - old), 0.0)
+    plain = rho * adv
+    clipped = np.clip(rho, 1 - clip, 1 + clip) * adv
+    term = -np.minimum(plain, clipped)
+    coef = np.where(plain <= clipped, -adv * rho, 0.0)
+    if kl_coef != 0.0:
+        ref = np.take_along_axis(np.asarray(ref_logp, dtype=np.float64)[rows],
+                                 a, 1)
+        d = np.where(live, lp - ref, 0.0)
+        k = _kl_sample(d, kl_kind)
+        dk = -np.expm1(-d) if kl_kind == _KL_K3 else 1.0
+        term = term + kl_coef * rho * k
+        coef = coef + kl_coef * rho * (k + dk)
+    m = max(len(rows), 1)
+    coef = np.where(live, coef * w / m, 0.0)
+    grad_rows = -coef.sum(axis=1, keepdims=True) * p
+    np.add.at(grad_rows, (np.arange(len(rows))[:, None], a), coef)
+    grad = np.zeros_like(logits)
+    grad[rows] = grad_rows
+    loss = np.where(live, w * term, 0.0).sum() / m
+    clip_fraction = np.where(live & (np.abs(rho - 1) > clip), w, 0.0).sum() / m
+    return float(loss), grad, float(clip_fraction)
+
+
+def dpo_loss_grad(logits, ref_logp, comparisons, weights, beta, loss_kind,
+                  label_smoothing):
+    """(loss, grad, (chosen, rejected, accuracy)) of a DPO-family loss."""
+    logits = np.asarray(logits, dtype=np.float64)
+    ref_logp = np.asarray(ref_logp, dtype=np.float64)
+    c = np.asarray(comparisons, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    logp, _ = log_softmax(logits)
+    x, yw, yl = c[:, 0], c[:, 1], c[:, 2]
+    chosen = logp[x, yw] - ref_logp[x, yw]
+    rejected = logp[x, yl] - ref_logp[x, yl]
+    d = (logits[x, yw] - ref_logp[x, yw]) - (logits[x, yl] - ref_logp[x, yl])
+    h = beta * d
+    e = label_smoothing
+    sig = _sigmoid
+    if loss_kind == _DPO_SIGMOID:
+        loss = (1 - e) * _log1pexp(-h) + e * _log1pexp(h)
+        dl_dd = beta * (-(1 - e) * sig(-h) + e * sig(h))
+    elif loss_kind == _DPO_ROBUST:
+        loss = ((1 - e) * _log1pexp(-h) - e * _log1pexp(h)) / (1 - 2 * e)
+        dl_dd = beta * (-(1 - e) * sig(-h) - e * sig(h)) / (1 - 2 * e)
+    elif loss_kind == _DPO_HINGE:
+        loss = np.maximum(0.0, 1.0 - h)
+        dl_dd = np.where(h < 1.0, -beta, 0.0)
+    else:
+        loss = (d - 0.5 / beta) ** 2
+        dl_dd = 2.0 * (d - 0.5 / beta)
+    grad = np.zeros_like(logits)
+    np.add.at(grad, (x, yw), w * dl_dd)
+    np.add.at(grad, (x, yl), -w * dl_dd)
+    stats = (float(w @ chosen), float(w @ rejected), float(w @ (d > 0)))
+    return float(w @ loss), grad, stats
+
+
+def policy_stats(logp, ref_logp, rewards):
+    """Row means of E_pi[r], KL(pi || pi_ref) and H(pi)."""
+    logp = np.asarray(logp, dtype=np.float64)
+    p = np.exp(logp)
+    live = p > 0
+    with np.errstate(invalid="ignore"):
+        reward = np.where(live, p * rewards, 0.0).sum(axis=1)
+        kl = np.where(live, p * (logp - ref_logp), 0.0).sum(axis=1)
+        entropy = -np.where(live, p * logp, 0.0).sum(axis=1)
+    return float(reward.mean()), float(kl.mean()), float(entropy.mean())
+
+
+def adam_step(theta, grad, m, v, lr, beta1, beta2, eps, t):
+    """One Adam step; new (theta, m, v)."""
+    m = beta1 * np.asarray(m, dtype=np.float64) + (1 - beta1) * grad
+    v = beta2 * np.asarray(v, dtype=np.float64) + (1 - beta2) * grad * grad
+    theta = np.asarray(theta, dtype=np.float64) - lr * (
+        m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+    return theta, m, v
+
+
+def ppo_adam_step(theta, m, v, ref_logp, rows, actions, weights, old_logp,
+                  advantages, clip, kl_coef, kl_kind, lr, beta1, beta2, eps,
+                  t):
+    """ppo_loss_grad at logits ref_logp + theta, then adam_step; updates
+    theta, m and v in place and returns (loss, clip_fraction)."""
+    loss, grad, clip_fraction = ppo_loss_grad(
+        ref_logp + theta, ref_logp, rows, actions, weights, old_logp,
+        advantages, clip, kl_coef, kl_kind)
+    theta[...], m[...], v[...] = adam_step(theta, grad, m, v, lr, beta1,
+                                           beta2, eps, t)
+    return loss, clip_fraction
