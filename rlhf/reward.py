@@ -82,6 +82,20 @@ def _check_indices(values, name, *, n_columns=None, allow_pad=False):
     return arr
 
 
+def _unwrap(comparisons):
+    """(comparisons, ties, sample_weight, n_items) of an rlhf.Comparisons
+    or an rlhf.datasets.PreferenceDataset; (comparisons, None, None, None)
+    otherwise."""
+    if hasattr(comparisons, "comparisons") and hasattr(comparisons, "ties"):
+        n_items = getattr(comparisons, "n_items", None)
+        texts = getattr(comparisons, "texts", None)
+        if n_items is None and texts is not None:
+            n_items = len(texts)
+        return (np.asarray(comparisons.comparisons), comparisons.ties,
+                getattr(comparisons, "sample_weight", None), n_items)
+    return comparisons, None, None, None
+
+
 def _check_vector(values, name, n, *, nonneg=False):
     arr = _as_float_array(values, name)
     if arr.ndim != 1 or arr.shape[0] != n:
@@ -363,7 +377,7 @@ class RewardModel(ParamsMixin):
         comparisons : array-like of int of shape (n_comparisons, 2)
             Item indices, the preferred item first.  An
             ``rlhf.Comparisons`` or ``rlhf.datasets.PreferenceDataset``
-            also brings its ties and weights.  With
+            also brings its ties, weights and number of items.  With
             ``likelihood='plackett-luce'``: rankings (see ``rankings``).
         sample_weight : array-like of shape (n_comparisons,), default=None
             Non-negative weights (per ranking for Plackett-Luce).
@@ -384,17 +398,14 @@ class RewardModel(ParamsMixin):
         self
         """
         self._validate_params()
-        if hasattr(comparisons, "comparisons") and hasattr(comparisons,
-                                                           "ties"):
-            # rlhf.Comparisons or a rlhf.datasets.PreferenceDataset: its
-            # ties and weights unless given explicitly
-            source = comparisons
-            comparisons = np.asarray(source.comparisons)
-            if ties is None and source.ties is not None and np.any(
-                    source.ties):
-                ties = source.ties
-            if sample_weight is None:
-                sample_weight = getattr(source, "sample_weight", None)
+        comparisons, source_ties, source_weight, source_items = _unwrap(
+            comparisons)
+        if ties is None and source_ties is not None and np.any(source_ties):
+            ties = source_ties
+        if sample_weight is None:
+            sample_weight = source_weight
+        if n_items is None and features is None:
+            n_items = source_items
         F = self._check_features(features)
         if F is None and _is_sparse(features):
             raise TypeError("features must be an array or None.")
@@ -538,12 +549,18 @@ class RewardModel(ParamsMixin):
         strict win; under a tie model the rest is split between a tie and
         a loss).
 
+        Parameters
+        ----------
+        features : array-like of shape (n_items, n_features), or None
+        comparisons : array-like of int of shape (n_comparisons, 2), an
+            ``rlhf.Comparisons`` or an ``rlhf.datasets.PreferenceDataset``
+
         Returns
         -------
         ndarray of shape (n_comparisons,)
         """
         r = self._rewards(features)
-        pairs = self._pairs(comparisons, len(r))
+        pairs = self._pairs(_unwrap(comparisons)[0], len(r))
         d = r[pairs[:, 0]] - r[pairs[:, 1]]
         if self.ties == "rao-kupper":
             d = d - math.log(self.tie_param_)
@@ -555,11 +572,26 @@ class RewardModel(ParamsMixin):
             return np.exp(-np.logaddexp.reduce(stack, axis=0))
         return np.exp(-np.logaddexp(0.0, -d))
 
-    def score(self, features, comparisons):
-        """Pairwise accuracy: the share of comparisons whose preferred item
-        gets the higher reward (equal rewards count one half)."""
+    def score(self, features, comparisons, ties=None):
+        """Pairwise accuracy: the share of strict comparisons whose
+        preferred item gets the higher reward (equal rewards count one
+        half).  Tied comparisons (``ties``, or those of an
+        ``rlhf.Comparisons`` / ``PreferenceDataset``) are left out: a tie
+        has no preferred item."""
         r = self._rewards(features)
+        comparisons, source_ties, _, _ = _unwrap(comparisons)
+        if ties is None:
+            ties = source_ties
         pairs = self._pairs(comparisons, len(r))
+        if ties is not None:
+            tie_arr = np.asarray(ties)
+            if tie_arr.shape != (len(pairs),):
+                raise ValueError(f"ties must have shape ({len(pairs)},), got "
+                                 f"{tie_arr.shape}.")
+            pairs = pairs[~tie_arr.astype(bool)]
+            if not len(pairs):
+                raise ValueError("Every comparison is a tie; pairwise "
+                                 "accuracy needs strict ones.")
         d = r[pairs[:, 0]] - r[pairs[:, 1]]
         return float(np.mean((d > 0) + 0.5 * (d == 0)))
 

@@ -1201,3 +1201,31 @@ def test_warns_when_a_group_never_loses_to_the_rest():
         None, pairs + [[2, 0]], ties=[False] * 4 + [True])
     # with a penalty the maximum always exists: no warning
     rlhf.RewardModel().fit(None, pairs)
+
+
+def test_score_and_predict_proba_take_comparison_objects():
+    """score leaves ties out (they have no preferred item), as
+    Comparisons.accuracy does; a PreferenceDataset works as comparisons."""
+    pairs = np.tile([[0, 1], [0, 2], [1, 2], [2, 3], [0, 3], [1, 3]],
+                    (40, 1))
+    votes = rlhf.simulate_preferences([1.0, 0.5, 0.0, -0.5], pairs,
+                                      temperature=0.5, tie_margin=0.3,
+                                      random_state=0)
+    assert votes.n_ties > 0
+    model = rlhf.RewardModel(ties="rao-kupper").fit(None, votes)
+    r = model.predict()
+    strict = votes.comparisons[~votes.ties]
+    by_hand = np.mean(r[strict[:, 0]] > r[strict[:, 1]])
+    assert model.score(None, votes) == pytest.approx(by_hand, abs=1e-15)
+    assert model.score(None, votes.comparisons, ties=votes.ties) == \
+        model.score(None, votes)
+    np.testing.assert_array_equal(
+        model.predict_proba(None, votes),
+        model.predict_proba(None, votes.comparisons))
+
+    data = rlhf.datasets.load_finegrained_qa().subset(np.arange(300))
+    model = rlhf.RewardModel().fit(None, data)
+    assert model.score(None, data) == pytest.approx(
+        data.accuracy(model.predict()), abs=1e-15)
+    with pytest.raises(ValueError, match="ties must have shape"):
+        model.score(None, data.comparisons, ties=[True])
