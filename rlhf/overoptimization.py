@@ -114,7 +114,7 @@ class OveroptimizationCurves:
         ax = overoptimization(self.kl, self.gold, self.proxy,
                               sqrt_kl=sqrt_kl, ax=ax)
         ax.set_title(f"{self.method}: gold peak at KL {self.peak_kl:.3g} "
-                     f"({self.parameter} = {self.peak_value:g})")
+                     f"({self.parameter} = {self.peak_value:.3g})")
         return ax
 
     def fit_scaling_law(self):
@@ -150,7 +150,7 @@ class OveroptimizationCurves:
     def __repr__(self):
         return (f"OveroptimizationCurves(method={self.method!r}, "
                 f"n_points={self.kl.size}, peak at {self.parameter}="
-                f"{self.peak_value:g}: KL {self.peak_kl:.3f}, gold "
+                f"{self.peak_value:.4g}: KL {self.peak_kl:.3f}, gold "
                 f"{self.peak_gold:.3f}; at the last point: KL "
                 f"{self.kl[-1]:.3f}, gold {self.gold[-1]:.3f}, proxy "
                 f"{self.proxy[-1]:.3f})")
@@ -232,7 +232,10 @@ def overoptimization_curves(reference_policy, gold_rewards, proxy_rewards,
     ppo : rlhf.PPO, default=None
         With ``'ppo'``: the estimator whose parameters every fit uses, with
         its ``beta`` replaced by each value of ``betas`` (it is not modified
-        itself).  Default ``PPO(n_iterations=200, n_samples=8)``.
+        itself).  Default ``PPO(exact=True, n_iterations=200)``: PPO's
+        updates on exact expectations, no sampling noise.  Pass a sampled
+        PPO (``exact=False``) to see what sampling does; with a small beta
+        and a short run it may stop short of the optimum.
     random_state : None, int or numpy.random.Generator, default=None
         With ``'ppo'``: seeds one fit per beta (when None, each fit uses
         the ``random_state`` of ``ppo``).  The other methods are exact.
@@ -318,7 +321,7 @@ def overoptimization_curves(reference_policy, gold_rewards, proxy_rewards,
 
 def _ppo_policies(reference, proxy, betas, ppo, random_state):
     if ppo is None:
-        ppo = PPO(n_iterations=200, n_samples=8)
+        ppo = PPO(exact=True, n_iterations=200)
     elif not isinstance(ppo, PPO):
         raise TypeError(
             f"The 'ppo' parameter of {_OWNER} must be an rlhf.PPO instance "
