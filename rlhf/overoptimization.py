@@ -61,7 +61,8 @@ class OveroptimizationCurves:
     gold, proxy : ndarray of shape (n_points,)
         ``E_pi[gold]`` and ``E_pi[proxy]``, means over prompts.
     policies : ndarray of shape (n_points, n_prompts, n_responses)
-        The policy of each point.
+        The policy of each point ((n_points, n_responses) when the
+        reference was one distribution).
     reference_gold, reference_proxy : float
         The expectations under the reference policy (KL 0).
     """
@@ -263,6 +264,7 @@ def overoptimization_curves(reference_policy, gold_rewards, proxy_rewards,
     2
     """
     check_option(method, "method", _OWNER, ["best-of-n", "kl", "ppo"])
+    _check_random_state(random_state, _OWNER)
     arr = np.asarray(reference_policy)
     single = arr.ndim == 1
     reference = _check_policy_table(arr[None, :] if single else arr,

@@ -356,6 +356,7 @@ REF, GOLD, PROXY = [0.5, 0.5], [0.0, 1.0], [1.0, 0.0]
      "'ppo'.*target_kl"),
     ({"method": "ppo", "betas": [1.0], "ppo": rlhf.PPO(n_iterations=1),
       "random_state": "seed"}, TypeError, "'random_state'"),
+    ({"random_state": -1}, TypeError, "'random_state'"),
 ])
 def test_bad_options(kwargs, error, match):
     with pytest.raises(error, match=match):
