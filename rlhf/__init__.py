@@ -26,6 +26,9 @@ from .safety import (CostModel, constrained_policy, mask_policy,
 from .optimize import DPO, PPO, REINFORCE, SFT
 from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
                      reweight)
+from .overoptimization import (OveroptimizationCurves, OveroptimizationWorld,
+                               make_overoptimization_world,
+                               overoptimization_curves)
 
 __version__ = "0.1.0"
 
@@ -38,6 +41,8 @@ __all__ = [
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",
+    "OveroptimizationCurves",
+    "OveroptimizationWorld",
     "PPO",
     "REINFORCE",
     "RewardModel",
@@ -49,8 +54,10 @@ __all__ = [
     "datasets",
     "kl_divergence",
     "kl_regularized_policy",
+    "make_overoptimization_world",
     "make_world",
     "mask_policy",
+    "overoptimization_curves",
     "plot",
     "rankings_to_comparisons",
     "reweight",
