@@ -88,12 +88,14 @@ typedef struct {
     PyArrayObject *dense, *data, *indices, *indptr;
 } matrix_refs;
 
+/* Idempotent: a second call (a caller's cleanup after a failed parse)
+ * releases nothing twice. */
 static void release_matrix(matrix_refs *refs)
 {
-    Py_XDECREF(refs->dense);
-    Py_XDECREF(refs->data);
-    Py_XDECREF(refs->indices);
-    Py_XDECREF(refs->indptr);
+    Py_CLEAR(refs->dense);
+    Py_CLEAR(refs->data);
+    Py_CLEAR(refs->indices);
+    Py_CLEAR(refs->indptr);
 }
 
 /*
@@ -580,6 +582,90 @@ fail:
     Py_XDECREF(rewards);
     Py_XDECREF(out);
     return NULL;
+}
+
+PyDoc_STRVAR(constrained_policy_doc,
+"constrained_policy(reference_policy, rewards, costs, budget, beta)\n--\n\n"
+"The maximiser of E_pi[r] - beta KL(pi || pi_ref) subject to\n"
+"E_pi[c] <= budget, row by row, for three (n_rows, n_actions) arrays and\n"
+"n_rows budgets.  Returns (policy, multiplier), new arrays.");
+
+static PyObject *py_constrained_policy(PyObject *Py_UNUSED(self),
+                                       PyObject *args)
+{
+    PyObject *reference_obj, *rewards_obj, *costs_obj, *budget_obj;
+    double beta;
+    PyArrayObject *reference = NULL, *rewards = NULL, *costs = NULL;
+    PyArrayObject *budget = NULL, *policy = NULL, *multiplier = NULL;
+    PyObject *result = NULL;
+    ptrdiff_t bad_row = -1;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOOOd", &reference_obj, &rewards_obj,
+                          &costs_obj, &budget_obj, &beta)) {
+        return NULL;
+    }
+    reference = as_array(reference_obj, NPY_DOUBLE, 2, "reference_policy");
+    rewards = as_array(rewards_obj, NPY_DOUBLE, 2, "rewards");
+    costs = as_array(costs_obj, NPY_DOUBLE, 2, "costs");
+    budget = as_array(budget_obj, NPY_DOUBLE, 1, "budget");
+    if (reference == NULL || rewards == NULL || costs == NULL ||
+        budget == NULL) {
+        goto fail;
+    }
+    if (!PyArray_SAMESHAPE(reference, rewards) ||
+        !PyArray_SAMESHAPE(reference, costs)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "reference_policy, rewards and costs must have the "
+                        "same shape");
+        goto fail;
+    }
+    if (check_length(budget, PyArray_DIM(reference, 0), "budget") < 0) {
+        goto fail;
+    }
+    policy = (PyArrayObject *)PyArray_ZEROS(2, PyArray_DIMS(reference),
+                                            NPY_DOUBLE, 0);
+    multiplier = new_vector(PyArray_DIM(reference, 0));
+    if (policy == NULL || multiplier == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_constrained_policy(
+        PyArray_DATA(reference), PyArray_DATA(rewards), PyArray_DATA(costs),
+        PyArray_DATA(budget), PyArray_DIM(reference, 0),
+        PyArray_DIM(reference, 1), beta, PyArray_DATA(policy),
+        PyArray_DATA(multiplier), &bad_row);
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_EVALUE || status == RLHF_ENONFINITE) {
+        PyErr_Format(PyExc_ValueError,
+                     "constrained_policy: row %zd is invalid (beta must be "
+                     "in (0, inf), inputs finite, the reference "
+                     "non-negative with some mass, the budget at least the "
+                     "least achievable cost and the multiplier below "
+                     "DBL_MAX)",
+                     (Py_ssize_t)bad_row);
+        goto fail;
+    }
+    if (status == RLHF_MAX_ITER) {
+        PyErr_Format(PyExc_ArithmeticError,
+                     "constrained_policy: the multiplier of row %zd did "
+                     "not converge",
+                     (Py_ssize_t)bad_row);
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "constrained_policy");
+        goto fail;
+    }
+    result = Py_BuildValue("OO", policy, multiplier);
+fail:
+    Py_XDECREF(reference);
+    Py_XDECREF(rewards);
+    Py_XDECREF(costs);
+    Py_XDECREF(budget);
+    Py_XDECREF(policy);
+    Py_XDECREF(multiplier);
+    return result;
 }
 
 /* -- policy optimisation (policy_opt.c) ------------------------------- */
@@ -1291,6 +1377,358 @@ static PyObject *py_openmp_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSE
 #endif
 }
 
+/* -- Bradley-Terry and Plackett-Luce (bradley_terry.c) ------------------ */
+
+/* Everything an rlhf_bt holds, parsed from Python. */
+typedef struct {
+    rlhf_bt problem;
+    matrix_refs F;
+    PyArrayObject *data, *sample_weight, *margin, *tie;
+    double *scratch;
+} bt_args;
+
+static void release_bt(bt_args *a)
+{
+    release_matrix(&a->F);
+    Py_XDECREF(a->data);
+    Py_XDECREF(a->sample_weight);
+    Py_XDECREF(a->margin);
+    Py_XDECREF(a->tie);
+    free(a->scratch);
+}
+
+/* An optional 1-d float64 array of the given length, or NULL for None. */
+static int optional_vector(PyObject *obj, npy_intp n, const char *name,
+                           PyArrayObject **out, const double **ptr)
+{
+    *out = NULL;
+    *ptr = NULL;
+    if (obj == Py_None) {
+        return 0;
+    }
+    *out = as_array(obj, NPY_DOUBLE, 1, name);
+    if (*out == NULL || check_length(*out, n, name) < 0) {
+        return -1;
+    }
+    *ptr = PyArray_DATA(*out);
+    return 0;
+}
+
+/*
+ * problem = (features, n_items, likelihood, data, sample_weight, margin,
+ *            tie, tie_model, alpha): features None (one strength per
+ * item), a 2-d array or a CSR tuple; data the (m, 2) comparisons or the
+ * (n_groups, K) rankings.  Every index is checked here, since the kernel
+ * trusts them.
+ */
+static int parse_bt(bt_args *a, PyObject *problem, int n_threads)
+{
+    PyObject *features, *data, *sw, *margin, *tie;
+    Py_ssize_t n_items;
+    int likelihood, tie_model;
+    double alpha;
+
+    memset(a, 0, sizeof(*a));
+    if (!PyArg_ParseTuple(problem,
+                          "OniOOOOid;problem must be (features, n_items, "
+                          "likelihood, data, sample_weight, margin, tie, "
+                          "tie_model, alpha)",
+                          &features, &n_items, &likelihood, &data, &sw,
+                          &margin, &tie, &tie_model, &alpha)) {
+        return -1;
+    }
+    rlhf_bt *p = &a->problem;
+    if (n_items < 1 || (likelihood != RLHF_BRADLEY_TERRY &&
+                        likelihood != RLHF_PLACKETT_LUCE) ||
+        tie_model < RLHF_TIES_NONE || tie_model > RLHF_TIES_DAVIDSON ||
+        !(alpha >= 0.0) || !isfinite(alpha)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "problem: n_items must be >= 1, likelihood 0 or 1, "
+                        "tie_model 0, 1 or 2 and alpha finite and >= 0");
+        return -1;
+    }
+    p->n_items = n_items;
+    p->likelihood = likelihood;
+    p->tie_model = tie_model;
+    p->alpha = alpha;
+    p->n_threads = n_threads;
+    if (features == Py_None) {
+        p->F_identity = 1;
+    }
+    else {
+        if (parse_matrix(features, &p->F, &a->F) < 0) {
+            return -1;
+        }
+        if (p->F.n_rows != n_items) {
+            PyErr_Format(PyExc_ValueError,
+                         "features has %zd rows for %zd items",
+                         (Py_ssize_t)p->F.n_rows, n_items);
+            return -1;
+        }
+    }
+    a->data = as_array(data, NPY_INT64, 2, "comparisons");
+    if (a->data == NULL) {
+        return -1;
+    }
+    const npy_intp n = PyArray_DIM(a->data, 0);
+    const npy_intp width = PyArray_DIM(a->data, 1);
+    const int64_t *idx = PyArray_DATA(a->data);
+    if (likelihood == RLHF_BRADLEY_TERRY) {
+        if (width != 2) {
+            PyErr_Format(PyExc_ValueError,
+                         "comparisons must have 2 columns, got %zd",
+                         (Py_ssize_t)width);
+            return -1;
+        }
+        for (npy_intp q = 0; q < 2 * n; q++) {
+            if (idx[q] < 0 || idx[q] >= n_items) {
+                PyErr_Format(PyExc_ValueError,
+                             "comparisons: item index %lld is outside "
+                             "[0, %zd)",
+                             (long long)idx[q], n_items);
+                return -1;
+            }
+        }
+        p->n_comparisons = n;
+        p->comparisons = idx;
+        p->group_size = 1;
+    }
+    else {
+        if (width < 1) {
+            PyErr_SetString(PyExc_ValueError,
+                            "rankings must have at least 1 column");
+            return -1;
+        }
+        for (npy_intp g = 0; g < n; g++) {
+            int padded = 0;
+            for (npy_intp k = 0; k < width; k++) {
+                const int64_t i = idx[g * width + k];
+                if (i == -1) {
+                    padded = 1;
+                }
+                else if (padded || i < 0 || i >= n_items) {
+                    PyErr_Format(PyExc_ValueError,
+                                 "rankings: entry %lld of group %zd is not "
+                                 "an item index in [0, %zd) (-1 may only "
+                                 "pad the end of a ranking)",
+                                 (long long)i, (Py_ssize_t)g, n_items);
+                    return -1;
+                }
+            }
+        }
+        p->n_groups = n;
+        p->group_size = width;
+        p->rankings = idx;
+    }
+    if (optional_vector(sw, n, "sample_weight", &a->sample_weight,
+                        &p->sample_weight) < 0 ||
+        optional_vector(margin, n, "margin", &a->margin, &p->margin) < 0) {
+        return -1;
+    }
+    if (tie != Py_None) {
+        a->tie = as_array(tie, NPY_UINT8, 1, "ties");
+        if (a->tie == NULL || check_length(a->tie, n, "ties") < 0) {
+            return -1;
+        }
+        p->tie = PyArray_DATA(a->tie);
+    }
+    if (likelihood == RLHF_PLACKETT_LUCE &&
+        (p->margin != NULL || p->tie != NULL || tie_model != 0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "margin and ties apply to Bradley-Terry comparisons "
+                        "only");
+        return -1;
+    }
+    ptrdiff_t size = rlhf_bt_scratch_size(p);
+    a->scratch = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
+    if (a->scratch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->scratch = a->scratch;
+    return 0;
+}
+
+/* x as a float64 vector of the problem's parameter count. */
+static PyArrayObject *bt_params(PyObject *x, const bt_args *a)
+{
+    PyArrayObject *arr = as_array(x, NPY_DOUBLE, 1, "x");
+    if (arr != NULL &&
+        check_length(arr, rlhf_bt_n_params(&a->problem), "x") < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+PyDoc_STRVAR(bt_loss_grad_doc,
+"bt_loss_grad(problem, x, n_threads=0)\n--\n\n"
+"The preference objective and its gradient at x: (loss, grad).");
+
+static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
+                                 PyObject *kwargs)
+{
+    static char *kwlist[] = {"problem", "x", "n_threads", NULL};
+    PyObject *problem, *x_obj, *result = NULL;
+    int n_threads = 0;
+    double loss = 0.0;
+    bt_args a;
+    PyArrayObject *x = NULL, *grad = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O|i", kwlist,
+                                     &PyTuple_Type, &problem, &x_obj,
+                                     &n_threads)) {
+        return NULL;
+    }
+    if (parse_bt(&a, problem, n_threads) < 0) {
+        goto fail;
+    }
+    x = bt_params(x_obj, &a);
+    if (x == NULL) {
+        goto fail;
+    }
+    grad = new_vector(rlhf_bt_n_params(&a.problem));
+    if (grad == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rlhf_bt_loss_grad(&a.problem, PyArray_DATA(x), &loss, PyArray_DATA(grad));
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("dO", loss, grad);
+fail:
+    release_bt(&a);
+    Py_XDECREF(x);
+    Py_XDECREF(grad);
+    return result;
+}
+
+PyDoc_STRVAR(bt_hessian_doc,
+"bt_hessian(problem, x)\n--\n\n"
+"The Hessian of the preference objective at x (symmetric, n x n); with\n"
+"one strength per item and no penalty, plus mean(diag) 1 1^T / n_items.");
+
+static PyObject *py_bt_hessian(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *problem, *x_obj;
+    bt_args a;
+    PyArrayObject *x = NULL, *H = NULL;
+    int status = 0;
+
+    if (!PyArg_ParseTuple(args, "O!O", &PyTuple_Type, &problem, &x_obj)) {
+        return NULL;
+    }
+    if (parse_bt(&a, problem, 0) < 0) {
+        goto fail;
+    }
+    x = bt_params(x_obj, &a);
+    if (x == NULL) {
+        goto fail;
+    }
+    npy_intp np = rlhf_bt_n_params(&a.problem);
+    npy_intp dims[2] = {np, np};
+    H = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_DOUBLE, 0);
+    if (H == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_bt_hessian(&a.problem, PyArray_DATA(x), PyArray_DATA(H));
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "bt_hessian");
+        Py_CLEAR(H);
+        goto fail;
+    }
+    double *h = PyArray_DATA(H);
+    for (npy_intp i = 0; i < np; i++) {
+        for (npy_intp j = 0; j < i; j++) {
+            h[i * np + j] = h[j * np + i];
+        }
+    }
+fail:
+    release_bt(&a);
+    Py_XDECREF(x);
+    return (PyObject *)H;
+}
+
+PyDoc_STRVAR(bt_fit_doc,
+"bt_fit(problem, x0, solver, tol, max_iter, n_threads=0)\n--\n\n"
+"Minimise the preference objective from x0 with solver 'lbfgs' or\n"
+"'newton'.  Returns (x, loss, grad, n_iter, n_fev, status).");
+
+static PyObject *py_bt_fit(PyObject *Py_UNUSED(self), PyObject *args,
+                           PyObject *kwargs)
+{
+    static char *kwlist[] = {"problem", "x0", "solver", "tol", "max_iter",
+                             "n_threads", NULL};
+    PyObject *problem, *x_obj, *result = NULL;
+    const char *solver;
+    double tol, loss = 0.0;
+    int max_iter, n_threads = 0, newton;
+    int n_iter = 0, n_fev = 0, status = 0;
+    bt_args a;
+    PyArrayObject *x0 = NULL, *x = NULL, *grad = NULL;
+    double *work = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!Osdi|i", kwlist,
+                                     &PyTuple_Type, &problem, &x_obj, &solver,
+                                     &tol, &max_iter, &n_threads)) {
+        return NULL;
+    }
+    if (strcmp(solver, "lbfgs") == 0) {
+        newton = 0;
+    }
+    else if (strcmp(solver, "newton") == 0) {
+        newton = 1;
+    }
+    else {
+        PyErr_Format(PyExc_ValueError,
+                     "solver must be 'lbfgs' or 'newton', got '%s'", solver);
+        return NULL;
+    }
+    if (!(tol > 0.0) || max_iter < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "tol must be > 0 and max_iter >= 0");
+        return NULL;
+    }
+    if (parse_bt(&a, problem, n_threads) < 0) {
+        goto fail;
+    }
+    x0 = bt_params(x_obj, &a);
+    if (x0 == NULL) {
+        goto fail;
+    }
+    npy_intp np = rlhf_bt_n_params(&a.problem);
+    x = new_vector(np);
+    grad = new_vector(np);
+    if (x == NULL || grad == NULL) {
+        goto fail;
+    }
+    memcpy(PyArray_DATA(x), PyArray_DATA(x0), (size_t)np * sizeof(double));
+    ptrdiff_t size = rlhf_bt_work_size(&a.problem, newton);
+    work = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
+    if (work == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_bt_fit(&a.problem, newton, PyArray_DATA(x), &loss,
+                         PyArray_DATA(grad), tol, max_iter, work, &n_iter,
+                         &n_fev);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "bt_fit");
+        goto fail;
+    }
+    result = Py_BuildValue("OdOiii", x, loss, grad, n_iter, n_fev, status);
+fail:
+    release_bt(&a);
+    free(work);
+    Py_XDECREF(x0);
+    Py_XDECREF(x);
+    Py_XDECREF(grad);
+    return result;
+}
+
 static PyMethodDef core_methods[] = {
     {"logistic_loss_grad", (PyCFunction)(void (*)(void))py_logistic_loss_grad,
      METH_VARARGS | METH_KEYWORDS, logistic_loss_grad_doc},
@@ -1301,6 +1739,13 @@ static PyMethodDef core_methods[] = {
     {"lbfgs_minimize", (PyCFunction)(void (*)(void))py_lbfgs_minimize,
      METH_VARARGS | METH_KEYWORDS, lbfgs_minimize_doc},
     {"reweight", py_reweight, METH_VARARGS, reweight_doc},
+    {"bt_loss_grad", (PyCFunction)(void (*)(void))py_bt_loss_grad,
+     METH_VARARGS | METH_KEYWORDS, bt_loss_grad_doc},
+    {"bt_hessian", py_bt_hessian, METH_VARARGS, bt_hessian_doc},
+    {"bt_fit", (PyCFunction)(void (*)(void))py_bt_fit,
+     METH_VARARGS | METH_KEYWORDS, bt_fit_doc},
+    {"constrained_policy", py_constrained_policy, METH_VARARGS,
+     constrained_policy_doc},
     {"log_softmax", py_log_softmax, METH_VARARGS, log_softmax_doc},
     {"sample_categorical", py_sample_categorical, METH_VARARGS,
      sample_categorical_doc},

@@ -337,7 +337,8 @@ static void two_loop(ptrdiff_t n, int n_pairs, int head, int m,
  *   x          in: the start; out: the last accepted iterate
  *   f, g       out: f(x) and its gradient (g of length n)
  *   m          number of stored pairs (>= 1)
- *   gtol       stop when max |g_i| <= gtol
+ *   gtol       stop when max |g_i| <= gtol; a negative gtol is relative:
+ *              stop when max |g_i| <= -gtol * max(1, max |g_i| at x0)
  *   ftol       stop when f_old - f <= ftol * max(|f_old|, |f|, 1)
  *   max_iter   iteration limit; as in SciPy, the test follows the first
  *              iteration, so max_iter = 0 still takes one step
@@ -371,6 +372,9 @@ int rlhf_lbfgs_minimize(rlhf_objective fun, void *ctx, ptrdiff_t n,
     }
     if (!isfinite(*f) || !isfinite(max_abs(g, n))) {
         return RLHF_ENONFINITE;
+    }
+    if (gtol < 0.0) {
+        gtol = -gtol * fmax(1.0, max_abs(g, n));
     }
     if (max_abs(g, n) <= gtol) {
         return RLHF_CONVERGED_GTOL;

@@ -1,7 +1,7 @@
 /*
- * newton.c - Newton's method to the exact optimum of the logistic objective.
+ * newton.c - Newton's method to the exact optimum of a smooth convex objective.
  *
- * Each iteration forms the (np x np) Hessian of logistic.c, factors it by
+ * Each iteration forms the (np x np) Hessian (logistic.c, bradley_terry.c), factors it by
  * Cholesky, solves H d = -g and backtracks along d until the Armijo
  * condition f(x + t d) <= f(x) + 1e-4 t g'd holds (Nocedal & Wright 2006,
  * "Numerical Optimization", algorithms 3.1 and 3.2).  A Hessian that is
@@ -81,8 +81,9 @@ static double max_abs(const double *a, ptrdiff_t n)
 }
 
 /*
- * Minimise the logistic objective of problem from x (length np =
- * n_cols + fit_intercept, overwritten by the solution).
+ * Minimise fun from x (length np, overwritten by the solution); hess
+ * writes the Hessian at x into the upper triangle of a row-major np x np
+ * matrix (the lower triangle is scratch).
  *
  *   f, g      out: f(x) and its gradient (length np)
  *   gtol      stop when max |g_i| <= gtol * max(1, max |g_i at the start|)
@@ -92,14 +93,15 @@ static double max_abs(const double *a, ptrdiff_t n)
  *
  * Returns RLHF_CONVERGED_GTOL; RLHF_CONVERGED_FTOL when the predicted
  * decrease is below rounding (|g'd| <= 4 eps max(1, |f|)) and a full step
- * no longer shrinks the gradient: the optimum to machine precision; RLHF_MAX_ITER; RLHF_LINESEARCH when
- * backtracking fails above that level; RLHF_ENONFINITE.
+ * no longer shrinks the gradient: the optimum to machine precision;
+ * RLHF_MAX_ITER; RLHF_LINESEARCH when backtracking fails above that level;
+ * RLHF_ENONFINITE; RLHF_ECALLBACK when fun or hess fails.
  */
-int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
-                         double *g, double gtol, int max_iter, double *work,
+int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
+                         ptrdiff_t np, double *x, double *f, double *g,
+                         double gtol, int max_iter, double *work,
                          int *n_iter, int *n_fev)
 {
-    const ptrdiff_t np = problem->X.n_cols + (problem->fit_intercept ? 1 : 0);
     double *H = work;
     double *d = H + np * np;
     double *x_trial = d + np;
@@ -107,7 +109,9 @@ int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
 
     *n_iter = 0;
     *n_fev = 1;
-    rlhf_logistic_loss_grad(problem, x, f, g);
+    if (fun(ctx, x, f, g) != 0) {
+        return RLHF_ECALLBACK;
+    }
     if (!isfinite(*f) || !isfinite(max_abs(g, np))) {
         return RLHF_ENONFINITE;
     }
@@ -120,7 +124,10 @@ int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
         if (*n_iter >= max_iter) {
             return RLHF_MAX_ITER;
         }
-        rlhf_logistic_hessian(problem, x, H);
+        const int hs = hess(ctx, x, H);
+        if (hs != 0) {
+            return hs < 0 ? hs : RLHF_ECALLBACK;
+        }
         double max_diag = 0.0;
         for (ptrdiff_t i = 0; i < np; i++) {
             max_diag = fmax(max_diag, H[i * np + i]);
@@ -171,7 +178,9 @@ int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
                 x_trial[i] = x[i] + t * d[i];
             }
             ++*n_fev;
-            rlhf_logistic_loss_grad(problem, x_trial, &f_trial, g_trial);
+            if (fun(ctx, x_trial, &f_trial, g_trial) != 0) {
+                return RLHF_ECALLBACK;
+            }
             if (unmeasurable) {
                 if (!(max_abs(g_trial, np) < max_abs(g, np))) {
                     return RLHF_CONVERGED_FTOL;
@@ -192,4 +201,20 @@ int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
         *f = f_trial;
         ++*n_iter;
     }
+}
+
+static int logistic_hessian(void *problem, const double *x, double *H)
+{
+    return rlhf_logistic_hessian(problem, x, H);
+}
+
+/* rlhf_newton_minimize on the logistic objective of problem. */
+int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
+                         double *g, double gtol, int max_iter, double *work,
+                         int *n_iter, int *n_fev)
+{
+    const ptrdiff_t np = problem->X.n_cols + (problem->fit_intercept ? 1 : 0);
+    return rlhf_newton_minimize(rlhf_logistic_loss_grad, logistic_hessian,
+                                problem, np, x, f, g, gtol, max_iter, work,
+                                n_iter, n_fev);
 }

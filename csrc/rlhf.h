@@ -20,6 +20,19 @@
 #define RLHF_ECALLBACK  (-4)  /* a user objective reported failure */
 #define RLHF_ENOTPD     (-5)  /* a Hessian was not positive definite */
 
+/*
+ * Hot loops built for AVX2 and AVX-512 as well where GCC can choose at load
+ * time.  The arithmetic is the same IEEE operations in every version (no
+ * fused multiply-add: -std=c99 keeps contraction off), so the results are
+ * bitwise the same whichever is chosen.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__)
+#define RLHF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RLHF_CLONES
+#endif
+
 /* Ways a solver finishes (non-negative). */
 #define RLHF_CONVERGED_GTOL 0  /* largest |gradient component| <= gtol */
 #define RLHF_CONVERGED_FTOL 1  /* relative decrease of f <= ftol */
@@ -33,6 +46,10 @@
  */
 typedef int (*rlhf_objective)(void *ctx, const double *x, double *f,
                               double *g);
+
+/* An objective's Hessian at x, into the upper triangle of the row-major
+ * n x n matrix H.  Returns 0, or non-zero on failure. */
+typedef int (*rlhf_hessian)(void *ctx, const double *x, double *H);
 
 /* logistic.c --------------------------------------------------------- */
 
@@ -78,6 +95,48 @@ int rlhf_newton_logistic(rlhf_logistic *problem, double *x, double *f,
                          double *g, double gtol, int max_iter, double *work,
                          int *n_iter, int *n_fev);
 ptrdiff_t rlhf_newton_work_size(ptrdiff_t n);
+int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
+                         ptrdiff_t np, double *x, double *f, double *g,
+                         double gtol, int max_iter, double *work,
+                         int *n_iter, int *n_fev);
+
+/* bradley_terry.c ---------------------------------------------------- */
+
+#define RLHF_BRADLEY_TERRY   0
+#define RLHF_PLACKETT_LUCE   1
+#define RLHF_TIES_NONE       0
+#define RLHF_TIES_RAO_KUPPER 1
+#define RLHF_TIES_DAVIDSON   2
+
+/* A preference likelihood over items (see bradley_terry.c). */
+typedef struct {
+    rlhf_matrix F;               /* item features, n_items rows */
+    int F_identity;              /* 1: one free strength per item, F unused */
+    ptrdiff_t n_items;
+    int likelihood;              /* RLHF_BRADLEY_TERRY or RLHF_PLACKETT_LUCE */
+    ptrdiff_t n_comparisons;
+    const int64_t *comparisons;  /* (n_comparisons, 2): preferred, other */
+    const double *margin;        /* n_comparisons, or NULL */
+    const uint8_t *tie;          /* n_comparisons (1 = tied), or NULL */
+    int tie_model;               /* RLHF_TIES_... */
+    ptrdiff_t n_groups;
+    ptrdiff_t group_size;        /* K; 1 for Bradley-Terry */
+    const int64_t *rankings;     /* (n_groups, K) best first, -1 pads */
+    const double *sample_weight; /* per comparison or group, or NULL */
+    double alpha;                /* + alpha/2 ||w||^2 */
+    int n_threads;               /* <= 0: the OpenMP default */
+    double *scratch;             /* rlhf_bt_scratch_size doubles */
+} rlhf_bt;
+
+ptrdiff_t rlhf_bt_n_params(const rlhf_bt *problem);
+ptrdiff_t rlhf_bt_scratch_size(const rlhf_bt *problem);
+ptrdiff_t rlhf_bt_work_size(const rlhf_bt *problem, int newton);
+int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
+                      double *grad);
+int rlhf_bt_hessian(void *problem, const double *x, double *H);
+int rlhf_bt_fit(rlhf_bt *problem, int newton, double *x, double *f,
+                double *g, double tol, int max_iter, double *work,
+                int *n_iter, int *n_fev);
 
 /* reweight.c --------------------------------------------------------- */
 
@@ -85,6 +144,13 @@ int rlhf_reweight(const double *policy, const double *rewards,
                   ptrdiff_t n_rows, ptrdiff_t n_actions, double eta,
                   double eps, double *out);
 
+/* constrained.c ------------------------------------------------------ */
+
+int rlhf_constrained_policy(const double *reference_policy,
+                            const double *rewards, const double *costs,
+                            const double *budget, ptrdiff_t n_rows,
+                            ptrdiff_t n_actions, double beta, double *policy,
+                            double *multiplier, ptrdiff_t *bad_row);
 /* policy_opt.c ------------------------------------------------------- */
 
 #define RLHF_KL_K1 1  /* KL estimate log(pi / pi_ref) */

@@ -346,6 +346,327 @@ def reweight(policy, rewards, eta, eps):
     return weights / weights.sum(axis=-1, keepdims=True)
 
 
+# -- Bradley-Terry and Plackett-Luce (csrc/bradley_terry.c) ---------------
+# The losses are written from the models' probabilities (Bradley & Terry
+# 1952; Rao & Kupper 1967; Davidson 1970; Plackett 1975), not from the
+# kernel's rearranged forms.
+
+def _bt_features(features, n_items):
+    if features is None:
+        return np.eye(n_items)
+    return _rows(features)
+
+
+def _bt_pair_terms(ra, rb, margin, tied, tie_model, u):
+    """-log P of each comparison and its derivatives in r_a, r_b, u."""
+    d = ra - rb - np.where(tied, 0.0, margin)
+    if tie_model == 0:
+        # P(a > b) = sigmoid(d); a tie is half a win each way
+        loss = np.where(tied, 0.5 * (np.logaddexp(0, -d) + np.logaddexp(0, d)),
+                        np.logaddexp(0, -d))
+        da = np.where(tied, 0.5 * (_sigmoid(d) - _sigmoid(-d)), -_sigmoid(-d))
+        return loss, da, -da, np.zeros_like(d)
+    if tie_model == 1:
+        # P(a > b) = pi_a / (pi_a + theta pi_b), theta = exp(kappa),
+        # P(tie) = (theta^2 - 1) pi_a pi_b / ((pi_a + theta pi_b)
+        #          (theta pi_a + pi_b)), pi = exp(r)
+        kappa = math.exp(u)
+        strict = np.logaddexp(0, kappa - d)
+        tie = (-np.log(np.expm1(2 * kappa)) + np.logaddexp(ra, kappa + rb)
+               + np.logaddexp(kappa + ra, rb) - ra - rb)
+        loss = np.where(tied, tie, strict)
+        da_strict = -_sigmoid(kappa - d)
+        da_tie = _sigmoid(ra - kappa - rb) + _sigmoid(kappa + ra - rb) - 1
+        db_tie = _sigmoid(rb - kappa - ra) + _sigmoid(kappa + rb - ra) - 1
+        dk_tie = (-2 - 2 / np.expm1(2 * kappa) + _sigmoid(kappa + rb - ra)
+                  + _sigmoid(kappa + ra - rb))
+        da = np.where(tied, da_tie, da_strict)
+        db = np.where(tied, db_tie, -da_strict)
+        dk = np.where(tied, dk_tie, -da_strict)
+        return loss, da, db, dk * kappa
+    # Davidson: P(a > b) = pi_a / (pi_a + pi_b + nu sqrt(pi_a pi_b)),
+    # P(tie) = nu sqrt(pi_a pi_b) / (...), nu = exp(u)
+    ra_m = ra - np.where(tied, 0.0, margin)
+    mid = u + 0.5 * (ra_m + rb)
+    top = np.maximum(np.maximum(ra_m, rb), mid)
+    ea, eb, em = np.exp(ra_m - top), np.exp(rb - top), np.exp(mid - top)
+    total = ea + eb + em
+    lse = top + np.log(total)
+    qa, qb, qm = ea / total, eb / total, em / total
+    loss = np.where(tied, lse - mid, lse - ra_m)
+    da = qa + 0.5 * qm - np.where(tied, 0.5, 1.0)
+    db = qb + 0.5 * qm - np.where(tied, 0.5, 0.0)
+    du = qm - np.where(tied, 1.0, 0.0)
+    return loss, da, db, du
+
+
+def _pl_group(r):
+    """-log P of one Plackett-Luce ranking (scores best first) and its
+    gradient: sum over positions of log sum_{j >= k} e^r_j - r_k."""
+    loss, grad = 0.0, np.zeros(len(r))
+    for k in range(len(r) - 1):
+        tail = r[k:]
+        top = tail.max()
+        weights = np.exp(tail - top)
+        loss += top + math.log(weights.sum()) - r[k]
+        grad[k:] += weights / weights.sum()
+        grad[k] -= 1.0
+    return loss, grad
+
+
+def bt_loss_grad(problem, x, n_threads=0):
+    """(loss, grad) of sum_p s_p loss_p(F w) + alpha/2 ||w||^2, with the tie
+    parameter u last in x when a tie model is on."""
+    (features, n_items, likelihood, data, sample_weight, margin, tie,
+     tie_model, alpha) = problem
+    F = _bt_features(features, n_items)
+    x = np.asarray(x, dtype=np.float64)
+    n_coef = F.shape[1]
+    w = x[:n_coef]
+    u = x[n_coef] if tie_model else 0.0
+    r = F @ w
+    data = np.asarray(data, dtype=np.int64)
+    s = (np.ones(len(data)) if sample_weight is None
+         else np.asarray(sample_weight, dtype=np.float64))
+    g_items = np.zeros(n_items)
+    du = 0.0
+    if likelihood == 0:
+        a, b = data[:, 0], data[:, 1]
+        m = np.zeros(len(data)) if margin is None else np.asarray(margin)
+        tied = (np.zeros(len(data), bool) if tie is None
+                else np.asarray(tie).astype(bool))
+        loss_p, da, db, dup = _bt_pair_terms(r[a], r[b], m, tied, tie_model,
+                                             u)
+        loss = float(np.sum(s * loss_p))
+        np.add.at(g_items, a, s * da)
+        np.add.at(g_items, b, s * db)
+        du = float(np.sum(s * dup))
+    else:
+        loss = 0.0
+        for group, weight in zip(data, s):
+            items = group[group >= 0]
+            lg, gg = _pl_group(r[items])
+            loss += weight * lg
+            np.add.at(g_items, items, weight * gg)
+    grad = np.empty(len(x))
+    grad[:n_coef] = F.T @ g_items + alpha * w
+    if tie_model:
+        grad[n_coef] = du
+    return loss + 0.5 * alpha * float(w @ w), grad
+
+
+def bt_hessian(problem, x):
+    """The Hessian as central differences of bt_loss_grad's gradient (plus
+    the kernel's mean(diag) 1 1^T / n_items for free strengths without a
+    penalty): an oracle to about 1e-7."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    H = np.empty((n, n))
+    for j in range(n):
+        h = 1e-5 * max(1.0, abs(x[j]))
+        up, down = x.copy(), x.copy()
+        up[j] += h
+        down[j] -= h
+        H[:, j] = (bt_loss_grad(problem, up)[1]
+                   - bt_loss_grad(problem, down)[1]) / (2 * h)
+    H = 0.5 * (H + H.T)
+    features, n_items, alpha = problem[0], problem[1], problem[8]
+    if features is None and alpha == 0:
+        diag = np.diag(H)[:n_items]
+        c = (diag.mean() if diag.mean() > 0 else 1.0) / n_items
+        H[:n_items, :n_items] += c
+    return H
+# constrained.c ------------------------------------------------------------
+
+def _constrained_policy_at(logp, r_shift, c_shift, beta, lam):
+    """Policy at lam, its expected cost and cost variance (shifted costs)."""
+    support = logp > -np.inf
+    u = np.where(support, r_shift - lam * c_shift, -np.inf)
+    u_max = u[support].max()
+    z = np.full(logp.shape, -np.inf)
+    z[support] = logp[support] + (u[support] - u_max) / beta
+    w = np.exp(z - z.max())
+    policy = w / w.sum()
+    mean = float(policy @ c_shift)
+    var = float(policy @ (c_shift - mean) ** 2)
+    return policy, mean, var
+
+
+def _two_sum(a, b):
+    """(s, e) with s + e = a + b exactly (Knuth's TwoSum), elementwise."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _two_prod(a, b):
+    """(p, e) with p + e = a * b exactly; e from exact rationals."""
+    from fractions import Fraction
+
+    a = np.broadcast_to(np.asarray(a, dtype=np.float64), np.shape(b))
+    p = a * b
+    e = np.array([float(Fraction(x) * Fraction(y) - Fraction(z))
+                  if np.isfinite(z) else 0.0
+                  for x, y, z in zip(a.ravel(), np.ravel(b), p.ravel())])
+    return p, e.reshape(p.shape)
+
+
+def _constrained_near(logp, c_shift, d_hi, d_lo, c_hi, c_lo, beta, t):
+    """Policy at lam0 + t from the exact logits (D - t C) / beta."""
+    support = logp > -np.inf
+    p, ep = _two_prod(t, c_hi)
+    s, e = _two_sum(d_hi, -p)
+    x = s + (e + d_lo - ep - t * c_lo)
+    x_max = x[support].max()
+    z = np.full(logp.shape, -np.inf)
+    z[support] = logp[support] + (x[support] - x_max) / beta
+    w = np.exp(z - z.max())
+    policy = w / w.sum()
+    mean = float(policy @ c_shift)
+    var = float(policy @ (c_shift - mean) ** 2)
+    return policy, mean, var
+
+
+def _constrained_refine(logp, c_shift, d, beta, lam0, b, tol):
+    """Solve E[c] = b for t near lam0 (bracket grown by doubling)."""
+    lo, hi, t = -np.inf, np.inf, 0.0
+    step_old = step = np.inf
+    grow = max(np.finfo(np.float64).eps * lam0, np.finfo(np.float64).tiny)
+    policy, mean, var = _constrained_near(logp, c_shift, *d, beta, t)
+    for _ in range(5000):
+        f = mean - b
+        if abs(f) <= tol:
+            return policy, lam0 + t
+        if f > 0:
+            lo = t
+        else:
+            hi = t
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            nxt = t + (beta * f / var if var > 0 else np.nan)
+        newton_ok = (var > 0 and lo < nxt < hi
+                     and abs(nxt - t) <= 0.5 * abs(step_old))
+        step_old = step
+        if not newton_ok:
+            if hi == np.inf:
+                nxt = lo + grow
+                grow *= 2.0
+            elif lo == -np.inf:
+                nxt = hi - grow
+                grow *= 2.0
+            else:
+                nxt = lo + 0.5 * (hi - lo)
+            if not np.isfinite(nxt):
+                raise ValueError("the multiplier exceeds DBL_MAX")
+        if not lo < nxt < hi:
+            p_lo, m_lo, _ = _constrained_near(logp, c_shift, *d, beta, lo)
+            p_hi, m_hi, _ = _constrained_near(logp, c_shift, *d, beta, hi)
+            w = min(max((b - m_hi) / (m_lo - m_hi), 0.0), 1.0)
+            return w * p_lo + (1.0 - w) * p_hi, lam0 + (lo if w >= 0.5
+                                                        else hi)
+        step = nxt - t
+        t = nxt
+        policy, mean, var = _constrained_near(logp, c_shift, *d, beta, t)
+    raise ArithmeticError("the multiplier did not converge")
+
+
+def _constrained_row(p, r, c, beta, budget):
+    """One row of constrained_policy: (policy, multiplier)."""
+    support = p > 0
+    c_min, c_max = c[support].min(), c[support].max()
+    if budget < c_min:
+        raise ValueError(f"budget {budget!r} is below the least achievable "
+                         f"cost {c_min!r}")
+    with np.errstate(divide="ignore"):
+        logp = np.where(support, np.log(p), -np.inf)
+    r_shift = r - r[support].max()
+    c_shift = c - c_min
+    b = budget - c_min
+    policy, mean, var = _constrained_policy_at(logp, r_shift, c_shift, beta,
+                                               0.0)
+    if mean <= b:
+        return policy, 0.0
+    if b == 0.0:
+        z = np.full(p.shape, -np.inf)
+        cheapest = support & (c_shift == 0.0)
+        z[cheapest] = logp[cheapest] + r_shift[cheapest] / beta
+        w = np.exp(z - z.max())
+        return w / w.sum(), np.inf
+    eps = np.finfo(np.float64).eps
+    tol = 8.0 * eps * (c_max - c_min) * (1.0 + np.log(p.size))
+    # 1. lam to working accuracy
+    lo, hi = 0.0, np.inf
+    lam, step_old, step = 0.0, np.inf, np.inf
+    for _ in range(5000):
+        f = mean - b
+        if abs(f) <= tol:
+            break
+        if f > 0:
+            lo = lam
+        else:
+            hi = lam
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            newton = beta * f / var if var > 0 else np.nan
+        nxt = lam + newton
+        newton_ok = (var > 0 and lo < nxt < hi
+                     and abs(nxt - lam) <= 0.5 * abs(step_old))
+        step_old = step
+        if not newton_ok:
+            if hi == np.inf:
+                if lo > 0:
+                    nxt = 2.0 * lo
+                elif np.isfinite(newton) and newton > 0:
+                    nxt = newton
+                else:
+                    nxt = 1.0
+                if not np.isfinite(nxt):
+                    raise ValueError("the multiplier exceeds DBL_MAX")
+            elif lo > 0 and hi > 4.0 * lo:
+                nxt = np.sqrt(lo) * np.sqrt(hi)
+            elif lo == 0 and hi > 4.0 * np.finfo(np.float64).tiny:
+                nxt = 0.25 * hi
+            else:
+                nxt = lo + 0.5 * (hi - lo)
+        if not lo < nxt < hi:
+            lam = lo
+            break
+        step = nxt - lam
+        lam = nxt
+        policy, mean, var = _constrained_policy_at(logp, r_shift, c_shift,
+                                                   beta, lam)
+    else:
+        raise ArithmeticError("the multiplier did not converge")
+    # 2. the last digits: D = (r - r_m) - lam (c - c_m), C = c - c_m as
+    # unevaluated sums hi + lo, around the anchor m of largest r - lam c
+    u = np.where(support, r - lam * c, -np.inf)
+    m = int(np.argmax(u))
+    sr, er = _two_sum(r, -r[m])
+    c_hi, c_lo = _two_sum(c, -c[m])
+    pc, epc = _two_prod(lam, c_hi)
+    s, e = _two_sum(sr, -pc)
+    tail = e + er - epc - lam * c_lo
+    d_hi = s + tail
+    d_lo = tail - (d_hi - s)
+    return _constrained_refine(logp, c_shift, (d_hi, d_lo, c_hi, c_lo), beta,
+                               lam, b, tol)
+
+
+def constrained_policy(reference_policy, rewards, costs, budget, beta):
+    """argmax E_pi[r] - beta KL(pi || pi_ref) s.t. E_pi[c] <= budget, rows;
+    returns (policy, multiplier) through the same safeguarded Newton on the
+    dual as the kernel, and the same refinement with exact logits (error
+    terms of products from exact rationals rather than a fused
+    multiply-add)."""
+    reference_policy = np.asarray(reference_policy, dtype=np.float64)
+    rewards = np.asarray(rewards, dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.float64)
+    budget = np.asarray(budget, dtype=np.float64)
+    policy = np.empty_like(reference_policy)
+    multiplier = np.empty(reference_policy.shape[0])
+    for i in range(reference_policy.shape[0]):
+        policy[i], multiplier[i] = _constrained_row(
+            reference_policy[i], rewards[i], costs[i], float(beta),
+            float(budget[i]))
+    return policy, multiplier
 # -- policy optimisation (see csrc/policy_opt.c) --------------------------
 
 _KL_K1, _KL_K3 = 1, 3

@@ -48,6 +48,12 @@ def _check_finite(values, name):
         )
 
 
+def check_finite_values(X, name="X"):
+    """Raise the ValueError of check_array when X (dense or sparse) holds a
+    NaN or an infinity; return None otherwise."""
+    _check_finite(X.data if _is_sparse(X) else X, name)
+
+
 def _as_float_array(values, name):
     """float64 ndarray of numeric input; a clear error for anything else."""
     arr = np.asarray(values)
@@ -76,8 +82,12 @@ def _as_float_array(values, name):
 
 
 def check_array(X, name="X", *, accept_sparse=True, ensure_2d=True,
-                min_samples=1):
+                min_samples=1, check_finite=True):
     """Validate a design matrix.
+
+    With check_finite=False the caller takes over the NaN/infinity check
+    (a kernel that reads X anyway and reports non-finite results, followed
+    by check_finite_values for the message).
 
     Returns a C-contiguous float64 ndarray (the input itself when it already
     is one; never a view that is then written to) or, for scipy.sparse
@@ -100,7 +110,8 @@ def check_array(X, name="X", *, accept_sparse=True, ensure_2d=True,
         if not X.has_canonical_format:
             X = X.copy()
             X.sum_duplicates()
-        _check_finite(X.data, name)
+        if check_finite:
+            _check_finite(X.data, name)
         n_samples, n_features = X.shape
     else:
         X = _as_float_array(X, name)
@@ -121,7 +132,8 @@ def check_array(X, name="X", *, accept_sparse=True, ensure_2d=True,
                     f"Expected a 2-dimensional array for {name}, got "
                     f"{X.ndim} dimensions."
                 )
-        _check_finite(X, name)
+        if check_finite:
+            _check_finite(X, name)
         X = np.ascontiguousarray(X)
         n_samples = X.shape[0]
         n_features = X.shape[1] if X.ndim == 2 else 1

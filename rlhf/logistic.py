@@ -16,6 +16,7 @@ from ._validation import (
     _feature_names,
     _is_sparse,
     check_array,
+    check_finite_values,
     check_is_fitted,
     check_labels,
     check_option,
@@ -58,6 +59,20 @@ def _as_kernel_matrix(X):
         return (X.data, X.indices.astype(np.int64, copy=False),
                 X.indptr.astype(np.int64, copy=False), X.shape[1])
     return X
+
+
+def _encode_labels(y):
+    """np.unique(y, return_inverse=True), in O(n) for the common case of
+    numeric labels taking exactly two values (no sort of y)."""
+    if y.dtype.kind in "biuf" and y.size:
+        lo, hi = y.min(), y.max()
+        if lo != hi:
+            positive = y == hi
+            n_positive = np.count_nonzero(positive)
+            if n_positive + np.count_nonzero(y == lo) == y.size:
+                return np.array([lo, hi], dtype=y.dtype), positive.astype(np.intp)
+    classes, y_index = np.unique(y, return_inverse=True)
+    return classes, y_index.ravel()
 
 
 def _is_continuous(classes):
@@ -272,7 +287,10 @@ class LogisticRegression(ParamsMixin):
         """
         self._validate_params()
         names = _feature_names(X)
-        X = check_array(X)
+        # NaN and infinity in X are caught by the solver's first evaluation,
+        # which reads X anyway (from w = 0 every non-finite entry makes the
+        # objective NaN); the message then comes from the usual check
+        X = check_array(X, check_finite=False)
         n_samples, n_features = X.shape
         if y is None:
             raise ValueError(
@@ -280,7 +298,7 @@ class LogisticRegression(ParamsMixin):
                 "target y is None."
             )
         y = check_labels(y, n_samples)
-        classes, y_index = np.unique(y, return_inverse=True)
+        classes, y_index = _encode_labels(y)
         if _is_continuous(classes):
             raise ValueError(
                 "Unknown label type: continuous. y holds non-integer "
@@ -300,7 +318,6 @@ class LogisticRegression(ParamsMixin):
                 f"{classes[:5].tolist()}{' ...' if len(classes) > 5 else ''}. "
                 "Use one model per class (one-vs-rest) for more."
             )
-        y_index = y_index.ravel()
         user_weight = sample_weight is not None
         sample_weight = check_sample_weight(sample_weight, n_samples)
         # fitted attributes are set only once the fit has succeeded, so a
@@ -332,20 +349,24 @@ class LogisticRegression(ParamsMixin):
             )
         n_threads = 0 if self.n_jobs in (None, -1) else int(self.n_jobs)
         gtol = _NEWTON_GTOL if self.solver == "newton" else float(self.tol)
-        w, loss, grad, n_iter, n_fev, status = _core.logistic_fit(
-            _as_kernel_matrix(X),
-            (y_index == 1).astype(np.float64),
-            sample_weight,
-            bool(self.fit_intercept),
-            scale,
-            alpha,
-            self.solver,
-            gtol,
-            compat["ftol"],
-            int(self.max_iter),
-            compat["maxls"],
-            n_threads=n_threads,
-        )
+        try:
+            w, loss, grad, n_iter, n_fev, status = _core.logistic_fit(
+                _as_kernel_matrix(X),
+                (y_index == 1).astype(np.float64),
+                sample_weight,
+                bool(self.fit_intercept),
+                scale,
+                alpha,
+                self.solver,
+                gtol,
+                compat["ftol"],
+                int(self.max_iter),
+                compat["maxls"],
+                n_threads=n_threads,
+            )
+        except ValueError:
+            check_finite_values(X, "X")
+            raise
         self.classes_ = classes
         self.coef_ = w[:n_features].reshape(1, n_features)
         self.intercept_ = (w[n_features:] if self.fit_intercept

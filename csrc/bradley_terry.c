@@ -1,0 +1,755 @@
+/*
+ * bradley_terry.c - pairwise and listwise preference likelihoods in item
+ * space.
+ *
+ * Rewards are linear in item features, r = F w (F is n_items x n_features,
+ * dense or CSR; or the identity, one free strength per item).  The
+ * objective is
+ *
+ *   f(w, u) = sum_p s_p * loss_p(r) + alpha/2 * ||w||^2
+ *
+ * over comparisons p (Bradley & Terry 1952), or over ranked groups for
+ * Plackett-Luce (Plackett 1975; Luce 1959).  u is the tie parameter when a
+ * tie model is on (not penalised).  One evaluation reads F twice (r = F w,
+ * then grad = F^T g with g the gradient in item space) and each comparison
+ * once; the (n_comparisons x n_features) matrix of differences is never
+ * formed.
+ *
+ * Per comparison (a preferred to b, or tied), with d = r_a - r_b - margin:
+ *   none         strict  log(1 + exp(-d))
+ *                tie     half a win each way (margin not applied)
+ *   Rao-Kupper   strict  log(1 + exp(kappa - d)),     kappa = exp(u)
+ *   (1967)       tie     log(1 + exp(d - kappa)) + log(1 + exp(-d - kappa))
+ *                        - log(1 - exp(-2 kappa))     (theta = exp(kappa))
+ *   Davidson     strict  log(1 + exp(-d) + nu exp(-d/2)),  nu = exp(u)
+ *   (1970)       tie     log(exp(d/2) + exp(-d/2) + nu) - log(nu)
+ * Plackett-Luce, a group ranked s_0 > s_1 > ... > s_{K-1}:
+ *   sum_{k < K-1} logsumexp(r_{s_k}, ..., r_{s_{K-1}}) - r_{s_k}
+ *
+ * Comparisons and groups are handled in fixed blocks whose partial sums
+ * are added in block order, and item gradients are scattered serially, so
+ * the result is bitwise the same for any number of threads.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rlhf.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define BT_BLOCK 4096
+
+/* log(1 + exp(z)) without overflow for large z or lost digits for small. */
+static double log1pexp(double z)
+{
+    if (z > 0.0) {
+        return z + log1p(exp(-z));
+    }
+    return log1p(exp(z));
+}
+
+/* 1 / (1 + exp(-z)), with exp never taken of a large positive number. */
+static double sigmoid(double z)
+{
+    if (z >= 0.0) {
+        return 1.0 / (1.0 + exp(-z));
+    }
+    double e = exp(z);
+    return e / (1.0 + e);
+}
+
+/* sigmoid(z) * sigmoid(-z), the derivative of sigmoid. */
+static double dsigmoid(double z)
+{
+    const double s = sigmoid(z);
+    return s * sigmoid(-z);
+}
+
+/* Softmax q of three numbers and their log-sum-exp (max subtracted). */
+static double softmax3(double a, double b, double c, double *q)
+{
+    const double m = fmax(a, fmax(b, c));
+    q[0] = exp(a - m);
+    q[1] = exp(b - m);
+    q[2] = exp(c - m);
+    const double total = q[0] + q[1] + q[2];
+    q[0] /= total;
+    q[1] /= total;
+    q[2] /= total;
+    return m + log(total);
+}
+
+/* Loss of one comparison and its derivatives in d and u (unweighted). */
+typedef struct {
+    double l, ld, lu, ldd, ldu, luu;
+} bt_term;
+
+static void pair_term(int tie_model, int tied, double d, double u,
+                      bt_term *t)
+{
+    memset(t, 0, sizeof(*t));
+    if (tie_model == RLHF_TIES_RAO_KUPPER) {
+        const double kappa = exp(u);
+        double lk, ldk, lkk;
+        if (!tied) {
+            const double x = d - kappa;
+            t->l = log1pexp(-x);
+            t->ld = -sigmoid(-x);
+            t->ldd = dsigmoid(x);
+            lk = -t->ld;
+            ldk = -t->ldd;
+            lkk = t->ldd;
+        }
+        else {
+            const double hi = dsigmoid(d - kappa), lo = dsigmoid(d + kappa);
+            /* log(1 - exp(-2 kappa)) = log(-expm1(-2 kappa)) keeps digits
+             * for small kappa */
+            t->l = log1pexp(d - kappa) + log1pexp(-d - kappa) -
+                   log(-expm1(-2.0 * kappa));
+            t->ld = sigmoid(d - kappa) - sigmoid(-d - kappa);
+            t->ldd = hi + lo;
+            lk = -sigmoid(d - kappa) - sigmoid(-d - kappa) -
+                 2.0 / expm1(2.0 * kappa);
+            ldk = lo - hi;
+            const double sh = sinh(kappa);
+            lkk = hi + lo + 1.0 / (sh * sh);
+        }
+        /* chain rule to u = log(kappa) */
+        t->lu = lk * kappa;
+        t->ldu = ldk * kappa;
+        t->luu = lkk * kappa * kappa + lk * kappa;
+    }
+    else if (tie_model == RLHF_TIES_DAVIDSON) {
+        double q[3];
+        if (!tied) {
+            /* log(1 + e^-d + e^(u - d/2)): a softmax over (0, -d, u - d/2)
+             * with slopes (0, 0), (-1, 0), (-1/2, 1) in (d, u) */
+            t->l = softmax3(0.0, -d, u - 0.5 * d, q);
+            t->ld = -q[1] - 0.5 * q[2];
+            t->lu = q[2];
+            t->ldd = q[1] + 0.25 * q[2] - t->ld * t->ld;
+            t->ldu = -0.5 * q[2] - t->ld * t->lu;
+        }
+        else {
+            /* slopes (1/2, 0), (-1/2, 0), (0, 1) */
+            t->l = softmax3(0.5 * d, -0.5 * d, u, q) - u;
+            const double md = 0.5 * (q[0] - q[1]);
+            t->ld = md;
+            t->lu = q[2] - 1.0;
+            t->ldd = 0.25 * (q[0] + q[1]) - md * md;
+            t->ldu = -md * q[2];
+        }
+        t->luu = q[2] - q[2] * q[2];
+    }
+    else if (!tied) {
+        /* one exponential: e = exp(-|d|) gives the loss and both
+         * sigmoids */
+        const double e = exp(-fabs(d));
+        const double small = e / (1.0 + e); /* sigmoid(-|d|) */
+        t->l = (d < 0.0 ? -d : 0.0) + log1p(e);
+        t->ld = d < 0.0 ? -(1.0 / (1.0 + e)) : -small;
+        t->ldd = small * (1.0 - small);
+    }
+    else {
+        t->l = 0.5 * (log1pexp(-d) + log1pexp(d));
+        t->ld = 0.5 * (sigmoid(d) - sigmoid(-d));
+        t->ldd = dsigmoid(d);
+    }
+}
+
+static ptrdiff_t n_coef(const rlhf_bt *p)
+{
+    return p->F_identity ? p->n_items : p->F.n_cols;
+}
+
+ptrdiff_t rlhf_bt_n_params(const rlhf_bt *p)
+{
+    return n_coef(p) + (p->tie_model != RLHF_TIES_NONE ? 1 : 0);
+}
+
+static ptrdiff_t n_units(const rlhf_bt *p)
+{
+    return p->likelihood == RLHF_PLACKETT_LUCE ? p->n_groups
+                                               : p->n_comparisons;
+}
+
+static ptrdiff_t n_blocks(ptrdiff_t n)
+{
+    return (n + BT_BLOCK - 1) / BT_BLOCK;
+}
+
+static ptrdiff_t unit_width(const rlhf_bt *p)
+{
+    return p->likelihood == RLHF_PLACKETT_LUCE ? p->group_size : 1;
+}
+
+/*
+ * Scratch the caller passes in problem->scratch:
+ *   r, g            n_items each (scores, gradient in item space)
+ *   coef            n_units * width: each unit's gradient by position
+ *   lse             n_units * width (Plackett-Luce only)
+ *   block sums      2 per unit block (loss, d/du)
+ *   feature parts   n_item_blocks * n_features (dense F^T g)
+ */
+ptrdiff_t rlhf_bt_scratch_size(const rlhf_bt *p)
+{
+    const ptrdiff_t units = n_units(p) * unit_width(p);
+    ptrdiff_t size = 2 * p->n_items + units + 2 * n_blocks(n_units(p));
+    if (p->likelihood == RLHF_PLACKETT_LUCE) {
+        size += units;
+    }
+    if (!p->F_identity && p->F.dense != NULL) {
+        size += n_blocks(p->n_items) * p->F.n_cols;
+    }
+    return size;
+}
+
+#ifdef _OPENMP
+static int n_threads_for(const rlhf_bt *p, ptrdiff_t n_block)
+{
+    int n = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
+    return n_block < 2 ? 1 : n;
+}
+#endif
+
+/* x . w in four fixed partial sums (as logistic.c). */
+static double row_dot(const double *row, const double *w, ptrdiff_t d)
+{
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    ptrdiff_t j = 0;
+    for (; j + 4 <= d; j += 4) {
+        s[0] += row[j] * w[j];
+        s[1] += row[j + 1] * w[j + 1];
+        s[2] += row[j + 2] * w[j + 2];
+        s[3] += row[j + 3] * w[j + 3];
+    }
+    for (; j < d; j++) {
+        s[0] += row[j] * w[j];
+    }
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* r = F @ w: rows are independent, so any split over threads is exact. */
+static void scores(const rlhf_bt *p, const double *w, double *r)
+{
+    const rlhf_matrix *F = &p->F;
+    if (p->F_identity) {
+        memcpy(r, w, (size_t)p->n_items * sizeof(double));
+        return;
+    }
+    const ptrdiff_t d = F->n_cols;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) \
+    num_threads(n_threads_for(p, n_blocks(p->n_items)))
+#endif
+    for (ptrdiff_t i = 0; i < p->n_items; i++) {
+        if (F->dense != NULL) {
+            r[i] = row_dot(F->dense + i * d, w, d);
+        }
+        else {
+            double z = 0.0;
+            for (int64_t k = F->indptr[i]; k < F->indptr[i + 1]; k++) {
+                z += F->data[k] * w[F->indices[k]];
+            }
+            r[i] = z;
+        }
+    }
+}
+
+/* grad = F^T @ g (n_coef values), in block order for dense F. */
+static void features_t(const rlhf_bt *p, const double *g, double *grad,
+                       double *parts)
+{
+    const rlhf_matrix *F = &p->F;
+    if (p->F_identity) {
+        memcpy(grad, g, (size_t)p->n_items * sizeof(double));
+        return;
+    }
+    const ptrdiff_t d = F->n_cols;
+    memset(grad, 0, (size_t)d * sizeof(double));
+    if (F->dense == NULL) {
+        for (ptrdiff_t i = 0; i < p->n_items; i++) {
+            for (int64_t k = F->indptr[i]; k < F->indptr[i + 1]; k++) {
+                grad[F->indices[k]] += g[i] * F->data[k];
+            }
+        }
+        return;
+    }
+    const ptrdiff_t nb = n_blocks(p->n_items);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads_for(p, nb))
+#endif
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        double *part = parts + b * d;
+        const ptrdiff_t stop = (b + 1) * BT_BLOCK < p->n_items
+                                   ? (b + 1) * BT_BLOCK : p->n_items;
+        memset(part, 0, (size_t)d * sizeof(double));
+        for (ptrdiff_t i = b * BT_BLOCK; i < stop; i++) {
+            const double *row = F->dense + i * d;
+            for (ptrdiff_t j = 0; j < d; j++) {
+                part[j] += g[i] * row[j];
+            }
+        }
+    }
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        for (ptrdiff_t j = 0; j < d; j++) {
+            grad[j] += parts[b * d + j];
+        }
+    }
+}
+
+static double weight_of(const rlhf_bt *p, ptrdiff_t unit)
+{
+    return p->sample_weight != NULL ? p->sample_weight[unit] : 1.0;
+}
+
+/* Number of ranked items in group g (the ranking stops at the first -1). */
+static ptrdiff_t group_length(const rlhf_bt *p, ptrdiff_t g)
+{
+    const int64_t *rank = p->rankings + g * p->group_size;
+    ptrdiff_t k = 0;
+    while (k < p->group_size && rank[k] >= 0) {
+        k++;
+    }
+    return k;
+}
+
+/*
+ * One Plackett-Luce group at scores r: returns its loss, writes the
+ * gradient by position into coef and the suffix log-sum-exps into lse.
+ */
+static double group_term(const rlhf_bt *p, ptrdiff_t g, const double *r,
+                         double *coef, double *lse)
+{
+    const int64_t *rank = p->rankings + g * p->group_size;
+    const ptrdiff_t K = group_length(p, g);
+    double loss = 0.0;
+    if (K < 2) {
+        for (ptrdiff_t k = 0; k < K; k++) {
+            coef[k] = 0.0;
+        }
+        return 0.0;
+    }
+    /* lse[k] = logsumexp(r[rank[k:]]), built from the end */
+    lse[K - 1] = r[rank[K - 1]];
+    for (ptrdiff_t k = K - 2; k >= 0; k--) {
+        const double a = r[rank[k]], b = lse[k + 1];
+        const double m = fmax(a, b);
+        lse[k] = m + log1p(exp(-fabs(a - b)));
+    }
+    for (ptrdiff_t k = 0; k + 1 < K; k++) {
+        loss += lse[k] - r[rank[k]];
+    }
+    /* d/dr[rank[j]] = -[j < K-1] + sum_{k <= min(j, K-2)} exp(r - lse[k]) */
+    for (ptrdiff_t j = 0; j < K; j++) {
+        double c = j + 1 < K ? -1.0 : 0.0;
+        const double rj = r[rank[j]];
+        for (ptrdiff_t k = 0; k <= j && k + 1 < K; k++) {
+            c += exp(rj - lse[k]);
+        }
+        coef[j] = c;
+    }
+    return loss;
+}
+
+/* Loss and the gradient in item space g (and d/du) at scores r. */
+static double item_loss_grad(const rlhf_bt *p, const double *r, double u,
+                             double *g, double *du)
+{
+    const ptrdiff_t n = n_units(p), width = unit_width(p);
+    const ptrdiff_t nb = n_blocks(n);
+    double *coef = p->scratch + 2 * p->n_items;
+    double *lse = coef + n * width;
+    double *sums = p->likelihood == RLHF_PLACKETT_LUCE ? lse + n * width
+                                                       : lse;
+
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads_for(p, nb))
+#endif
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK
+                                                      : n;
+        double loss = 0.0, dsum = 0.0;
+        for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
+            const double s = weight_of(p, q);
+            if (p->likelihood == RLHF_PLACKETT_LUCE) {
+                double *c = coef + q * width;
+                loss += s * group_term(p, q, r, c, lse + q * width);
+                for (ptrdiff_t k = 0; k < width; k++) {
+                    c[k] *= s;
+                }
+                continue;
+            }
+            const int64_t a = p->comparisons[2 * q];
+            const int64_t o = p->comparisons[2 * q + 1];
+            const int tied = p->tie != NULL && p->tie[q];
+            double d = r[a] - r[o];
+            if (p->margin != NULL && !tied) {
+                d -= p->margin[q];
+            }
+            bt_term t;
+            pair_term(p->tie_model, tied, d, u, &t);
+            loss += s * t.l;
+            dsum += s * t.lu;
+            coef[q] = s * t.ld;
+        }
+        sums[2 * b] = loss;
+        sums[2 * b + 1] = dsum;
+    }
+
+    /* serial scatter into item space: the order is the comparisons' */
+    double loss = 0.0;
+    *du = 0.0;
+    memset(g, 0, (size_t)p->n_items * sizeof(double));
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        loss += sums[2 * b];
+        *du += sums[2 * b + 1];
+    }
+    if (p->likelihood == RLHF_PLACKETT_LUCE) {
+        for (ptrdiff_t q = 0; q < n; q++) {
+            const int64_t *rank = p->rankings + q * width;
+            for (ptrdiff_t k = 0; k < width && rank[k] >= 0; k++) {
+                g[rank[k]] += coef[q * width + k];
+            }
+        }
+    }
+    else {
+        for (ptrdiff_t q = 0; q < n; q++) {
+            g[p->comparisons[2 * q]] += coef[q];
+            g[p->comparisons[2 * q + 1]] -= coef[q];
+        }
+    }
+    return loss;
+}
+
+/*
+ * The objective as an rlhf_objective: problem is an rlhf_bt*, x holds the
+ * n_coef coefficients then u when a tie model is on.  Returns 0.
+ */
+int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
+                      double *grad)
+{
+    const rlhf_bt *p = problem;
+    const ptrdiff_t nc = n_coef(p);
+    double *r = p->scratch;
+    double *g = r + p->n_items;
+    double *parts = p->scratch + rlhf_bt_scratch_size(p) -
+                    (!p->F_identity && p->F.dense != NULL
+                         ? n_blocks(p->n_items) * p->F.n_cols : 0);
+    const double u = p->tie_model != RLHF_TIES_NONE ? x[nc] : 0.0;
+    double du = 0.0;
+
+    scores(p, x, r);
+    double data_loss = item_loss_grad(p, r, u, g, &du);
+    features_t(p, g, grad, parts);
+    double norm2 = 0.0;
+    for (ptrdiff_t j = 0; j < nc; j++) {
+        norm2 += x[j] * x[j];
+        grad[j] += p->alpha * x[j];
+    }
+    if (p->tie_model != RLHF_TIES_NONE) {
+        grad[nc] = du;
+    }
+    *loss = data_loss + 0.5 * p->alpha * norm2;
+    return 0;
+}
+
+/*
+ * The Hessian in item space as a list of local blocks: calls back for
+ * every pair of positions of every unit.  Builds, for identity features,
+ * the item Hessian directly; otherwise G = H_items @ F (n_items x d, in
+ * the caller's buffer) and the cross terms v (n_items) with u, and the
+ * (u, u) entry.
+ */
+static double item_hessian(const rlhf_bt *p, const double *r, double u,
+                           double *H, ptrdiff_t np, double *G, double *v,
+                           double *Bpl)
+{
+    const ptrdiff_t d = p->F_identity ? 0 : p->F.n_cols;
+    const int dense = !p->F_identity && p->F.dense != NULL;
+    const ptrdiff_t width = unit_width(p);
+    double huu = 0.0;
+
+    /* local item indices and Hessian block of one unit */
+    for (ptrdiff_t q = 0; q < n_units(p); q++) {
+        const double s = weight_of(p, q);
+        int64_t idx[2];
+        const int64_t *items;
+        ptrdiff_t K;
+        double B2[4], cross[2];
+        const double *B;
+        if (p->likelihood == RLHF_PLACKETT_LUCE) {
+            items = p->rankings + q * width;
+            K = group_length(p, q);
+            if (K < 2) {
+                continue;
+            }
+            /* sum over positions k < K-1 of diag(pk) - pk pk^T on the
+             * suffix, pk = softmax(r[items[k:]]) */
+            double *lse = Bpl + K * K;
+            lse[K - 1] = r[items[K - 1]];
+            for (ptrdiff_t k = K - 2; k >= 0; k--) {
+                const double a = r[items[k]], b = lse[k + 1];
+                lse[k] = fmax(a, b) + log1p(exp(-fabs(a - b)));
+            }
+            memset(Bpl, 0, (size_t)(K * K) * sizeof(double));
+            for (ptrdiff_t k = 0; k + 1 < K; k++) {
+                for (ptrdiff_t i = k; i < K; i++) {
+                    const double pi = exp(r[items[i]] - lse[k]);
+                    Bpl[i * K + i] += s * pi;
+                    for (ptrdiff_t j = k; j < K; j++) {
+                        Bpl[i * K + j] -= s * pi * exp(r[items[j]] - lse[k]);
+                    }
+                }
+            }
+            B = Bpl;
+            cross[0] = cross[1] = 0.0;
+        }
+        else {
+            idx[0] = p->comparisons[2 * q];
+            idx[1] = p->comparisons[2 * q + 1];
+            items = idx;
+            K = 2;
+            const int tied = p->tie != NULL && p->tie[q];
+            double dd = r[idx[0]] - r[idx[1]];
+            if (p->margin != NULL && !tied) {
+                dd -= p->margin[q];
+            }
+            bt_term t;
+            pair_term(p->tie_model, tied, dd, u, &t);
+            const double h = s * t.ldd;
+            B2[0] = h;
+            B2[1] = -h;
+            B2[2] = -h;
+            B2[3] = h;
+            B = B2;
+            cross[0] = s * t.ldu;
+            cross[1] = -s * t.ldu;
+            huu += s * t.luu;
+            if (dense) {
+                /* G[a] += h (F[a] - F[b]), G[b] -= h (F[a] - F[b]) */
+                const double *fa = p->F.dense + idx[0] * d;
+                const double *fb = p->F.dense + idx[1] * d;
+                double *ga = G + idx[0] * d, *gb = G + idx[1] * d;
+                for (ptrdiff_t k = 0; k < d; k++) {
+                    const double diff = h * (fa[k] - fb[k]);
+                    ga[k] += diff;
+                    gb[k] -= diff;
+                }
+                if (p->tie_model != RLHF_TIES_NONE) {
+                    v[idx[0]] += cross[0];
+                    v[idx[1]] += cross[1];
+                }
+                continue;
+            }
+        }
+        for (ptrdiff_t i = 0; i < K; i++) {
+            const int64_t a = items[i];
+            if (p->tie_model != RLHF_TIES_NONE) {
+                v[a] += cross[i];
+            }
+            for (ptrdiff_t j = 0; j < K; j++) {
+                const double bij = B[i * K + j];
+                if (bij == 0.0) {
+                    continue;
+                }
+                const int64_t c = items[j];
+                if (p->F_identity) {
+                    if (a <= c) {
+                        H[a * np + c] += bij;
+                    }
+                }
+                else if (dense) {
+                    /* G[a] += bij * F[c] */
+                    const double *fc = p->F.dense + c * d;
+                    double *ga = G + a * d;
+                    for (ptrdiff_t k = 0; k < d; k++) {
+                        ga[k] += bij * fc[k];
+                    }
+                }
+                else {
+                    double *ga = G + a * d;
+                    for (int64_t k = p->F.indptr[c]; k < p->F.indptr[c + 1];
+                         k++) {
+                        ga[p->F.indices[k]] += bij * p->F.data[k];
+                    }
+                }
+            }
+        }
+    }
+    return huu;
+}
+
+/*
+ * H[:d, :d] += F^T G and H[:d, d] += F^T v (upper triangle) for dense F,
+ * in blocks of items whose partial sums are added in block order.
+ */
+static int hessian_dense_ftg(const rlhf_bt *p, const double *G,
+                             const double *v, double *H, ptrdiff_t np,
+                             int ties)
+{
+    const ptrdiff_t d = p->F.n_cols, w = d + 1;
+    const ptrdiff_t nb = n_blocks(p->n_items);
+    double *parts = calloc((size_t)(nb * d * w), sizeof(double));
+    if (parts == NULL) {
+        return RLHF_ENOMEM;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads_for(p, nb))
+#endif
+    for (ptrdiff_t blk = 0; blk < nb; blk++) {
+        double *part = parts + blk * d * w;
+        const ptrdiff_t stop = (blk + 1) * BT_BLOCK < p->n_items
+                                   ? (blk + 1) * BT_BLOCK : p->n_items;
+        for (ptrdiff_t i = blk * BT_BLOCK; i < stop; i++) {
+            const double *fi = p->F.dense + i * d, *gi = G + i * d;
+            for (ptrdiff_t a = 0; a < d; a++) {
+                double *row = part + a * w;
+                const double fa = fi[a];
+                for (ptrdiff_t b = a; b < d; b++) {
+                    row[b] += fa * gi[b];
+                }
+                row[d] += fa * v[i];
+            }
+        }
+    }
+    for (ptrdiff_t blk = 0; blk < nb; blk++) {
+        const double *part = parts + blk * d * w;
+        for (ptrdiff_t a = 0; a < d; a++) {
+            for (ptrdiff_t b = a; b < d; b++) {
+                H[a * np + b] += part[a * w + b];
+            }
+            if (ties) {
+                H[a * np + d] += part[a * w + d];
+            }
+        }
+    }
+    free(parts);
+    return 0;
+}
+
+/* Doubles of scratch rlhf_bt_hessian allocates itself. */
+static ptrdiff_t hessian_buffer_size(const rlhf_bt *p)
+{
+    /* v, a Plackett-Luce block and its lse, G */
+    ptrdiff_t size = p->n_items + p->group_size * (p->group_size + 1);
+    if (!p->F_identity) {
+        size += p->n_items * p->F.n_cols;
+    }
+    return size;
+}
+
+/*
+ * The Hessian of f at x, row-major into H (np x np, np =
+ * rlhf_bt_n_params): F^T H_items F + alpha I on the coefficients, the
+ * cross terms F^T v with u, and the (u, u) entry.  With identity features
+ * and no penalty, f does not change along the all-ones direction of the
+ * strengths; the returned matrix then adds mean(diag) * 1 1^T / n_items,
+ * which fixes the mean strength without changing the Newton step within
+ * the mean-zero subspace the gradient lives in.
+ * Returns 0, or RLHF_ENOMEM.
+ */
+int rlhf_bt_hessian(void *problem, const double *x, double *H)
+{
+    const rlhf_bt *p = problem;
+    const ptrdiff_t nc = n_coef(p), np = rlhf_bt_n_params(p);
+    const int ties = p->tie_model != RLHF_TIES_NONE;
+    const double u = ties ? x[nc] : 0.0;
+    double *r = p->scratch;
+    double *buf = calloc((size_t)hessian_buffer_size(p), sizeof(double));
+    if (buf == NULL) {
+        return RLHF_ENOMEM;
+    }
+    double *v = buf;
+    double *Bpl = v + p->n_items;
+    double *G = p->F_identity ? NULL
+                              : Bpl + p->group_size * (p->group_size + 1);
+
+    memset(H, 0, (size_t)(np * np) * sizeof(double));
+    scores(p, x, r);
+    const double huu = item_hessian(p, r, u, H, np, G, v, Bpl);
+    if (!p->F_identity && p->F.dense != NULL) {
+        if (hessian_dense_ftg(p, G, v, H, np, ties) != 0) {
+            free(buf);
+            return RLHF_ENOMEM;
+        }
+    }
+    else if (!p->F_identity) {
+        /* H_ww = F^T G, H_wu = F^T v (upper triangle) */
+        const ptrdiff_t d = nc;
+        for (ptrdiff_t i = 0; i < p->n_items; i++) {
+            const double *gi = G + i * d;
+            for (int64_t k = p->F.indptr[i]; k < p->F.indptr[i + 1]; k++) {
+                const ptrdiff_t a = p->F.indices[k];
+                const double fa = p->F.data[k];
+                double *row = H + a * np;
+                for (ptrdiff_t b = a; b < d; b++) {
+                    row[b] += fa * gi[b];
+                }
+                if (ties) {
+                    row[nc] += fa * v[i];
+                }
+            }
+        }
+    }
+    else if (ties) {
+        for (ptrdiff_t i = 0; i < nc; i++) {
+            H[i * np + nc] += v[i];
+        }
+    }
+    for (ptrdiff_t j = 0; j < nc; j++) {
+        H[j * np + j] += p->alpha;
+    }
+    if (ties) {
+        H[nc * np + nc] += huu;
+    }
+    if (p->F_identity && p->alpha == 0.0 && nc > 0) {
+        double mean_diag = 0.0;
+        for (ptrdiff_t j = 0; j < nc; j++) {
+            mean_diag += H[j * np + j];
+        }
+        mean_diag /= (double)nc;
+        const double c = (mean_diag > 0.0 ? mean_diag : 1.0) / (double)nc;
+        for (ptrdiff_t i = 0; i < nc; i++) {
+            for (ptrdiff_t j = i; j < nc; j++) {
+                H[i * np + j] += c;
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/*
+ * Minimise the objective of problem from x (length rlhf_bt_n_params,
+ * overwritten by the solution) with Newton's method (newton != 0) or
+ * L-BFGS (m = 10, maxls = 50).  Both stop when the largest gradient
+ * component is at most tol * max(1, its value at the start); L-BFGS also
+ * when f decreases by less than 64 eps relative.  work holds
+ * rlhf_bt_work_size(problem, newton) doubles.  Returns a solver outcome
+ * (RLHF_CONVERGED_GTOL, ...) or a negative RLHF_E... status.
+ */
+ptrdiff_t rlhf_bt_work_size(const rlhf_bt *p, int newton)
+{
+    const ptrdiff_t np = rlhf_bt_n_params(p);
+    return newton ? rlhf_newton_work_size(np) : rlhf_lbfgs_work_size(np, 10);
+}
+
+int rlhf_bt_fit(rlhf_bt *p, int newton, double *x, double *f, double *g,
+                double tol, int max_iter, double *work, int *n_iter,
+                int *n_fev)
+{
+    const ptrdiff_t np = rlhf_bt_n_params(p);
+    if (newton) {
+        return rlhf_newton_minimize(rlhf_bt_loss_grad, rlhf_bt_hessian, p, np,
+                                    x, f, g, tol, max_iter, work, n_iter,
+                                    n_fev);
+    }
+    return rlhf_lbfgs_minimize(rlhf_bt_loss_grad, p, np, x, f, g, 10, -tol,
+                               64.0 * DBL_EPSILON, max_iter, 50, work,
+                               n_iter, n_fev);
+}

@@ -1,0 +1,500 @@
+"""Human preference data: JSON Lines files and two bundled datasets.
+
+- :func:`load_preference_jsonl` reads the ``{"chosen", "rejected"}`` JSON
+  Lines format of Anthropic's HH-RLHF and TRL's implicit-prompt preference
+  data, and its ``{"prompt", "chosen", "rejected"}`` variant;
+  :meth:`PreferenceDataset.to_jsonl` writes the latter.
+- :func:`load_finegrained_qa`: 500 questions, 4 answers each, human
+  preferences over all 6 pairs with ties (Wu et al. 2023).
+- :func:`load_pandalm`: 999 response pairs, each labelled by three human
+  annotators, with ties (Wang et al. 2024).
+
+The bundled files sit next to this module under ``data/``, each with its
+LICENSE and a SOURCE.md saying where it comes from and what was changed.
+"""
+import dataclasses
+import gzip
+import json
+import os
+from importlib import resources
+from typing import Optional
+
+import numpy as np
+
+from ..preferences import _pairwise_accuracy, annotator_agreement
+
+__all__ = [
+    "PreferenceDataset",
+    "load_finegrained_qa",
+    "load_pandalm",
+    "load_preference_jsonl",
+]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class PreferenceDataset:
+    """Texts and human preferences between them.
+
+    A text is one response to one prompt: the same words answering two
+    prompts are two texts.  ``comparisons`` and ``ties`` are the inputs of a
+    pairwise reward model, with features computed from ``texts`` (and, if
+    wanted, ``prompts[text_prompt]``).
+
+    Attributes
+    ----------
+    texts : ndarray of shape (n_texts,), object
+        Distinct (prompt, response) responses, in order of first appearance.
+    prompts : ndarray of shape (n_prompts,), object
+        Distinct prompts, in order of first appearance; ``""`` for records
+        without one (their texts then hold the whole conversation).
+    text_prompt : ndarray of shape (n_texts,), int64
+        Index into ``prompts`` of each text's prompt.
+    comparisons : ndarray of shape (n_comparisons, 2), int64
+        Indices into ``texts``, preferred first; for a tie, the order shown.
+    ties : ndarray of shape (n_comparisons,), bool
+    groups : ndarray of shape (n_comparisons,), int64
+        Index into ``prompts`` of each comparison, for grouped
+        cross-validation.
+    pairs : ndarray of shape (n_comparisons, 2), int64
+        The two texts in the order annotators saw them (``comparisons``
+        itself when the source does not say).
+    labels : ndarray of shape (n_comparisons, n_annotators), int64, or None
+        Each annotator's label of ``pairs``: 1 = first better, 2 = second
+        better, 0 = tie; None when the source has only chosen/rejected.
+    info : dict of str to ndarray of shape (n_comparisons,)
+        Other per-comparison fields of the source (e.g. PandaLM's ``idx``).
+    name : str
+    """
+
+    texts: np.ndarray
+    prompts: np.ndarray
+    text_prompt: np.ndarray
+    comparisons: np.ndarray
+    ties: np.ndarray
+    groups: np.ndarray
+    pairs: np.ndarray
+    labels: Optional[np.ndarray] = None
+    info: dict = dataclasses.field(default_factory=dict)
+    name: str = ""
+
+    def __len__(self):
+        return self.comparisons.shape[0]
+
+    @property
+    def n_ties(self):
+        """Number of ties."""
+        return int(np.count_nonzero(self.ties))
+
+    @property
+    def agreement(self):
+        """rlhf.Agreement of the annotators' labels (None with fewer than
+        two annotators)."""
+        if self.labels is None or self.labels.shape[1] < 2:
+            return None
+        return annotator_agreement(self.labels)
+
+    def subset(self, index):
+        """The comparisons selected by a boolean mask or integer index
+        array (rows in that order), as a new PreferenceDataset with the
+        same texts and prompts (so item indices keep their meaning)."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            if index.shape != self.ties.shape:
+                raise ValueError(
+                    f"A boolean index must have shape {self.ties.shape}; "
+                    f"got {index.shape}.")
+        elif index.dtype.kind not in "iu":
+            raise TypeError("index must be a boolean mask or integer "
+                            f"indices; got dtype {index.dtype}.")
+        return dataclasses.replace(
+            self, comparisons=self.comparisons[index],
+            ties=self.ties[index], groups=self.groups[index],
+            pairs=self.pairs[index],
+            labels=None if self.labels is None else self.labels[index],
+            info={key: value[index] for key, value in self.info.items()})
+
+    def strict(self):
+        """The comparisons that are not ties."""
+        return self.subset(~self.ties)
+
+    def accuracy(self, scores):
+        """Fraction of strict comparisons that ``scores`` (one per text)
+        order the same way; equal scores count 1/2."""
+        return _pairwise_accuracy(scores, self.comparisons, self.ties,
+                                  self.texts.shape[0])
+
+    def to_jsonl(self, path, *, include_ties=True):
+        """Write one ``{"prompt", "chosen", "rejected"}`` line per comparison.
+
+        This is TRL's explicit-prompt preference format; gzip-compressed
+        when ``path`` ends in ``.gz``.  A tie is written with the extra key
+        ``"tie": true`` (which :func:`load_preference_jsonl` reads back;
+        trainers that do not know the key see an ordinary pair), or left
+        out with ``include_ties=False``.  Annotator labels and ``info`` are
+        not written.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        include_ties : bool, default=True
+
+        Returns
+        -------
+        int
+            Number of records written.
+        """
+        path = os.fspath(path)
+        opener = gzip.open if path.endswith(".gz") else open
+        n = 0
+        with opener(path, "wt", encoding="utf-8", newline="\n") as fh:
+            for (a, b), tie, group in zip(self.comparisons, self.ties,
+                                          self.groups):
+                if tie and not include_ties:
+                    continue
+                record = {"prompt": self.prompts[group],
+                          "chosen": self.texts[a], "rejected": self.texts[b]}
+                if tie:
+                    record["tie"] = True
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                n += 1
+        return n
+
+    def __repr__(self):
+        parts = [f"name={self.name!r}"] if self.name else []
+        parts += [f"n_texts={self.texts.shape[0]}",
+                  f"n_prompts={self.prompts.shape[0]}",
+                  f"n_comparisons={len(self)}", f"n_ties={self.n_ties}"]
+        if self.labels is not None:
+            parts.append(f"n_annotators={self.labels.shape[1]}")
+        return f"PreferenceDataset({', '.join(parts)})"
+
+
+class _Builder:
+    """Collects texts, prompts and comparisons, giving each distinct
+    (prompt, text) one index."""
+
+    def __init__(self):
+        self.prompt_index = {}
+        self.text_index = {}
+        self.text_prompt = []
+        self.pairs = []
+        self.groups = []
+
+    def prompt(self, prompt):
+        return self.prompt_index.setdefault(prompt, len(self.prompt_index))
+
+    def text(self, prompt_id, text):
+        key = (prompt_id, text)
+        index = self.text_index.get(key)
+        if index is None:
+            index = self.text_index[key] = len(self.text_index)
+            self.text_prompt.append(prompt_id)
+        return index
+
+    def add(self, prompt, first, second):
+        p = self.prompt(prompt)
+        self.pairs.append((self.text(p, first), self.text(p, second)))
+        self.groups.append(p)
+
+    def build(self, labels, name, info=None, ties=None):
+        """labels: (m, n_annotators) codes of ``pairs`` or None (pairs are
+        chosen-first); ties: the tie mask when labels is None."""
+        pairs = np.array(self.pairs, dtype=np.int64).reshape(-1, 2)
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64).reshape(
+                pairs.shape[0], -1)
+            verdict = _majority(labels)
+            ties = verdict == 0
+            comparisons = np.where((verdict == 2)[:, None], pairs[:, ::-1],
+                                   pairs)
+        else:
+            ties = np.asarray(ties, dtype=bool)
+            comparisons = pairs.copy()
+        texts = np.empty(len(self.text_index), dtype=object)
+        texts[:] = [text for _, text in self.text_index]
+        prompts = np.empty(len(self.prompt_index), dtype=object)
+        prompts[:] = list(self.prompt_index)
+        return PreferenceDataset(
+            texts, prompts, np.array(self.text_prompt, dtype=np.int64),
+            comparisons, ties, np.array(self.groups, dtype=np.int64), pairs,
+            labels, dict(info or {}), name)
+
+
+def _majority(labels):
+    """The label given by more than half of the annotators of each row."""
+    n_annotators = labels.shape[1]
+    verdict = np.full(labels.shape[0], -1, dtype=np.int64)
+    for code in (0, 1, 2):
+        verdict[np.sum(labels == code, axis=1) * 2 > n_annotators] = code
+    if (verdict < 0).any():
+        row = int(np.flatnonzero(verdict < 0)[0])
+        raise ValueError(f"Record {row} has no majority label: "
+                         f"{labels[row].tolist()}.")
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# JSON Lines
+
+
+def _open_binary(path):
+    """A binary stream of a file, gunzipped when it starts with gzip's
+    magic bytes, and the underlying file."""
+    raw = open(path, "rb")
+    try:
+        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+        return raw, raw
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _records(stream, source):
+    """(line number, dict) for every non-blank line of a binary JSON Lines
+    stream; a clear error naming source and line for anything else."""
+    line_no = 0
+    try:
+        for line_no, raw_line in enumerate(stream, start=1):
+            # decoded line by line, so that an error names its line
+            try:
+                line = raw_line.decode("utf-8-sig" if line_no == 1
+                                       else "utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{source}, line {line_no}: not UTF-8 text "
+                    f"({error.reason} at byte {error.start}).") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                hint = ""
+                if line_no == 1 and line.lstrip().startswith("["):
+                    hint = (" The file looks like one JSON array; this "
+                            "loader reads JSON Lines (one object per line).")
+                raise ValueError(
+                    f"{source}, line {line_no}: invalid JSON ({error.msg} at "
+                    f"column {error.colno}).{hint}") from None
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f"{source}, line {line_no}: expected a JSON object, got "
+                    f"{_json_type(record)}.")
+            yield line_no, record
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{source}, line {line_no + 1}: cannot read "
+                         f"({error}).") from None
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number",
+            str: "a string", list: "an array", dict: "an object"}.get(
+                type(value), type(value).__name__)
+
+
+def _text_field(record, key, source, line_no, optional=False):
+    if key not in record:
+        if optional:
+            return None
+        raise ValueError(
+            f"{source}, line {line_no}: missing key {key!r} (the record has "
+            f"{sorted(record)}).")
+    value = record[key]
+    if not isinstance(value, str):
+        hint = ""
+        if isinstance(value, list):
+            hint = (" Conversational records (lists of messages) are not "
+                    "supported; join the messages into one text first.")
+        raise TypeError(
+            f"{source}, line {line_no}: key {key!r} must be a string, got "
+            f"{_json_type(value)}.{hint}")
+    return value
+
+
+def load_preference_jsonl(path, *, identical="raise"):
+    """Read preference pairs from a JSON Lines file.
+
+    Each non-blank line is a JSON object with string values ``"chosen"``
+    and ``"rejected"`` (Anthropic HH-RLHF; TRL's implicit-prompt format,
+    where each text holds the whole conversation) and optionally
+    ``"prompt"`` (TRL's explicit-prompt format) and ``"tie": true/false``
+    (written by :meth:`PreferenceDataset.to_jsonl`).  Other keys are
+    ignored.  gzip-compressed files (any name) are read as such.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    identical : {"raise", "drop"}, default="raise"
+        What to do with a record whose chosen and rejected texts are equal
+        (a text compared with itself says nothing about it): raise a
+        ValueError naming its line, or leave such records out.
+
+    Returns
+    -------
+    PreferenceDataset
+        ``comparisons`` are (chosen, rejected); ``pairs`` equals it and
+        ``labels`` is None; ``info["line"]`` holds each comparison's line
+        number.
+
+    Raises
+    ------
+    ValueError
+        Invalid JSON, a record that is not an object, a missing key, a
+        file without records; the message names the file and the line.
+    TypeError
+        A value that is not a string (or a "tie" that is not a boolean),
+        with the file, line and key.
+    """
+    if identical not in ("raise", "drop"):
+        raise ValueError(
+            "The 'identical' parameter of load_preference_jsonl must be one "
+            f"of 'raise', 'drop'. Got {identical!r} instead.")
+    source = os.fspath(path)
+    builder = _Builder()
+    ties, lines = [], []
+    stream, raw = _open_binary(source)
+    with raw, stream:
+        for line_no, record in _records(stream, source):
+            chosen = _text_field(record, "chosen", source, line_no)
+            rejected = _text_field(record, "rejected", source, line_no)
+            prompt = _text_field(record, "prompt", source, line_no,
+                                 optional=True)
+            tie = record.get("tie", False)
+            if not isinstance(tie, bool):
+                raise TypeError(
+                    f"{source}, line {line_no}: key 'tie' must be true or "
+                    f"false, got {_json_type(tie)}.")
+            if chosen == rejected:
+                if identical == "raise":
+                    raise ValueError(
+                        f"{source}, line {line_no}: keys 'chosen' and "
+                        "'rejected' hold the same text. Pass identical='drop'"
+                        " to leave such records out.")
+                continue
+            builder.add("" if prompt is None else prompt, chosen, rejected)
+            ties.append(tie)
+            lines.append(line_no)
+    if not lines:
+        raise ValueError(f"{source} holds no preference records.")
+    name = os.path.basename(source)
+    return builder.build(None, name, {"line": np.array(lines, np.int64)},
+                         ties)
+
+
+# --------------------------------------------------------------------------
+# bundled datasets
+
+
+def _bundled_records(directory, filename):
+    # one name per joinpath: Python < 3.11 takes no more
+    resource = resources.files(__name__).joinpath("data").joinpath(
+        directory).joinpath(filename)
+    source = f"rlhf/datasets/data/{directory}/{filename}"
+    with resource.open("rb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+            return list(_records(unzipped, source)), source
+
+
+# FineGrainedRLHF's order of the six pairs of predictions 1..4
+_FINEGRAINED_PAIRS = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
+
+
+def load_finegrained_qa():
+    """Human preferences among 4 answers to each of 500 questions.
+
+    The dev split of FineGrainedRLHF's qa-feedback (Wu et al. 2023,
+    "Fine-grained human feedback gives better rewards for language model
+    training", NeurIPS; Apache-2.0): questions from ASQA, four answers of a
+    supervised policy each, and an annotator's preference for each of the
+    six pairs -- 3,000 comparisons, 384 of them ties.  Within a question
+    the strict preferences have no cycle, so they form a ranking with ties
+    of the four answers.  See ``rlhf/datasets/data/finegrained_qa/
+    SOURCE.md``.
+
+    Returns
+    -------
+    PreferenceDataset
+        ``texts[4 * q + k]`` is answer ``k + 1`` to question ``q`` =
+        ``prompts[q]``; ``pairs`` follow the source's order (1v2, 1v3, 1v4,
+        2v3, 2v4, 3v4) per question; ``labels`` has one column (1 = first
+        better, 2 = second, 0 = no preference).
+    """
+    records, source = _bundled_records("finegrained_qa",
+                                       "dev_feedback.jsonl.gz")
+    builder = _Builder()
+    labels = []
+    for line_no, record in records:
+        question = _text_field(record, "question", source, line_no)
+        answers = [_text_field(record, f"prediction {k}", source, line_no)
+                   for k in range(1, 5)]
+        preference = record.get("preference")
+        if not (isinstance(preference, list) and len(preference) == 6 and
+                all(type(v) is int and v in (0, 1, 2) for v in preference)):
+            raise ValueError(f"{source}, line {line_no}: key 'preference' "
+                             "must be a list of six labels in {0, 1, 2}.")
+        p = builder.prompt(question)
+        for answer in answers:
+            builder.text(p, answer)
+        for (i, j), label in zip(_FINEGRAINED_PAIRS, preference):
+            builder.add(question, answers[i - 1], answers[j - 1])
+            labels.append(label)
+    return builder.build(np.array(labels)[:, None], "finegrained_qa")
+
+
+def load_pandalm():
+    """Three human annotators' verdicts on 999 pairs of responses.
+
+    PandaLM's human-annotated test set (Wang et al. 2024, "PandaLM: an
+    automatic evaluation benchmark for LLM instruction tuning
+    optimization", ICLR; Apache-2.0): 170 instructions (with inputs) from
+    the self-instruct human-evaluation set, answered by five 7B models and
+    compared in pairs; each annotator says which response is better or
+    calls a tie.  ``comparisons`` follow the majority of the three (which
+    always exists): 894 strict, 105 ties.  See
+    ``rlhf/datasets/data/pandalm/SOURCE.md``.
+
+    Returns
+    -------
+    PreferenceDataset
+        A prompt is the instruction, followed by a blank line and the input
+        when there is one.  ``pairs`` are (response1, response2);
+        ``labels`` has the three annotators' columns (1 = response1 better,
+        2 = response2, 0 = tie); ``info`` holds ``idx``, ``cmp_key`` (the
+        two models, not saying which wrote response1) and
+        ``motivation_app``.  The JSON value ``true`` that stands for a
+        response in six records is read as the text "True".
+    """
+    records, source = _bundled_records("pandalm", "testset-v1.jsonl.gz")
+    builder = _Builder()
+    labels = []
+    info = {"idx": [], "cmp_key": [], "motivation_app": []}
+    for line_no, record in records:
+        instruction = _text_field(record, "instruction", source, line_no)
+        extra = _text_field(record, "input", source, line_no)
+        prompt = instruction + ("\n\n" + extra if extra else "")
+        responses = []
+        for key in ("response1", "response2"):
+            if record.get(key) is True:
+                record = dict(record, **{key: "True"})
+            responses.append(_text_field(record, key, source, line_no))
+        builder.add(prompt, *responses)
+        votes = [record.get(f"annotator{k}") for k in (1, 2, 3)]
+        if not all(type(v) is int and v in (0, 1, 2) for v in votes):
+            raise ValueError(f"{source}, line {line_no}: annotator labels "
+                             f"must be 0, 1 or 2; got {votes}.")
+        labels.append(votes)
+        idx = record.get("idx")
+        if type(idx) is not int:
+            raise ValueError(f"{source}, line {line_no}: key 'idx' must be "
+                             f"an integer; got {_json_type(idx)}.")
+        info["idx"].append(idx)
+        for key in ("cmp_key", "motivation_app"):
+            info[key].append(_text_field(record, key, source, line_no))
+    info = {"idx": np.array(info["idx"], dtype=np.int64),
+            "cmp_key": np.array(info["cmp_key"], dtype=object),
+            "motivation_app": np.array(info["motivation_app"], dtype=object)}
+    return builder.build(np.array(labels), "pandalm", info)

@@ -1,0 +1,671 @@
+"""Reward models fitted to preference comparisons, in item space.
+
+``RewardModel`` is the pairwise Bradley-Terry model of the lecture's reward
+step, ``P(a preferred to b) = sigmoid(r(a) - r(b))`` with ``r = features @
+coef_``, fitted without ever building the lecture's (comparisons x
+features) matrix of differences: each evaluation reads the item features
+twice and each comparison once.  It also fits Plackett-Luce rankings
+(InstructGPT's K-wise comparisons), Rao-Kupper or Davidson ties, Llama 2's
+margins, and gives Laplace standard errors of the rewards.
+"""
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from . import _core
+from ._base import ParamsMixin
+from ._validation import (
+    _as_float_array,
+    _check_finite,
+    _is_sparse,
+    check_array,
+    check_is_fitted,
+    check_option,
+    check_sample_weight,
+    check_scalar,
+)
+from .exceptions import ConvergenceWarning, sklearn_twin
+
+__all__ = ["RewardModel"]
+
+_LIKELIHOODS = {"bradley-terry": 0, "plackett-luce": 1}
+_TIES = {None: 0, "rao-kupper": 1, "davidson": 2}
+# Newton forms a dense Hessian of the parameters and, with features, an
+# (n_items x n_features) intermediate; beyond these sizes L-BFGS is used
+_NEWTON_MAX_PARAMS = 1000
+_NEWTON_MAX_INTERMEDIATE = 50_000_000
+_NEWTON_AUTO_FEATURES = 17
+_STOPS = {
+    0: "the largest gradient component fell below tol",
+    1: "the objective stopped decreasing (rounding level)",
+    2: "the iteration limit max_iter was reached",
+    3: "the line search found no acceptable step",
+}
+
+
+def _check_indices(values, name, *, n_columns=None, allow_pad=False):
+    """A 2-d int64 array of item indices (rows of n_columns)."""
+    if _is_sparse(values):
+        raise TypeError(f"{name} must be a dense integer array, got a sparse "
+                        "matrix.")
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and arr.size and np.all(
+                np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(
+                f"{name} must hold integer item indices, got an array of "
+                f"dtype {arr.dtype}."
+                + (" Non-integer or non-finite values are not indices."
+                   if arr.dtype.kind == "f" else "")
+            )
+    if arr.ndim != 2 or (n_columns is not None and arr.shape[1] != n_columns):
+        want = f"(n, {n_columns})" if n_columns else "(n_groups, K)"
+        raise ValueError(f"{name} must have shape {want}, got {arr.shape}.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty; at least one row is needed.")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(
+            np.int64).max:
+        raise ValueError(f"{name} holds an index too large for int64.")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    low = -1 if allow_pad else 0
+    if arr.min() < low:
+        row = int(np.argwhere(arr < low)[0][0])
+        raise ValueError(
+            f"{name} must hold non-negative item indices"
+            + (" (-1 pads the end of a ranking)" if allow_pad else "")
+            + f"; row {row} is {arr[row].tolist()}."
+        )
+    return arr
+
+
+def _unwrap(comparisons):
+    """(comparisons, ties, sample_weight, n_items) of an rlhf.Comparisons
+    or an rlhf.datasets.PreferenceDataset; (comparisons, None, None, None)
+    otherwise."""
+    if hasattr(comparisons, "comparisons") and hasattr(comparisons, "ties"):
+        n_items = getattr(comparisons, "n_items", None)
+        texts = getattr(comparisons, "texts", None)
+        if n_items is None and texts is not None:
+            n_items = len(texts)
+        return (np.asarray(comparisons.comparisons), comparisons.ties,
+                getattr(comparisons, "sample_weight", None), n_items)
+    return comparisons, None, None, None
+
+
+def _check_vector(values, name, n, *, nonneg=False):
+    arr = _as_float_array(values, name)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}.")
+    _check_finite(arr, name)
+    if nonneg and (arr < 0).any():
+        raise ValueError(f"{name} must be non-negative; got a minimum of "
+                         f"{arr.min()!r}.")
+    return np.ascontiguousarray(arr)
+
+
+def _compress(F, problem):
+    """The same problem on the items the comparisons name and the feature
+    columns non-zero on them.  Exact: every other coefficient has a zero
+    data gradient, so it stays at its starting value 0 (and is 0 at the
+    optimum with or without the penalty).  Returns the new problem and the
+    kept columns (None when nothing would be dropped)."""
+    data = problem[3]
+    items = np.unique(data[data >= 0])
+    rows = F[items]
+    columns = np.unique(rows.indices)
+    if len(items) == F.shape[0] and len(columns) == F.shape[1]:
+        return problem, None
+    sub = rows[:, columns].tocsr()
+    sub.sort_indices()
+    remapped = np.where(data >= 0, np.searchsorted(items, data), -1)
+    return (( _kernel_features(sub), len(items), problem[2],
+             np.ascontiguousarray(remapped, dtype=np.int64))
+            + problem[4:]), columns
+
+
+def _sparse_row_sq_outside(F, columns):
+    """Row sums of squares of the sparse F outside the given columns."""
+    data = np.where(np.isin(F.indices, columns), 0.0, F.data)
+    counts = np.diff(F.indptr)
+    return np.add.reduceat(np.r_[data * data, 0.0],
+                           np.r_[F.indptr[:-1]]) * (counts > 0)
+
+
+def _kernel_features(F):
+    if F is None:
+        return None
+    if _is_sparse(F):
+        return (F.data, F.indices.astype(np.int64, copy=False),
+                F.indptr.astype(np.int64, copy=False), F.shape[1])
+    return F
+
+
+class RewardModel(ParamsMixin):
+    """Bradley-Terry (or Plackett-Luce) reward model over item features.
+
+    Minimises ``sum_p s_p * loss_p + ||w||^2 / (2 C)`` with rewards
+    ``r = features @ w`` (no intercept: preferences only see reward
+    differences) and, for a comparison where item a was preferred to b,
+    ``loss_p = -log sigmoid(r(a) - r(b) - margin_p)`` (Bradley & Terry
+    1952; the margin as in Llama 2, Touvron et al. 2023).  The lecture's
+    mirrored rows fitted by ``LogisticRegression(C)`` have the same optimum
+    as ``RewardModel(C=2 C)`` on the pairs.
+
+    Parameters
+    ----------
+    C : float, default=1.0
+        Inverse strength of the L2 penalty; ``np.inf`` means none.
+    penalty : {'l2', None}, default='l2'
+        ``None``: the maximum-likelihood rewards.  With one strength per
+        item they are identified only up to a shift; their mean is fixed
+        at zero.
+    solver : {'auto', 'lbfgs', 'newton'}, default='auto'
+        'newton' forms the Hessian ``F^T L F`` (L the weighted Laplacian of
+        the comparison graph) and converges to the exact optimum; 'lbfgs'
+        needs only gradients (wide or sparse features, many items).
+        'auto' takes Newton for free strengths of at most 1000 items or
+        at most 16 features, where its Hessian is cheap; L-BFGS otherwise.
+    tol : float, default=1e-8
+        Stop when the largest gradient component is at most ``tol`` times
+        its size at the start (or 1, if larger).
+    max_iter : int, default=1000
+    likelihood : {'bradley-terry', 'plackett-luce'}, default='bradley-terry'
+        'plackett-luce' fits rankings of K items, best first (Plackett
+        1975): ``P = prod_k exp(r_k) / sum_{j >= k} exp(r_j)``.
+    ties : {None, 'rao-kupper', 'davidson'}, default=None
+        How a tied comparison is modelled.  Rao & Kupper (1967):
+        ``P(a > b) = sigmoid(d - kappa)``, ``theta = exp(kappa)``;
+        Davidson (1970): ``P(tie) = nu sqrt(pi_a pi_b) / (pi_a + pi_b +
+        nu sqrt(pi_a pi_b))``, ``pi = exp(r)``.  The tie parameter is
+        fitted (``tie_param_`` is theta or nu).  With ``None``, a tie
+        passed to ``fit`` counts as half a win each way.
+    n_threads : int, default=None
+        OpenMP threads (None: all); results are bitwise the same for any
+        number.
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,) or (n_items,)
+        Reward weights, or one strength per item when fitted without
+        features.
+    tie_param_ : float or None
+    n_iter_ : int
+    objective_ : float
+        The minimised objective.
+    n_items_ : int
+    n_features_in_ : int
+        Only when fitted with features.
+
+    Examples
+    --------
+    >>> import numpy as np, rlhf
+    >>> features = np.array([[0.9, 0.8], [0.4, 0.9], [0.8, 0.5], [0.2, 0.1]])
+    >>> pairs = np.array([[0, 1], [0, 3], [2, 3], [1, 3], [2, 1]])
+    >>> model = rlhf.RewardModel(C=2.0).fit(features, pairs)
+    >>> model.predict(features).round(3)
+    array([0.94 , 0.379, 0.754, 0.125])
+    """
+
+    def __init__(self, C=1.0, penalty="l2", solver="auto", tol=1e-8,
+                 max_iter=1000, likelihood="bradley-terry", ties=None,
+                 n_threads=None, verbose=0):
+        self.C = C
+        self.penalty = penalty
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.likelihood = likelihood
+        self.ties = ties
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # -- parameters --------------------------------------------------------
+
+    def _validate_params(self):
+        name = type(self).__name__
+        check_scalar(self.C, "C", name, low=0, low_open=True)
+        check_option(self.penalty, "penalty", name, ["l2", None])
+        check_option(self.solver, "solver", name, ["auto", "lbfgs", "newton"])
+        check_scalar(self.tol, "tol", name, low=0, low_open=True)
+        check_scalar(self.max_iter, "max_iter", name, kind="int", low=0)
+        check_option(self.likelihood, "likelihood", name,
+                     ["bradley-terry", "plackett-luce"])
+        check_option(self.ties, "ties", name, [None, "rao-kupper",
+                                               "davidson"])
+        if self.n_threads is not None:
+            check_scalar(self.n_threads, "n_threads", name, kind="int",
+                         low=1)
+        check_scalar(self.verbose, "verbose", name, kind="int", low=0)
+        if self.likelihood == "plackett-luce" and self.ties is not None:
+            raise ValueError(
+                "ties apply to pairwise comparisons; use "
+                "likelihood='bradley-terry' with ties, or ties=None with "
+                "likelihood='plackett-luce'."
+            )
+
+    def _alpha(self):
+        if self.penalty is None or self.C == np.inf:
+            return 0.0
+        return 1.0 / self.C
+
+    # -- data --------------------------------------------------------------
+
+    def _check_features(self, features, n_items=None):
+        if features is None:
+            return None
+        F = check_array(features, "features")
+        if n_items is not None and F.shape[0] != n_items:
+            raise ValueError(
+                f"features has {F.shape[0]} rows but the comparisons refer "
+                f"to {n_items} items; give one row per item."
+            )
+        return F
+
+    def _problem(self, features, comparisons, sample_weight, margin, ties,
+                 rankings, n_items):
+        """Validate fit's arguments into the kernel's problem tuple."""
+        pl = self.likelihood == "plackett-luce"
+        if pl:
+            data = rankings if rankings is not None else comparisons
+            if data is None:
+                raise ValueError("likelihood='plackett-luce' needs rankings "
+                                 "(n_groups, K), best first.")
+            data = _check_indices(data, "rankings", allow_pad=True)
+            if margin is not None or ties is not None:
+                raise ValueError("margin and ties apply to pairwise "
+                                 "comparisons, not to rankings.")
+            for g, row in enumerate(data):
+                items = row[row >= 0]
+                if (row[len(items):] != -1).any():
+                    raise ValueError(
+                        f"rankings: -1 may only pad the end of a ranking; "
+                        f"row {g} is {row.tolist()}.")
+                if len(np.unique(items)) != len(items):
+                    raise ValueError(
+                        f"rankings: row {g} ranks an item twice: "
+                        f"{row.tolist()}.")
+        else:
+            if rankings is not None:
+                raise ValueError("rankings are for likelihood="
+                                 "'plackett-luce'; pass comparisons.")
+            if comparisons is None:
+                raise ValueError("comparisons must be given: an integer "
+                                 "array of shape (n_comparisons, 2).")
+            data = _check_indices(comparisons, "comparisons", n_columns=2)
+            same = np.flatnonzero(data[:, 0] == data[:, 1])
+            if same.size:
+                raise ValueError(
+                    f"comparisons: row {same[0]} compares item "
+                    f"{data[same[0], 0]} with itself.")
+        largest = int(data.max())
+        if largest < 0:
+            raise ValueError("rankings: no ranking names any item (every "
+                             "entry is the padding -1).")
+        if features is not None:
+            if n_items is not None:
+                raise ValueError("n_items is implied by features (one row "
+                                 "per item); pass one or the other.")
+            n_items = features.shape[0]
+        elif n_items is None:
+            n_items = largest + 1
+        else:
+            check_scalar(n_items, "n_items", type(self).__name__,
+                         kind="int", low=1)
+        if largest >= n_items:
+            name = "rankings" if pl else "comparisons"
+            where = "rows of features" if features is not None else "n_items"
+            raise ValueError(
+                f"{name} refers to item {largest}, but there are only "
+                f"{n_items} items ({where}).")
+        n = data.shape[0]
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, n)
+            if not sample_weight.sum() > 0:
+                raise ValueError("sample_weight is zero for every "
+                                 "comparison; at least one must be positive.")
+            sample_weight = np.ascontiguousarray(sample_weight)
+        if margin is not None:
+            margin = _check_vector(margin, "margin", n)
+        if ties is not None:
+            tie_arr = np.asarray(ties)
+            if tie_arr.dtype.kind != "b":
+                if tie_arr.dtype.kind in "iu" and np.isin(tie_arr,
+                                                          [0, 1]).all():
+                    tie_arr = tie_arr.astype(bool)
+                else:
+                    raise TypeError(
+                        "ties must be a boolean mask over the comparisons, "
+                        f"got dtype {tie_arr.dtype}.")
+            if tie_arr.shape != (n,):
+                raise ValueError(f"ties must have shape ({n},), got "
+                                 f"{tie_arr.shape}.")
+            ties = np.ascontiguousarray(tie_arr.view(np.uint8))
+        return (_kernel_features(features), int(n_items),
+                _LIKELIHOODS[self.likelihood], data, sample_weight, margin,
+                ties, _TIES[self.ties], self._alpha())
+
+    def _choose_solver(self, features, n_params, n_items):
+        """Newton when its Hessian is cheap next to a few gradient
+        evaluations: free strengths of up to 1000 items, or up to 16
+        features (the Hessian costs about n_features / 2 gradients)."""
+        if self.solver != "auto":
+            return self.solver
+        if features is None:
+            return "newton" if n_params <= _NEWTON_MAX_PARAMS else "lbfgs"
+        if n_params <= _NEWTON_AUTO_FEATURES and n_items * n_params <= \
+                _NEWTON_MAX_INTERMEDIATE:
+            return "newton"
+        return "lbfgs"
+
+    # -- fitting -----------------------------------------------------------
+
+    def fit(self, features, comparisons=None, sample_weight=None,
+            margin=None, ties=None, *, rankings=None, n_items=None):
+        """Fit the reward model.
+
+        Parameters
+        ----------
+        features : array-like or scipy.sparse matrix of shape \
+(n_items, n_features), or None
+            One row per item.  ``None`` fits one free strength per item
+            (as choix does).
+        comparisons : array-like of int of shape (n_comparisons, 2)
+            Item indices, the preferred item first.  An
+            ``rlhf.Comparisons`` or ``rlhf.datasets.PreferenceDataset``
+            also brings its ties, weights and number of items.  With
+            ``likelihood='plackett-luce'``: rankings (see ``rankings``).
+        sample_weight : array-like of shape (n_comparisons,), default=None
+            Non-negative weights (per ranking for Plackett-Luce).
+        margin : array-like of shape (n_comparisons,), default=None
+            Required reward gap: ``loss = -log sigmoid(r_a - r_b - m)``;
+            not applied to ties.
+        ties : array-like of bool of shape (n_comparisons,), default=None
+            True where the two items tied (the order in the row then does
+            not matter).
+        rankings : array-like of int of shape (n_groups, K), default=None
+            Plackett-Luce rankings, best first; -1 pads a shorter ranking.
+        n_items : int, default=None
+            Number of items when ``features`` is None (default: the
+            largest index + 1).
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        comparisons, source_ties, source_weight, source_items = _unwrap(
+            comparisons)
+        if ties is None and source_ties is not None and np.any(source_ties):
+            ties = source_ties
+        if sample_weight is None:
+            sample_weight = source_weight
+        if n_items is None and features is None:
+            n_items = source_items
+        F = self._check_features(features)
+        if F is None and _is_sparse(features):
+            raise TypeError("features must be an array or None.")
+        problem = self._problem(F, comparisons, sample_weight, margin, ties,
+                                rankings, n_items)
+        n_items = problem[1]
+        columns = None
+        if F is not None and _is_sparse(F):
+            problem, columns = _compress(F, problem)
+        n_coef = (n_items if F is None else F.shape[1] if columns is None
+                  else len(columns))
+        has_tie = self.ties is not None
+        n_params = n_coef + has_tie
+        solver = self._choose_solver(F, n_params, n_items)
+        if solver == "newton" and n_params > 4 * _NEWTON_MAX_PARAMS:
+            raise ValueError(
+                f"solver='newton' forms a dense ({n_params} x {n_params}) "
+                "Hessian; use solver='lbfgs' for this many parameters.")
+        x0 = np.zeros(n_params)
+        n_threads = 0 if self.n_threads is None else int(self.n_threads)
+        try:
+            x, loss, grad, n_iter, n_fev, status = _core.bt_fit(
+                problem, x0, solver, float(self.tol), int(self.max_iter),
+                n_threads=n_threads)
+        except ValueError:
+            if F is not None:
+                _check_finite(F.data if _is_sparse(F) else F, "features")
+            raise
+        coef = x[:n_coef].copy()
+        if F is None and self._alpha() == 0.0:
+            coef -= coef.mean()
+        if columns is not None:
+            coef = np.zeros(F.shape[1])
+            coef[columns] = x[:n_coef]
+        self._columns = columns
+        self.coef_ = coef
+        self.tie_param_ = None
+        if has_tie:
+            u = x[n_coef]
+            self.tie_param_ = (math.exp(math.exp(u)) if self.ties ==
+                               "rao-kupper" else math.exp(u))
+        self._x = x
+        self._problem_tuple = problem
+        self._fitted_with_features = F is not None
+        self.n_iter_ = int(n_iter)
+        self.objective_ = float(loss)
+        self.solver_ = solver
+        self.n_items_ = n_items
+        if F is not None:
+            self.n_features_in_ = F.shape[1]
+        elif hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        if self.verbose:
+            print(f"{type(self).__name__}: {solver} stopped after {n_iter} "
+                  f"iterations and {n_fev} evaluations: {_STOPS[status]} "
+                  f"(objective {loss:.10g}).")
+        if (F is None and self._alpha() == 0.0 and
+                self.likelihood == "bradley-terry"):
+            self._warn_if_no_maximum(problem)
+        if status >= 2:
+            warnings.warn(
+                f"{solver} failed to converge: {_STOPS[status]} after "
+                f"{n_iter} iterations. Increase max_iter, add a penalty "
+                "(penalty='l2'), or check that every item both wins and "
+                "loses somewhere in a connected comparison graph.",
+                sklearn_twin(ConvergenceWarning), stacklevel=2)
+        return self
+
+    @staticmethod
+    def _warn_if_no_maximum(problem):
+        """Free strengths without a penalty have a finite maximum-likelihood
+        estimate only if the "beats" graph is strongly connected within
+        each connected part (Zermelo 1929; Ford 1957): if some group of
+        items never loses to the rest, its strengths run off to infinity
+        and the solver stops somewhere on the way."""
+        n_items, pairs, weight, ties = problem[1], problem[3], problem[4], \
+            problem[6]
+        keep = np.ones(len(pairs), bool) if weight is None else weight > 0
+        pairs = pairs[keep]
+        tied = (np.zeros(len(pairs), bool) if ties is None
+                else ties[keep].astype(bool))
+        # a beats b: an edge b -> a; a tie: both ways
+        src = np.r_[pairs[:, 1], pairs[tied, 0]]
+        dst = np.r_[pairs[:, 0], pairs[tied, 1]]
+        try:
+            from scipy.sparse import coo_matrix
+            from scipy.sparse.csgraph import connected_components
+        except ImportError:
+            # without SciPy, the plainest case: an item that only wins or
+            # only loses
+            lone = np.setxor1d(src, dst).size > 0
+        else:
+            graph = coo_matrix((np.ones(len(src)), (src, dst)),
+                               shape=(n_items, n_items))
+            weak = connected_components(graph, connection="weak")[0]
+            strong = connected_components(graph, connection="strong")[0]
+            lone = strong > weak
+        if lone:
+            warnings.warn(
+                "The maximum-likelihood strengths do not exist: some items "
+                "never lose (or never win) against the others they are "
+                "compared with, so their strengths grow without bound "
+                "(Ford 1957); coef_ is where the solver stopped. Use "
+                "penalty='l2' (a prior) for finite strengths.",
+                sklearn_twin(ConvergenceWarning), stacklevel=3)
+
+    # -- prediction --------------------------------------------------------
+
+    def _rewards(self, features):
+        check_is_fitted(self, "coef_")
+        if features is None:
+            if self._fitted_with_features:
+                raise ValueError(
+                    "This model was fitted with features; pass the "
+                    "features of the items to score.")
+            return self.coef_.copy()
+        if not self._fitted_with_features:
+            raise ValueError(
+                "This model has one strength per item (fitted with "
+                "features=None); call with features=None.")
+        F = check_array(features, "features")
+        if F.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"features has {F.shape[1]} columns, but "
+                f"{type(self).__name__} was fitted with "
+                f"{self.n_features_in_}.")
+        return np.asarray(F @ self.coef_).ravel()
+
+    def predict(self, features=None):
+        """Rewards of items: ``features @ coef_`` (or the fitted strengths
+        when fitted without features).
+
+        Returns
+        -------
+        ndarray of shape (n_items,)
+        """
+        return self._rewards(features)
+
+    def predict_proba(self, features, comparisons):
+        """Probability that the first item of each pair is preferred (a
+        strict win; under a tie model the rest is split between a tie and
+        a loss).
+
+        Parameters
+        ----------
+        features : array-like of shape (n_items, n_features), or None
+        comparisons : array-like of int of shape (n_comparisons, 2), an
+            ``rlhf.Comparisons`` or an ``rlhf.datasets.PreferenceDataset``
+
+        Returns
+        -------
+        ndarray of shape (n_comparisons,)
+        """
+        r = self._rewards(features)
+        pairs = self._pairs(_unwrap(comparisons)[0], len(r))
+        d = r[pairs[:, 0]] - r[pairs[:, 1]]
+        if self.ties == "rao-kupper":
+            d = d - math.log(self.tie_param_)
+        if self.ties == "davidson":
+            nu = self.tie_param_
+            # 1 / (1 + e^-d + nu e^(-d/2)), as a log-sum-exp
+            stack = np.stack([np.zeros_like(d), -d,
+                              math.log(nu) - 0.5 * d])
+            return np.exp(-np.logaddexp.reduce(stack, axis=0))
+        return np.exp(-np.logaddexp(0.0, -d))
+
+    def score(self, features, comparisons, ties=None):
+        """Pairwise accuracy: the share of strict comparisons whose
+        preferred item gets the higher reward (equal rewards count one
+        half).  Tied comparisons (``ties``, or those of an
+        ``rlhf.Comparisons`` / ``PreferenceDataset``) are left out: a tie
+        has no preferred item."""
+        r = self._rewards(features)
+        comparisons, source_ties, _, _ = _unwrap(comparisons)
+        if ties is None:
+            ties = source_ties
+        pairs = self._pairs(comparisons, len(r))
+        if ties is not None:
+            tie_arr = np.asarray(ties)
+            if tie_arr.shape != (len(pairs),):
+                raise ValueError(f"ties must have shape ({len(pairs)},), got "
+                                 f"{tie_arr.shape}.")
+            pairs = pairs[~tie_arr.astype(bool)]
+            if not len(pairs):
+                raise ValueError("Every comparison is a tie; pairwise "
+                                 "accuracy needs strict ones.")
+        d = r[pairs[:, 0]] - r[pairs[:, 1]]
+        return float(np.mean((d > 0) + 0.5 * (d == 0)))
+
+    def _pairs(self, comparisons, n_items):
+        pairs = _check_indices(comparisons, "comparisons", n_columns=2)
+        if pairs.max() >= n_items:
+            raise ValueError(f"comparisons refers to item {pairs.max()}, "
+                             f"but there are only {n_items} items.")
+        return pairs
+
+    # -- uncertainty -------------------------------------------------------
+
+    def reward_std(self, features=None):
+        """Laplace-approximation standard errors of the rewards.
+
+        The posterior of the parameters is approximated by a Gaussian at
+        the optimum with covariance ``H^-1``, H the Hessian of the
+        objective (MacKay 1992); a reward ``f . w`` then has variance
+        ``f^T H^-1 f``.  Free strengths without a penalty are identified
+        up to a shift: the covariance is that of the mean-zero strengths
+        (the pseudo-inverse of the Hessian).
+
+        Returns
+        -------
+        ndarray of shape (n_items,)
+        """
+        check_is_fitted(self, "coef_")
+        n_params = len(self._x)
+        if n_params > 4 * _NEWTON_MAX_PARAMS:
+            raise ValueError(
+                f"reward_std inverts the ({n_params} x {n_params}) Hessian; "
+                f"it is available for at most {4 * _NEWTON_MAX_PARAMS} "
+                "parameters.")
+        H = _core.bt_hessian(self._problem_tuple, self._x)
+        n_coef = len(self._x) - (self.ties is not None)
+        free = not self._fitted_with_features and self._alpha() == 0.0
+        # a Hessian singular to rounding makes inv return huge, meaningless
+        # numbers rather than fail: judge it by its eigenvalues
+        eig = np.linalg.eigvalsh(H)
+        if not eig[0] > eig[-1] * len(H) * 1e-13:
+            raise ValueError(
+                "The Hessian at the optimum is singular: some rewards are "
+                "not identified by the comparisons (penalty=None with a "
+                "feature constant over the items, or an item never "
+                "compared). Use penalty='l2'.")
+        cov = np.linalg.inv(H)
+        if free:
+            # the kernel's Hessian adds mean(diag) 1 1^T / n along the
+            # direction the objective ignores; project it out again
+            P = np.eye(len(H))
+            P[:n_coef, :n_coef] -= 1.0 / n_coef
+            cov = P @ cov @ P.T
+        cov_w = cov[:n_coef, :n_coef]
+        if features is None:
+            if self._fitted_with_features:
+                raise ValueError("This model was fitted with features; "
+                                 "pass the features of the items.")
+            var = np.diag(cov_w).copy()
+        else:
+            self._rewards(features)  # the checks
+            F = check_array(features, "features")
+            rest = 0.0
+            if self._columns is not None:
+                # the coefficients of the other columns never met the data:
+                # their Hessian is alpha I, their variance C (infinite
+                # without a penalty)
+                sq = _sparse_row_sq_outside(F, self._columns)
+                alpha = self._alpha()
+                with np.errstate(divide="ignore"):
+                    rest = np.where(sq > 0, sq / alpha if alpha > 0 else
+                                    np.inf, 0.0)
+                F = F[:, self._columns]
+            FS = np.asarray(F @ cov_w)
+            var = np.asarray(F.multiply(FS).sum(axis=1)).ravel() \
+                if _is_sparse(F) else np.einsum("ij,ij->i", FS, F)
+            var = var + rest
+        return np.sqrt(np.maximum(var, 0.0))
