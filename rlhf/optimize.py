@@ -238,6 +238,7 @@ n_features), optional
             # multiplicative update of lambda that stays positive
             log_lambda = np.array([np.log(float(self.lambda_init))])
             dual_m, dual_v = np.zeros(1), np.zeros(1)
+            previous_error = None
             history["cost"], history["lambda"] = [], []
         all_rows = np.arange(n, dtype=np.int64)
         # buffers written again each iteration (fresh arrays of this size
@@ -310,11 +311,20 @@ n_features), optional
             if costs is not None:
                 history["cost"].append(float((p * costs).sum(axis=1).mean()))
                 history["lambda"].append(lam)
-                dual_grad = np.array([-(cost_now - self.cost_budget)])
+                # an optimistic step, along 2 e_t - e_(t-1) (Popov 1980;
+                # Daskalakis et al. 2018): the error plus its change, the
+                # derivative term of a PID Lagrangian (Stooke et al. 2020),
+                # which damps the lag between policy and multiplier; Adam
+                # without momentum (beta1 = 0) for the same reason
+                error = cost_now - self.cost_budget
+                if previous_error is None:
+                    previous_error = error
+                dual_grad = np.array([-(2.0 * error - previous_error)])
+                previous_error = error
                 log_lambda, dual_m, dual_v = k.adam_step(
                     log_lambda, dual_grad, dual_m, dual_v,
                     _scheduled(self, iteration, self.lambda_learning_rate),
-                    *_ADAM, iteration + 1)
+                    0.0, _ADAM[1], _ADAM[2], iteration + 1)
             if self.verbose and (iteration % max(1, self.n_iterations // 10)
                                  == 0 or iteration == self.n_iterations - 1):
                 print(f"{owner} iteration {iteration + 1}: reward "
@@ -422,10 +432,15 @@ class PPO(_PolicyGradient):
         cost_budget`` (mean over prompts), handled as in Safe RLHF (Dai
         et al. 2024, "Safe RLHF: safe reinforcement learning from human
         feedback"): the policy maximises ``r - lambda c`` (with the KL
-        term) and ``log lambda`` takes an Adam ascent step along ``E[c] -
-        cost_budget`` after each iteration (Safe RLHF's code takes the
-        gradient of ``(E[c] - budget) lambda`` instead, which slows lambda's
-        way down to 0 when the constraint is slack).  The fixed point is the
+        term) and ``log lambda`` takes an ascent step after each iteration
+        along the error ``e = E[c] - cost_budget``, optimistically ``2 e_t
+        - e_(t-1)`` (the error and its change, as the derivative term of a
+        PID Lagrangian, Stooke et al. 2020), scaled as by Adam without
+        momentum.  (Safe RLHF's code takes the gradient of ``e lambda``,
+        which slows lambda's way down to 0 when the constraint is slack.)
+        Known limitation: when rewards are many times ``beta`` the optimum
+        can sit on a knife edge between two near-deterministic policies and
+        the multiplier then keeps swinging instead of settling.  The fixed point is the
         constrained optimum ``pi ∝ pi_ref exp((r - lambda* c) / beta)``,
         lambda* the dual optimum.
     lambda_init : float > 0, default=1.0

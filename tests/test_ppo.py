@@ -325,15 +325,28 @@ def test_ppo_lagrangian_equals_constrained_policy_on_one_prompt(seed):
     assert total_variation(ppo.policy_, policy) < 1e-2
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: with rewards ten "
-                   "times beta the optimum sits near a corner and the dual "
-                   "ascent on log lambda oscillates between corners instead "
-                   "of converging (here even after 3000 iterations)")
-def test_ppo_lagrangian_on_a_sharp_problem():
-    reference, rewards, costs, budget = _one_prompt(4, 1.0)
+@pytest.mark.parametrize("seed", [4, 8, 11])
+def test_ppo_lagrangian_on_sharp_problems(seed):
+    """Rewards ten times beta: the optimum sits near a corner, between two
+    near-deterministic policies, and the multiplier must settle within a
+    fraction of a percent.  The optimistic dual step reaches it, given
+    3000 iterations."""
+    reference, rewards, costs, budget = _one_prompt(seed, 1.0)
     policy, _ = rlhf.constrained_policy(reference, rewards, costs, 0.1,
                                         budget)
     ppo = rlhf.PPO(cost_budget=budget, exact=True, n_iterations=3000).fit(
+        reference, rewards, costs=costs)
+    assert total_variation(ppo.policy_, policy) < 1e-2
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: on the sharp "
+                   "problems the default 500 iterations end before the "
+                   "multiplier settles")
+def test_ppo_lagrangian_on_a_sharp_problem_default_iterations():
+    reference, rewards, costs, budget = _one_prompt(4, 1.0)
+    policy, _ = rlhf.constrained_policy(reference, rewards, costs, 0.1,
+                                        budget)
+    ppo = rlhf.PPO(cost_budget=budget, exact=True).fit(
         reference, rewards, costs=costs)
     assert total_variation(ppo.policy_, policy) < 1e-2
 
