@@ -23,15 +23,6 @@
 #include "fastexp.h"
 #include "rlhf.h"
 
-/* The rows of a bandit are short (a handful of responses): GCC's default
- * -O2 cost model leaves their loops scalar for the epilogue they need;
- * the dynamic model (that of -O3) vectorises them.  Only the choice of
- * instructions changes: GCC never reorders floating-point sums without
- * -ffast-math, so the results are the same bits. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("vect-cost-model=dynamic")
-#endif
-
 #define RLHF_PARALLEL_MIN 32768 /* entries below which one thread is used */
 
 /* log(1 + exp(z)) without overflow for large z or lost digits for small. */
