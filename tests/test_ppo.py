@@ -388,3 +388,16 @@ def test_reinforce_same_random_state_same_result(baseline):
     assert first.policy_.tobytes() == second.policy_.tobytes()
     assert first.history_["reward"].tobytes() == \
         second.history_["reward"].tobytes()
+
+
+def test_lagrangian_loop_on_kernels_and_twins():
+    reference, rewards = bandit(15)
+    costs = np.random.default_rng(15).random(rewards.shape)
+    kwargs = dict(cost_budget=0.4, n_iterations=30, random_state=2)
+    ours = rlhf.PPO(**kwargs).fit(reference, rewards, costs=costs)
+    twin = TwinPPO(**kwargs).fit(reference, rewards, costs=costs)
+    np.testing.assert_allclose(ours.policy_, twin.policy_, rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(ours.history_["lambda"],
+                               twin.history_["lambda"], rtol=1e-9)
+    assert ours.lambda_ == pytest.approx(twin.lambda_, rel=1e-9)
