@@ -71,7 +71,7 @@ setup(
             "rlhf._core",
             sources=SOURCES,
             include_dirs=[numpy.get_include(), "csrc"],
-            depends=["csrc/rlhf.h", "csrc/fastexp.h"],
+            depends=["csrc/rlhf.h", "csrc/fastexp.h", "csrc/numerics.h"],
         )
     ],
     cmdclass={"build_ext": BuildExt},

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "rlhf.h"
+
 /*
  * exp(x) for x <= 0, to about 1 ulp, written so that compilers vectorise
  * the loops that call it: x = n ln2 + r with |r| <= ln2 / 2 (Cody & Waite
@@ -49,14 +51,5 @@ static inline double exp_nonpositive(double x)
     memcpy(&scale, &bits, sizeof scale);
     return x < lowest ? 0.0 : p * scale;
 }
-
-/* Built for AVX2 and AVX-512 as well where GCC can pick at load time;
- * the arithmetic is the same IEEE operations in every version. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__)
-#define RLHF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RLHF_CLONES
-#endif
 
 #endif /* RLHF_FASTEXP_H */

@@ -20,29 +20,11 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "numerics.h"
 #include "fastexp.h"
 #include "rlhf.h"
 
 #define RLHF_PARALLEL_MIN 32768 /* entries below which one thread is used */
-
-/* log(1 + exp(z)) without overflow for large z or lost digits for small. */
-static double log1pexp(double z)
-{
-    if (z > 0.0) {
-        return z + log1p(exp(-z));
-    }
-    return log1p(exp(z));
-}
-
-/* 1 / (1 + exp(-z)), with exp never taken of a large positive number. */
-static double sigmoid(double z)
-{
-    if (z >= 0.0) {
-        return 1.0 / (1.0 + exp(-z));
-    }
-    double e = exp(z);
-    return e / (1.0 + e);
-}
 
 /*
  * logsumexp of one row as top + log_total, top its maximum: logp is then
