@@ -30,9 +30,9 @@
 #define RLHF_BLOCK 2048
 
 /*
- * Both of the above from one exponential, e = exp(-|z|): the dense pass is
- * bound by these calls, not by reading X.  Bitwise the same values as
- * log1pexp(z) and sigmoid(z).
+ * log1pexp(z) and sigmoid(z) (numerics.h) from one exponential,
+ * e = exp(-|z|), bitwise the same values: the dense pass is bound by
+ * these calls, not by reading X.
  */
 static void log1pexp_sigmoid(double z, double *l, double *sig)
 {
