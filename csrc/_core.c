@@ -117,8 +117,8 @@ typedef struct {
     PyArrayObject *dense, *data, *indices, *indptr;
 } matrix_refs;
 
-/* Clears the pointers too: parse_matrix releases on failure and its
- * callers release again on their own failure path. */
+/* Idempotent: a second call (a caller's cleanup after a failed parse)
+ * releases nothing twice. */
 static void release_matrix(matrix_refs *refs)
 {
     Py_CLEAR(refs->dense);
@@ -580,6 +580,14 @@ static PyObject *py_reweight(PyObject *Py_UNUSED(self), PyObject *args)
                           &eps)) {
         return NULL;
     }
+    /* a NaN eta or a negative eps would give NaN weights, not an error */
+    if (!isfinite(eta) || !isfinite(eps) || !(eps >= 0.0)) {
+        PyErr_Format(PyExc_ValueError,
+                     "reweight: eta must be finite and eps finite and >= 0, "
+                     "got eta=%R and eps=%R", PyTuple_GET_ITEM(args, 2),
+                     PyTuple_GET_ITEM(args, 3));
+        return NULL;
+    }
     policy = as_array(policy_obj, NPY_DOUBLE, 2, "policy");
     rewards = as_array(rewards_obj, NPY_DOUBLE, 2, "rewards");
     if (policy == NULL || rewards == NULL) {
@@ -619,6 +627,790 @@ fail:
     Py_XDECREF(out);
     return NULL;
 }
+
+PyDoc_STRVAR(constrained_policy_doc,
+"constrained_policy(reference_policy, rewards, costs, budget, beta)\n--\n\n"
+"The maximiser of E_pi[r] - beta KL(pi || pi_ref) subject to\n"
+"E_pi[c] <= budget, row by row, for three (n_rows, n_actions) arrays and\n"
+"n_rows budgets.  Returns (policy, multiplier), new arrays.");
+
+static PyObject *py_constrained_policy(PyObject *Py_UNUSED(self),
+                                       PyObject *args)
+{
+    PyObject *reference_obj, *rewards_obj, *costs_obj, *budget_obj;
+    double beta;
+    PyArrayObject *reference = NULL, *rewards = NULL, *costs = NULL;
+    PyArrayObject *budget = NULL, *policy = NULL, *multiplier = NULL;
+    PyObject *result = NULL;
+    ptrdiff_t bad_row = -1;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOOOd", &reference_obj, &rewards_obj,
+                          &costs_obj, &budget_obj, &beta)) {
+        return NULL;
+    }
+    reference = as_array(reference_obj, NPY_DOUBLE, 2, "reference_policy");
+    rewards = as_array(rewards_obj, NPY_DOUBLE, 2, "rewards");
+    costs = as_array(costs_obj, NPY_DOUBLE, 2, "costs");
+    budget = as_array(budget_obj, NPY_DOUBLE, 1, "budget");
+    if (reference == NULL || rewards == NULL || costs == NULL ||
+        budget == NULL) {
+        goto fail;
+    }
+    if (!PyArray_SAMESHAPE(reference, rewards) ||
+        !PyArray_SAMESHAPE(reference, costs)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "reference_policy, rewards and costs must have the "
+                        "same shape");
+        goto fail;
+    }
+    if (check_length(budget, PyArray_DIM(reference, 0), "budget") < 0) {
+        goto fail;
+    }
+    policy = (PyArrayObject *)PyArray_ZEROS(2, PyArray_DIMS(reference),
+                                            NPY_DOUBLE, 0);
+    multiplier = new_vector(PyArray_DIM(reference, 0));
+    if (policy == NULL || multiplier == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_constrained_policy(
+        PyArray_DATA(reference), PyArray_DATA(rewards), PyArray_DATA(costs),
+        PyArray_DATA(budget), PyArray_DIM(reference, 0),
+        PyArray_DIM(reference, 1), beta, PyArray_DATA(policy),
+        PyArray_DATA(multiplier), &bad_row);
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_EVALUE || status == RLHF_ENONFINITE) {
+        PyErr_Format(PyExc_ValueError,
+                     "constrained_policy: row %zd is invalid (beta must be "
+                     "in (0, inf), inputs finite, the reference "
+                     "non-negative with some mass, the budget at least the "
+                     "least achievable cost and the multiplier below "
+                     "DBL_MAX)",
+                     (Py_ssize_t)bad_row);
+        goto fail;
+    }
+    if (status == RLHF_MAX_ITER) {
+        PyErr_Format(PyExc_ArithmeticError,
+                     "constrained_policy: the multiplier of row %zd did "
+                     "not converge",
+                     (Py_ssize_t)bad_row);
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "constrained_policy");
+        goto fail;
+    }
+    result = Py_BuildValue("OO", policy, multiplier);
+fail:
+    Py_XDECREF(reference);
+    Py_XDECREF(rewards);
+    Py_XDECREF(costs);
+    Py_XDECREF(budget);
+    Py_XDECREF(policy);
+    Py_XDECREF(multiplier);
+    return result;
+}
+
+/* -- policy optimisation (policy_opt.c) ------------------------------- */
+
+static int check_shape_2d(PyArrayObject *arr, npy_intp rows, npy_intp cols,
+                          const char *name)
+{
+    if (PyArray_DIM(arr, 0) != rows || PyArray_DIM(arr, 1) != cols) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must have shape (%zd, %zd), got (%zd, %zd)", name,
+                     (Py_ssize_t)rows, (Py_ssize_t)cols,
+                     (Py_ssize_t)PyArray_DIM(arr, 0),
+                     (Py_ssize_t)PyArray_DIM(arr, 1));
+        return -1;
+    }
+    return 0;
+}
+
+/* Every index in [0, upper): the kernels trust them. */
+static int check_indices(PyArrayObject *arr, npy_intp upper, const char *name)
+{
+    const int64_t *v = PyArray_DATA(arr);
+    npy_intp n = PyArray_SIZE(arr);
+    for (npy_intp q = 0; q < n; q++) {
+        if (v[q] < 0 || v[q] >= upper) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s holds the index %lld, outside [0, %zd)", name,
+                         (long long)v[q], (Py_ssize_t)upper);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyArrayObject *new_array_2d(npy_intp rows, npy_intp cols, int typenum)
+{
+    npy_intp dims[2] = {rows, cols};
+    return (PyArrayObject *)PyArray_ZEROS(2, dims, typenum, 0);
+}
+
+static int check_kl_kind(int kl_kind)
+{
+    if (kl_kind != RLHF_KL_K1 && kl_kind != RLHF_KL_K3) {
+        PyErr_Format(PyExc_ValueError, "kl_kind must be 1 or 3, got %d",
+                     kl_kind);
+        return -1;
+    }
+    return 0;
+}
+
+/* An array the caller hands over to be written (the optimiser's state, an
+ * out= buffer): a writeable, C-contiguous float64 ndarray of the given
+ * shape, used as it is (never a converted copy). */
+static int check_state(PyObject *obj, npy_intp rows, npy_intp cols,
+                       const char *name)
+{
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) !=
+                                   NPY_DOUBLE ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
+        !PyArray_ISWRITEABLE((PyArrayObject *)obj) ||
+        PyArray_NDIM((PyArrayObject *)obj) != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a writeable, C-contiguous 2-d float64 "
+                     "ndarray (it is written in place)",
+                     name);
+        return -1;
+    }
+    return check_shape_2d((PyArrayObject *)obj, rows, cols, name);
+}
+
+PyDoc_STRVAR(log_softmax_doc,
+"log_softmax(logits, out=None)\n--\n\n"
+"(logp, p): the log-softmax of each row of a 2-d array and its exp.  With\n"
+"out=(logp, p), two writeable C-contiguous float64 arrays of the shape of\n"
+"logits that do not overlap it, the results are written there.");
+
+/* Whether the data of two arrays overlap in memory. */
+static int overlap(PyArrayObject *a, PyArrayObject *b)
+{
+    const char *a0 = PyArray_BYTES(a), *b0 = PyArray_BYTES(b);
+    const char *a1 = a0 + PyArray_NBYTES(a), *b1 = b0 + PyArray_NBYTES(b);
+    return a0 < b1 && b0 < a1;
+}
+
+static PyObject *py_log_softmax(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *logits_obj, *out_obj = Py_None;
+    PyArrayObject *logits = NULL, *logp = NULL, *p = NULL;
+    PyObject *result = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "O|O", &logits_obj, &out_obj)) {
+        return NULL;
+    }
+    logits = as_array(logits_obj, NPY_DOUBLE, 2, "logits");
+    if (logits == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(logits, 0), k = PyArray_DIM(logits, 1);
+    if (out_obj == Py_None) {
+        logp = new_array_2d(n, k, NPY_DOUBLE);
+        p = new_array_2d(n, k, NPY_DOUBLE);
+        if (logp == NULL || p == NULL) {
+            goto fail;
+        }
+    } else {
+        if (!PyTuple_Check(out_obj) || PyTuple_GET_SIZE(out_obj) != 2) {
+            PyErr_SetString(PyExc_TypeError,
+                            "out must be a tuple (logp, p) of arrays");
+            goto fail;
+        }
+        PyObject *lp_obj = PyTuple_GET_ITEM(out_obj, 0);
+        PyObject *p_obj = PyTuple_GET_ITEM(out_obj, 1);
+        if (check_state(lp_obj, n, k, "out[0]") < 0 ||
+            check_state(p_obj, n, k, "out[1]") < 0) {
+            goto fail;
+        }
+        logp = (PyArrayObject *)lp_obj;
+        p = (PyArrayObject *)p_obj;
+        Py_INCREF(logp);
+        Py_INCREF(p);
+        if (overlap(logp, p) || overlap(logp, logits) || overlap(p, logits)) {
+            PyErr_SetString(PyExc_ValueError,
+                            "log_softmax: out arrays must not overlap each "
+                            "other or logits");
+            goto fail;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_log_softmax(PyArray_DATA(logits), n, k, PyArray_DATA(logp),
+                              PyArray_DATA(p));
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_ENONFINITE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "log_softmax: a row of logits holds NaN or +inf, or "
+                        "is all -inf");
+        goto fail;
+    }
+    result = Py_BuildValue("OO", logp, p);
+fail:
+    Py_XDECREF(logits);
+    Py_XDECREF(logp);
+    Py_XDECREF(p);
+    return result;
+}
+
+PyDoc_STRVAR(sample_categorical_doc,
+"sample_categorical(policy, n_samples, seed, counter)\n--\n\n"
+"Response indices, shape (n_rows, n_samples): sample s of row i inverts\n"
+"the row's cumulative sum at output counter + i * n_samples + s of\n"
+"SplitMix64 seeded with seed.");
+
+static PyObject *py_sample_categorical(PyObject *Py_UNUSED(self),
+                                       PyObject *args)
+{
+    PyObject *policy_obj;
+    Py_ssize_t n_samples;
+    unsigned long long seed, counter;
+    PyArrayObject *policy = NULL, *out = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OnKK", &policy_obj, &n_samples, &seed,
+                          &counter)) {
+        return NULL;
+    }
+    if (n_samples < 1) {
+        PyErr_SetString(PyExc_ValueError, "n_samples must be >= 1");
+        return NULL;
+    }
+    policy = as_array(policy_obj, NPY_DOUBLE, 2, "policy");
+    if (policy == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(policy, 0), k = PyArray_DIM(policy, 1);
+    if (k < 1) {
+        PyErr_SetString(PyExc_ValueError, "policy must have >= 1 response");
+        goto fail;
+    }
+    out = new_array_2d(n, n_samples, NPY_INT64);
+    if (out == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_sample_categorical(PyArray_DATA(policy), n, k, n_samples,
+                                     (uint64_t)seed, (uint64_t)counter,
+                                     PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_EVALUE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "sample_categorical: every row of policy must be "
+                        "finite, non-negative, with a positive entry");
+        goto fail;
+    }
+    Py_DECREF(policy);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(policy);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(shape_rewards_doc,
+"shape_rewards(rewards, logp, ref_logp, actions, kl_coef, kl_kind)\n--\n\n"
+"(shaped, sample_logp), each of the shape of actions: the reward of each\n"
+"sampled response minus kl_coef times its k1 or k3 KL estimate, and its\n"
+"log-probability.");
+
+static PyObject *py_shape_rewards(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *r_obj, *lp_obj, *ref_obj, *a_obj;
+    double kl_coef;
+    int kl_kind;
+    PyArrayObject *rewards = NULL, *logp = NULL, *ref = NULL, *actions = NULL;
+    PyArrayObject *shaped = NULL, *sample_logp = NULL;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OOOOdi", &r_obj, &lp_obj, &ref_obj, &a_obj,
+                          &kl_coef, &kl_kind)) {
+        return NULL;
+    }
+    if (check_kl_kind(kl_kind) < 0) {
+        return NULL;
+    }
+    rewards = as_array(r_obj, NPY_DOUBLE, 2, "rewards");
+    logp = as_array(lp_obj, NPY_DOUBLE, 2, "logp");
+    ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
+    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    if (rewards == NULL || logp == NULL || ref == NULL || actions == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(rewards, 0), k = PyArray_DIM(rewards, 1);
+    npy_intp s = PyArray_DIM(actions, 1);
+    if (check_shape_2d(logp, n, k, "logp") < 0 ||
+        check_shape_2d(ref, n, k, "ref_logp") < 0 ||
+        check_length(actions, n, "actions") < 0 ||
+        check_indices(actions, k, "actions") < 0) {
+        goto fail;
+    }
+    shaped = new_array_2d(n, s, NPY_DOUBLE);
+    sample_logp = new_array_2d(n, s, NPY_DOUBLE);
+    if (shaped == NULL || sample_logp == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rlhf_shape_rewards(PyArray_DATA(rewards), PyArray_DATA(logp),
+                       PyArray_DATA(ref), n, k, PyArray_DATA(actions), s,
+                       kl_coef, kl_kind, PyArray_DATA(shaped),
+                       PyArray_DATA(sample_logp));
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("OO", shaped, sample_logp);
+fail:
+    Py_XDECREF(rewards);
+    Py_XDECREF(logp);
+    Py_XDECREF(ref);
+    Py_XDECREF(actions);
+    Py_XDECREF(shaped);
+    Py_XDECREF(sample_logp);
+    return result;
+}
+
+PyDoc_STRVAR(advantages_doc,
+"advantages(rewards, baseline, eps)\n--\n\n"
+"Advantages of a (n_groups, group_size) array of rewards; baseline 0:\n"
+"group mean, 1: leave-one-out mean (RLOO), 2: GRPO's standardisation.");
+
+static PyObject *py_advantages(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *r_obj;
+    int baseline;
+    double eps;
+    PyArrayObject *rewards = NULL, *out = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "Oid", &r_obj, &baseline, &eps)) {
+        return NULL;
+    }
+    if (baseline < RLHF_BASELINE_MEAN || baseline > RLHF_BASELINE_GRPO) {
+        PyErr_Format(PyExc_ValueError, "baseline must be 0, 1 or 2, got %d",
+                     baseline);
+        return NULL;
+    }
+    rewards = as_array(r_obj, NPY_DOUBLE, 2, "rewards");
+    if (rewards == NULL) {
+        return NULL;
+    }
+    npy_intp n = PyArray_DIM(rewards, 0), s = PyArray_DIM(rewards, 1);
+    if (s < 1) {
+        PyErr_SetString(PyExc_ValueError, "rewards must have >= 1 column");
+        goto fail;
+    }
+    out = new_array_2d(n, s, NPY_DOUBLE);
+    if (out == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_advantages(PyArray_DATA(rewards), n, s, baseline, eps,
+                             PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_EVALUE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "advantages: the leave-one-out and GRPO baselines "
+                        "need groups of at least 2 responses");
+        goto fail;
+    }
+    Py_DECREF(rewards);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(rewards);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(ppo_loss_grad_doc,
+"ppo_loss_grad(logits, ref_logp, rows, actions, weights, old_logp,\n"
+"              advantages, clip, kl_coef, kl_kind)\n--\n\n"
+"(loss, grad, clip_fraction) of PPO's clipped surrogate (plus a KL term)\n"
+"over the prompts in rows; grad has the shape of logits.");
+
+static PyObject *py_ppo_loss_grad(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *z_obj, *ref_obj, *rows_obj, *a_obj, *w_obj, *old_obj, *adv_obj;
+    double clip, kl_coef, loss = 0.0, clip_fraction = 0.0;
+    int kl_kind, status;
+    PyArrayObject *logits = NULL, *ref = NULL, *rows = NULL, *actions = NULL;
+    PyArrayObject *weights = NULL, *old = NULL, *adv = NULL, *grad = NULL;
+    char *seen = NULL;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OOOOOOOddi", &z_obj, &ref_obj, &rows_obj,
+                          &a_obj, &w_obj, &old_obj, &adv_obj, &clip,
+                          &kl_coef, &kl_kind)) {
+        return NULL;
+    }
+    if (check_kl_kind(kl_kind) < 0) {
+        return NULL;
+    }
+    logits = as_array(z_obj, NPY_DOUBLE, 2, "logits");
+    ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
+    rows = as_array(rows_obj, NPY_INT64, 1, "rows");
+    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    weights = as_array(w_obj, NPY_DOUBLE, 2, "weights");
+    old = as_array(old_obj, NPY_DOUBLE, 2, "old_logp");
+    adv = as_array(adv_obj, NPY_DOUBLE, 2, "advantages");
+    if (logits == NULL || ref == NULL || rows == NULL || actions == NULL ||
+        weights == NULL || old == NULL || adv == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(logits, 0), k = PyArray_DIM(logits, 1);
+    npy_intp s = PyArray_DIM(actions, 1), m = PyArray_DIM(rows, 0);
+    if (check_shape_2d(ref, n, k, "ref_logp") < 0 ||
+        check_length(actions, n, "actions") < 0 ||
+        check_shape_2d(weights, n, s, "weights") < 0 ||
+        check_shape_2d(old, n, s, "old_logp") < 0 ||
+        check_shape_2d(adv, n, s, "advantages") < 0 ||
+        check_indices(actions, k, "actions") < 0 ||
+        check_indices(rows, n, "rows") < 0) {
+        goto fail;
+    }
+    /* each batch row is written by one thread: rows must be distinct */
+    seen = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (seen == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    const int64_t *r = PyArray_DATA(rows);
+    for (npy_intp b = 0; b < m; b++) {
+        if (seen[r[b]]) {
+            PyErr_SetString(PyExc_ValueError, "rows must be distinct");
+            goto fail;
+        }
+        seen[r[b]] = 1;
+    }
+    grad = new_array_2d(n, k, NPY_DOUBLE);
+    if (grad == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_ppo_loss_grad(
+        PyArray_DATA(logits), PyArray_DATA(ref), n, k, r, m,
+        PyArray_DATA(actions), PyArray_DATA(weights), PyArray_DATA(old),
+        PyArray_DATA(adv), s, clip, kl_coef, kl_kind, &loss,
+        PyArray_DATA(grad), &clip_fraction);
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_ENONFINITE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "ppo_loss_grad: a row of logits holds NaN or +inf, "
+                        "or is all -inf");
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "ppo_loss_grad");
+        goto fail;
+    }
+    result = Py_BuildValue("dOd", loss, grad, clip_fraction);
+fail:
+    free(seen);
+    Py_XDECREF(logits);
+    Py_XDECREF(ref);
+    Py_XDECREF(rows);
+    Py_XDECREF(actions);
+    Py_XDECREF(weights);
+    Py_XDECREF(old);
+    Py_XDECREF(adv);
+    Py_XDECREF(grad);
+    return result;
+}
+
+PyDoc_STRVAR(dpo_loss_grad_doc,
+"dpo_loss_grad(logits, ref_logp, comparisons, weights, beta, loss_kind,\n"
+"              label_smoothing)\n--\n\n"
+"(loss, grad, (chosen, rejected, accuracy)) of a DPO-family loss; loss_kind\n"
+"0: sigmoid, 1: robust, 2: hinge, 3: ipo.");
+
+static PyObject *py_dpo_loss_grad(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *z_obj, *ref_obj, *c_obj, *w_obj;
+    double beta, label_smoothing, loss = 0.0, stats[3] = {0.0, 0.0, 0.0};
+    int loss_kind, status;
+    PyArrayObject *logits = NULL, *ref = NULL, *comparisons = NULL;
+    PyArrayObject *weights = NULL, *grad = NULL;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OOOOdid", &z_obj, &ref_obj, &c_obj, &w_obj,
+                          &beta, &loss_kind, &label_smoothing)) {
+        return NULL;
+    }
+    if (loss_kind < RLHF_DPO_SIGMOID || loss_kind > RLHF_DPO_IPO) {
+        PyErr_Format(PyExc_ValueError, "loss_kind must be 0 to 3, got %d",
+                     loss_kind);
+        return NULL;
+    }
+    logits = as_array(z_obj, NPY_DOUBLE, 2, "logits");
+    ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
+    comparisons = as_array(c_obj, NPY_INT64, 2, "comparisons");
+    weights = as_array(w_obj, NPY_DOUBLE, 1, "weights");
+    if (logits == NULL || ref == NULL || comparisons == NULL ||
+        weights == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(logits, 0), k = PyArray_DIM(logits, 1);
+    npy_intp m = PyArray_DIM(comparisons, 0);
+    if (check_shape_2d(ref, n, k, "ref_logp") < 0 ||
+        check_shape_2d(comparisons, m, 3, "comparisons") < 0 ||
+        check_length(weights, m, "weights") < 0) {
+        goto fail;
+    }
+    const int64_t *c = PyArray_DATA(comparisons);
+    for (npy_intp q = 0; q < m; q++) {
+        if (c[3 * q] < 0 || c[3 * q] >= n || c[3 * q + 1] < 0 ||
+            c[3 * q + 1] >= k || c[3 * q + 2] < 0 || c[3 * q + 2] >= k) {
+            PyErr_Format(PyExc_ValueError,
+                         "comparisons row %zd is out of range", (Py_ssize_t)q);
+            goto fail;
+        }
+    }
+    grad = new_array_2d(n, k, NPY_DOUBLE);
+    if (grad == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_dpo_loss_grad(PyArray_DATA(logits), PyArray_DATA(ref), n, k,
+                                c, PyArray_DATA(weights), m, beta, loss_kind,
+                                label_smoothing, &loss, PyArray_DATA(grad),
+                                stats);
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_ENONFINITE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "dpo_loss_grad: a row of logits holds NaN or +inf, "
+                        "or is all -inf");
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "dpo_loss_grad");
+        goto fail;
+    }
+    result = Py_BuildValue("dO(ddd)", loss, grad, stats[0], stats[1],
+                           stats[2]);
+fail:
+    Py_XDECREF(logits);
+    Py_XDECREF(ref);
+    Py_XDECREF(comparisons);
+    Py_XDECREF(weights);
+    Py_XDECREF(grad);
+    return result;
+}
+
+PyDoc_STRVAR(policy_stats_doc,
+"policy_stats(logp, ref_logp, rewards)\n--\n\n"
+"(expected reward, KL to the reference, entropy), each a mean over rows.");
+
+static PyObject *py_policy_stats(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *lp_obj, *ref_obj, *r_obj;
+    PyArrayObject *logp = NULL, *ref = NULL, *rewards = NULL;
+    double out[3] = {0.0, 0.0, 0.0};
+    PyObject *result = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOO", &lp_obj, &ref_obj, &r_obj)) {
+        return NULL;
+    }
+    logp = as_array(lp_obj, NPY_DOUBLE, 2, "logp");
+    ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
+    rewards = as_array(r_obj, NPY_DOUBLE, 2, "rewards");
+    if (logp == NULL || ref == NULL || rewards == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(logp, 0), k = PyArray_DIM(logp, 1);
+    if (check_shape_2d(ref, n, k, "ref_logp") < 0 ||
+        check_shape_2d(rewards, n, k, "rewards") < 0) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_policy_stats(PyArray_DATA(logp), PyArray_DATA(ref),
+                               PyArray_DATA(rewards), n, k, out);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "policy_stats");
+        goto fail;
+    }
+    result = Py_BuildValue("ddd", out[0], out[1], out[2]);
+fail:
+    Py_XDECREF(logp);
+    Py_XDECREF(ref);
+    Py_XDECREF(rewards);
+    return result;
+}
+
+PyDoc_STRVAR(adam_step_doc,
+"adam_step(theta, grad, m, v, lr, beta1, beta2, eps, t)\n--\n\n"
+"One Adam step at step number t >= 1; returns new (theta, m, v) arrays of\n"
+"theta's shape and leaves the arguments unchanged.");
+
+static PyObject *py_adam_step(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *objs[4];
+    PyArrayObject *in[4] = {NULL, NULL, NULL, NULL};
+    PyArrayObject *out[3] = {NULL, NULL, NULL};
+    static const char *names[4] = {"theta", "grad", "m", "v"};
+    double lr, beta1, beta2, eps;
+    long long t;
+    PyObject *result = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOOOddddL", &objs[0], &objs[1], &objs[2],
+                          &objs[3], &lr, &beta1, &beta2, &eps, &t)) {
+        return NULL;
+    }
+    if (t < 1) {
+        PyErr_SetString(PyExc_ValueError, "t must be >= 1");
+        return NULL;
+    }
+    for (int q = 0; q < 4; q++) {
+        in[q] = (PyArrayObject *)PyArray_FROM_OTF(objs[q], NPY_DOUBLE,
+                                                  NPY_ARRAY_IN_ARRAY);
+        if (in[q] == NULL) {
+            goto fail;
+        }
+        if (q > 0 && PyArray_SIZE(in[q]) != PyArray_SIZE(in[0])) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s must have as many values as theta", names[q]);
+            goto fail;
+        }
+    }
+    /* copies of theta, m, v: the step updates them in place */
+    for (int q = 0; q < 3; q++) {
+        out[q] = (PyArrayObject *)PyArray_NewCopy(in[q == 0 ? 0 : q + 1],
+                                                  NPY_CORDER);
+        if (out[q] == NULL) {
+            goto fail;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_adam_step(PyArray_DATA(out[0]), PyArray_DATA(in[1]),
+                            PyArray_DATA(out[1]), PyArray_DATA(out[2]),
+                            PyArray_SIZE(in[0]), lr, beta1, beta2, eps,
+                            (int64_t)t);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "adam_step");
+        goto fail;
+    }
+    result = Py_BuildValue("OOO", out[0], out[1], out[2]);
+fail:
+    for (int q = 0; q < 4; q++) {
+        Py_XDECREF(in[q]);
+    }
+    for (int q = 0; q < 3; q++) {
+        Py_XDECREF(out[q]);
+    }
+    return result;
+}
+
+PyDoc_STRVAR(ppo_adam_step_doc,
+"ppo_adam_step(theta, m, v, ref_logp, rows, actions, weights, old_logp,\n"
+"              advantages, clip, kl_coef, kl_kind, lr, beta1, beta2, eps,\n"
+"              t)\n--\n\n"
+"One fused PPO gradient and Adam step of a tabular policy with logits\n"
+"ref_logp + theta.  Updates theta, m and v IN PLACE (the optimiser's own\n"
+"state) and returns (loss, clip_fraction).");
+
+static PyObject *py_ppo_adam_step(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *th_obj, *m_obj, *v_obj, *ref_obj, *rows_obj, *a_obj, *w_obj;
+    PyObject *old_obj, *adv_obj;
+    double clip, kl_coef, lr, beta1, beta2, eps;
+    double loss = 0.0, clip_fraction = 0.0;
+    int kl_kind, status;
+    long long t;
+    PyArrayObject *ref = NULL, *rows = NULL, *actions = NULL;
+    PyArrayObject *weights = NULL, *old = NULL, *adv = NULL;
+    char *seen = NULL;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOddiddddL", &th_obj, &m_obj, &v_obj,
+                          &ref_obj, &rows_obj, &a_obj, &w_obj, &old_obj,
+                          &adv_obj, &clip, &kl_coef, &kl_kind, &lr, &beta1,
+                          &beta2, &eps, &t)) {
+        return NULL;
+    }
+    if (check_kl_kind(kl_kind) < 0) {
+        return NULL;
+    }
+    if (t < 1) {
+        PyErr_SetString(PyExc_ValueError, "t must be >= 1");
+        return NULL;
+    }
+    ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
+    rows = as_array(rows_obj, NPY_INT64, 1, "rows");
+    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    weights = as_array(w_obj, NPY_DOUBLE, 2, "weights");
+    old = as_array(old_obj, NPY_DOUBLE, 2, "old_logp");
+    adv = as_array(adv_obj, NPY_DOUBLE, 2, "advantages");
+    if (ref == NULL || rows == NULL || actions == NULL || weights == NULL ||
+        old == NULL || adv == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(ref, 0), k = PyArray_DIM(ref, 1);
+    npy_intp s = PyArray_DIM(actions, 1), mb = PyArray_DIM(rows, 0);
+    if (check_state(th_obj, n, k, "theta") < 0 ||
+        check_state(m_obj, n, k, "m") < 0 ||
+        check_state(v_obj, n, k, "v") < 0 ||
+        check_length(actions, n, "actions") < 0 ||
+        check_shape_2d(weights, n, s, "weights") < 0 ||
+        check_shape_2d(old, n, s, "old_logp") < 0 ||
+        check_shape_2d(adv, n, s, "advantages") < 0 ||
+        check_indices(actions, k, "actions") < 0 ||
+        check_indices(rows, n, "rows") < 0) {
+        goto fail;
+    }
+    if (th_obj == m_obj || th_obj == v_obj || m_obj == v_obj) {
+        PyErr_SetString(PyExc_ValueError,
+                        "theta, m and v must be three different arrays");
+        goto fail;
+    }
+    seen = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (seen == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    const int64_t *r = PyArray_DATA(rows);
+    for (npy_intp b = 0; b < mb; b++) {
+        if (seen[r[b]]) {
+            PyErr_SetString(PyExc_ValueError, "rows must be distinct");
+            goto fail;
+        }
+        seen[r[b]] = 1;
+    }
+    double *theta = PyArray_DATA((PyArrayObject *)th_obj);
+    double *m = PyArray_DATA((PyArrayObject *)m_obj);
+    double *v = PyArray_DATA((PyArrayObject *)v_obj);
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_ppo_adam_step(
+        theta, m, v, PyArray_DATA(ref), n, k, r, mb, PyArray_DATA(actions),
+        PyArray_DATA(weights), PyArray_DATA(old), PyArray_DATA(adv), s, clip,
+        kl_coef, kl_kind, lr, beta1, beta2, eps, (int64_t)t, &loss,
+        &clip_fraction);
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_ENONFINITE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "ppo_adam_step: a row of logits holds NaN or +inf, "
+                        "or is all -inf");
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "ppo_adam_step");
+        goto fail;
+    }
+    result = Py_BuildValue("dd", loss, clip_fraction);
+fail:
+    free(seen);
+    Py_XDECREF(ref);
+    Py_XDECREF(rows);
+    Py_XDECREF(actions);
+    Py_XDECREF(weights);
+    Py_XDECREF(old);
+    Py_XDECREF(adv);
+    return result;
+}
+
+/* -- end of policy optimisation --------------------------------------- */
 
 static PyObject *py_openmp_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
 {
@@ -999,6 +1791,18 @@ static PyMethodDef core_methods[] = {
     {"bt_hessian", py_bt_hessian, METH_VARARGS, bt_hessian_doc},
     {"bt_fit", (PyCFunction)(void (*)(void))py_bt_fit,
      METH_VARARGS | METH_KEYWORDS, bt_fit_doc},
+    {"constrained_policy", py_constrained_policy, METH_VARARGS,
+     constrained_policy_doc},
+    {"log_softmax", py_log_softmax, METH_VARARGS, log_softmax_doc},
+    {"sample_categorical", py_sample_categorical, METH_VARARGS,
+     sample_categorical_doc},
+    {"shape_rewards", py_shape_rewards, METH_VARARGS, shape_rewards_doc},
+    {"advantages", py_advantages, METH_VARARGS, advantages_doc},
+    {"ppo_loss_grad", py_ppo_loss_grad, METH_VARARGS, ppo_loss_grad_doc},
+    {"dpo_loss_grad", py_dpo_loss_grad, METH_VARARGS, dpo_loss_grad_doc},
+    {"policy_stats", py_policy_stats, METH_VARARGS, policy_stats_doc},
+    {"adam_step", py_adam_step, METH_VARARGS, adam_step_doc},
+    {"ppo_adam_step", py_ppo_adam_step, METH_VARARGS, ppo_adam_step_doc},
     {"has_openmp", py_openmp_threads, METH_NOARGS,
      "has_openmp()\n--\n\n1 when the kernels were built with OpenMP."},
     {NULL, NULL, 0, NULL},

@@ -36,31 +36,13 @@
 #include <string.h>
 
 #include "rlhf.h"
+#include "numerics.h"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define BT_BLOCK 4096
-
-/* log(1 + exp(z)) without overflow for large z or lost digits for small. */
-static double log1pexp(double z)
-{
-    if (z > 0.0) {
-        return z + log1p(exp(-z));
-    }
-    return log1p(exp(z));
-}
-
-/* 1 / (1 + exp(-z)), with exp never taken of a large positive number. */
-static double sigmoid(double z)
-{
-    if (z >= 0.0) {
-        return 1.0 / (1.0 + exp(-z));
-    }
-    double e = exp(z);
-    return e / (1.0 + e);
-}
 
 /* sigmoid(z) * sigmoid(-z), the derivative of sigmoid. */
 static double dsigmoid(double z)
@@ -216,23 +198,6 @@ static int n_threads_for(const rlhf_bt *p, ptrdiff_t n_block)
 }
 #endif
 
-/* x . w in four fixed partial sums (as logistic.c). */
-static double row_dot(const double *row, const double *w, ptrdiff_t d)
-{
-    double s[4] = {0.0, 0.0, 0.0, 0.0};
-    ptrdiff_t j = 0;
-    for (; j + 4 <= d; j += 4) {
-        s[0] += row[j] * w[j];
-        s[1] += row[j + 1] * w[j + 1];
-        s[2] += row[j + 2] * w[j + 2];
-        s[3] += row[j + 3] * w[j + 3];
-    }
-    for (; j < d; j++) {
-        s[0] += row[j] * w[j];
-    }
-    return (s[0] + s[1]) + (s[2] + s[3]);
-}
-
 /* r = F @ w: rows are independent, so any split over threads is exact. */
 static void scores(const rlhf_bt *p, const double *w, double *r)
 {
@@ -248,7 +213,7 @@ static void scores(const rlhf_bt *p, const double *w, double *r)
 #endif
     for (ptrdiff_t i = 0; i < p->n_items; i++) {
         if (F->dense != NULL) {
-            r[i] = row_dot(F->dense + i * d, w, d);
+            r[i] = dot4(F->dense + i * d, w, d);
         }
         else {
             double z = 0.0;

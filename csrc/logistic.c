@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "rlhf.h"
+#include "numerics.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -28,29 +29,10 @@
 
 #define RLHF_BLOCK 2048
 
-/* log(1 + exp(z)) without overflow for large z or lost digits for small. */
-static double log1pexp(double z)
-{
-    if (z > 0.0) {
-        return z + log1p(exp(-z));
-    }
-    return log1p(exp(z));
-}
-
-/* 1 / (1 + exp(-z)), with exp never taken of a large positive number. */
-static double sigmoid(double z)
-{
-    if (z >= 0.0) {
-        return 1.0 / (1.0 + exp(-z));
-    }
-    double e = exp(z);
-    return e / (1.0 + e);
-}
-
 /*
- * Both of the above from one exponential, e = exp(-|z|): the dense pass is
- * bound by these calls, not by reading X.  Bitwise the same values as
- * log1pexp(z) and sigmoid(z).
+ * log1pexp(z) and sigmoid(z) (numerics.h) from one exponential,
+ * e = exp(-|z|), bitwise the same values: the dense pass is bound by
+ * these calls, not by reading X.
  */
 static void log1pexp_sigmoid(double z, double *l, double *sig)
 {
@@ -88,27 +70,6 @@ ptrdiff_t rlhf_logistic_scratch_size(const rlhf_logistic *problem)
     return n_blocks(problem->X.n_rows) * (n_params(problem) + 1);
 }
 
-/*
- * x_i . w for one dense row, in four interleaved partial sums added as
- * (s0 + s1) + (s2 + s3): independent chains the processor can overlap and
- * the compiler can vectorise, in an order fixed for every build.
- */
-static double dense_row_dot(const double *row, const double *w, ptrdiff_t d)
-{
-    double s[4] = {0.0, 0.0, 0.0, 0.0};
-    ptrdiff_t j = 0;
-    for (; j + 4 <= d; j += 4) {
-        s[0] += row[j] * w[j];
-        s[1] += row[j + 1] * w[j + 1];
-        s[2] += row[j + 2] * w[j + 2];
-        s[3] += row[j + 3] * w[j + 3];
-    }
-    for (; j < d; j++) {
-        s[0] += row[j] * w[j];
-    }
-    return (s[0] + s[1]) + (s[2] + s[3]);
-}
-
 #define RLHF_CHUNK 32
 
 /*
@@ -131,7 +92,7 @@ static double dense_block(const rlhf_logistic *p, const double *w,
         const double *rows = p->X.dense + c * d;
         /* z = X[c:c+m] @ w + b */
         for (ptrdiff_t k = 0; k < m; k++) {
-            z[k] = dense_row_dot(rows + k * d, w, d) + intercept;
+            z[k] = dot4(rows + k * d, w, d) + intercept;
         }
         for (ptrdiff_t k = 0; k < m; k++) {
             const double s = p->sample_weight[c + k];
@@ -262,7 +223,7 @@ int rlhf_logistic_hessian(const rlhf_logistic *p, const double *w,
     for (ptrdiff_t i = 0; i < X->n_rows; i++) {
         double z = intercept;
         if (X->dense != NULL) {
-            z += dense_row_dot(X->dense + i * d, w, d);
+            z += dot4(X->dense + i * d, w, d);
         } else {
             for (int64_t k = X->indptr[i]; k < X->indptr[i + 1]; k++) {
                 z += X->data[k] * w[X->indices[k]];

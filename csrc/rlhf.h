@@ -144,4 +144,67 @@ int rlhf_reweight(const double *policy, const double *rewards,
                   ptrdiff_t n_rows, ptrdiff_t n_actions, double eta,
                   double eps, double *out);
 
+/* constrained.c ------------------------------------------------------ */
+
+int rlhf_constrained_policy(const double *reference_policy,
+                            const double *rewards, const double *costs,
+                            const double *budget, ptrdiff_t n_rows,
+                            ptrdiff_t n_actions, double beta, double *policy,
+                            double *multiplier, ptrdiff_t *bad_row);
+/* policy_opt.c ------------------------------------------------------- */
+
+#define RLHF_KL_K1 1  /* KL estimate log(pi / pi_ref) */
+#define RLHF_KL_K3 3  /* KL estimate pi_ref / pi - 1 - log(pi_ref / pi) */
+
+#define RLHF_BASELINE_MEAN 0  /* r - group mean */
+#define RLHF_BASELINE_RLOO 1  /* r - mean of the rest of the group */
+#define RLHF_BASELINE_GRPO 2  /* (r - group mean) / (group std + eps) */
+
+#define RLHF_DPO_SIGMOID 0
+#define RLHF_DPO_ROBUST  1
+#define RLHF_DPO_HINGE   2
+#define RLHF_DPO_IPO     3
+
+int rlhf_log_softmax(const double *logits, ptrdiff_t n_rows, ptrdiff_t k,
+                     double *logp, double *p);
+int rlhf_sample_categorical(const double *policy, ptrdiff_t n_rows,
+                            ptrdiff_t k, ptrdiff_t n_samples, uint64_t seed,
+                            uint64_t counter, int64_t *out);
+int rlhf_shape_rewards(const double *rewards, const double *logp,
+                       const double *ref_logp, ptrdiff_t n_rows, ptrdiff_t k,
+                       const int64_t *actions, ptrdiff_t n_samples,
+                       double kl_coef, int kl_kind, double *shaped,
+                       double *sample_logp);
+int rlhf_advantages(const double *rewards, ptrdiff_t n_groups,
+                    ptrdiff_t group_size, int baseline, double eps,
+                    double *out);
+int rlhf_ppo_loss_grad(const double *logits, const double *ref_logp,
+                       ptrdiff_t n_rows, ptrdiff_t k, const int64_t *rows,
+                       ptrdiff_t n_batch, const int64_t *actions,
+                       const double *weights, const double *old_logp,
+                       const double *advantages, ptrdiff_t n_samples,
+                       double clip, double kl_coef, int kl_kind,
+                       double *loss, double *grad, double *clip_fraction);
+int rlhf_dpo_loss_grad(const double *logits, const double *ref_logp,
+                       ptrdiff_t n_rows, ptrdiff_t k,
+                       const int64_t *comparisons, const double *weights,
+                       ptrdiff_t n_comparisons, double beta, int loss_kind,
+                       double label_smoothing, double *loss, double *grad,
+                       double *stats);
+int rlhf_policy_stats(const double *logp, const double *ref_logp,
+                      const double *rewards, ptrdiff_t n_rows, ptrdiff_t k,
+                      double *out);
+int rlhf_ppo_adam_step(double *theta, double *m, double *v,
+                       const double *ref_logp, ptrdiff_t n_rows, ptrdiff_t k,
+                       const int64_t *rows, ptrdiff_t n_batch,
+                       const int64_t *actions, const double *weights,
+                       const double *old_logp, const double *advantages,
+                       ptrdiff_t n_samples, double clip, double kl_coef,
+                       int kl_kind, double lr, double beta1, double beta2,
+                       double eps, int64_t t, double *loss,
+                       double *clip_fraction);
+int rlhf_adam_step(double *theta, const double *grad, double *m, double *v,
+                   ptrdiff_t n, double lr, double beta1, double beta2,
+                   double eps, int64_t t);
+
 #endif /* RLHF_H */

@@ -14,13 +14,21 @@ except ImportError as error:  # pragma: no cover - depends on the install
     ) from error
 
 from .exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
+from . import plot  # matplotlib is imported only when drawing
 from .logistic import LogisticRegression
-from .policy import reweight
 from .reward import RewardModel
 from .preferences import (Agreement, Comparisons, World, annotator_agreement,
                           make_world, rankings_to_comparisons,
                           simulate_preferences, simulate_rankings)
 from . import datasets
+from .safety import (CostModel, constrained_policy, mask_policy,
+                     shape_rewards)
+from .optimize import DPO, PPO, REINFORCE, SFT
+from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
+                     reweight)
+from .overoptimization import (OveroptimizationCurves, OveroptimizationWorld,
+                               make_overoptimization_world,
+                               overoptimization_curves)
 
 __version__ = "0.1.0"
 
@@ -28,16 +36,32 @@ __all__ = [
     "Agreement",
     "Comparisons",
     "ConvergenceWarning",
+    "CostModel",
+    "DPO",
     "DataConversionWarning",
     "LogisticRegression",
     "NotFittedError",
+    "OveroptimizationCurves",
+    "OveroptimizationWorld",
+    "PPO",
+    "REINFORCE",
     "RewardModel",
+    "SFT",
     "World",
     "annotator_agreement",
+    "best_of_n_policy",
+    "constrained_policy",
     "datasets",
+    "kl_divergence",
+    "kl_regularized_policy",
+    "make_overoptimization_world",
     "make_world",
+    "mask_policy",
+    "overoptimization_curves",
+    "plot",
     "rankings_to_comparisons",
     "reweight",
+    "shape_rewards",
     "simulate_preferences",
     "simulate_rankings",
 ]

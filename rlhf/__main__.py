@@ -79,6 +79,50 @@ def demo(out=sys.stdout):
     print(f"every row sums to 1 (largest deviation "
           f"{np.abs(updated.sum(axis=1) - 1).max():.1e}).", file=out)
 
+    # the reward model in item space: the lecture's optimum without rows
+    pairwise = rlhf.RewardModel(C=2.0, tol=1e-12).fit(features, preferences)
+    print(file=out)
+    print("The pairwise Bradley-Terry model in item space, RewardModel(C=2),"
+          " has the optimum", file=out)
+    print("of the mirrored rows (largest difference "
+          f"{np.abs(pairwise.coef_ - exact.coef_.ravel()).max():.1e}) without "
+          "building them.", file=out)
+
+    world = rlhf.make_world(n_prompts=20_000, n_candidates=4, random_state=0)
+    votes = rlhf.simulate_preferences(world.rewards, world.pairs,
+                                      random_state=0)
+    start = time.perf_counter()
+    model = rlhf.RewardModel().fit(world.features, votes)
+    seconds = time.perf_counter() - start
+    print(f"On {len(votes.comparisons):,} simulated comparisons of "
+          f"{len(world.rewards):,} responses it fits in "
+          f"{seconds * 1e3:.0f} ms:", file=out)
+    print(f"  true weights {np.round(world.weights, 3)}, fitted "
+          f"{np.round(model.coef_, 3)} +- "
+          f"{np.round(model.reward_std(np.eye(len(model.coef_))), 3)}",
+          file=out)
+
+    # policy optimisation near the reference, and a safety budget
+    beta = 1.0 / 0.5
+    reference = np.full((1, 4), 0.25)
+    exact_policy = rlhf.kl_regularized_policy(reference, rewards[None, :],
+                                              beta)
+    ppo = rlhf.PPO(beta=beta, exact=True, random_state=0).fit(
+        reference, rewards[None, :])
+    print(file=out)
+    print("The lecture's update is the KL-regularised optimum "
+          "pi_ref exp(r / beta), beta = 1 / eta:", file=out)
+    print(f"  closed form {np.round(exact_policy[0], 8)}", file=out)
+    print(f"  PPO         {np.round(ppo.policy_[0], 8)}", file=out)
+    costs = np.array([[0.1, 0.3, 0.8, 0.0]])  # a made-up harm score
+    safe, lam = rlhf.constrained_policy(reference, rewards[None, :], costs,
+                                        beta, 0.2)
+    print("With an expected-cost budget of 0.2 (costs "
+          f"{costs[0].tolist()}), the exact constrained optimum is",
+          file=out)
+    print(f"  {np.round(safe[0], 8)} (Lagrange multiplier "
+          f"{float(np.ravel(lam)[0]):.4f}).", file=out)
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(

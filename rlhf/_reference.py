@@ -487,3 +487,386 @@ def bt_hessian(problem, x):
         c = (diag.mean() if diag.mean() > 0 else 1.0) / n_items
         H[:n_items, :n_items] += c
     return H
+# constrained.c ------------------------------------------------------------
+
+def _constrained_policy_at(logp, r_shift, c_shift, beta, lam):
+    """Policy at lam, its expected cost and cost variance (shifted costs)."""
+    support = logp > -np.inf
+    u = np.where(support, r_shift - lam * c_shift, -np.inf)
+    u_max = u[support].max()
+    z = np.full(logp.shape, -np.inf)
+    z[support] = logp[support] + (u[support] - u_max) / beta
+    w = np.exp(z - z.max())
+    policy = w / w.sum()
+    mean = float(policy @ c_shift)
+    var = float(policy @ (c_shift - mean) ** 2)
+    return policy, mean, var
+
+
+def _two_sum(a, b):
+    """(s, e) with s + e = a + b exactly (Knuth's TwoSum), elementwise."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _two_prod(a, b):
+    """(p, e) with p + e = a * b exactly; e from exact rationals."""
+    from fractions import Fraction
+
+    a = np.broadcast_to(np.asarray(a, dtype=np.float64), np.shape(b))
+    p = a * b
+    e = np.array([float(Fraction(x) * Fraction(y) - Fraction(z))
+                  if np.isfinite(z) else 0.0
+                  for x, y, z in zip(a.ravel(), np.ravel(b), p.ravel())])
+    return p, e.reshape(p.shape)
+
+
+def _constrained_near(logp, c_shift, d_hi, d_lo, c_hi, c_lo, beta, t):
+    """Policy at lam0 + t from the exact logits (D - t C) / beta."""
+    support = logp > -np.inf
+    p, ep = _two_prod(t, c_hi)
+    s, e = _two_sum(d_hi, -p)
+    x = s + (e + d_lo - ep - t * c_lo)
+    x_max = x[support].max()
+    z = np.full(logp.shape, -np.inf)
+    z[support] = logp[support] + (x[support] - x_max) / beta
+    w = np.exp(z - z.max())
+    policy = w / w.sum()
+    mean = float(policy @ c_shift)
+    var = float(policy @ (c_shift - mean) ** 2)
+    return policy, mean, var
+
+
+def _constrained_refine(logp, c_shift, d, beta, lam0, b, tol):
+    """Solve E[c] = b for t near lam0 (bracket grown by doubling)."""
+    lo, hi, t = -np.inf, np.inf, 0.0
+    step_old = step = np.inf
+    grow = max(np.finfo(np.float64).eps * lam0, np.finfo(np.float64).tiny)
+    policy, mean, var = _constrained_near(logp, c_shift, *d, beta, t)
+    for _ in range(5000):
+        f = mean - b
+        if abs(f) <= tol:
+            return policy, lam0 + t
+        if f > 0:
+            lo = t
+        else:
+            hi = t
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            nxt = t + (beta * f / var if var > 0 else np.nan)
+        newton_ok = (var > 0 and lo < nxt < hi
+                     and abs(nxt - t) <= 0.5 * abs(step_old))
+        step_old = step
+        if not newton_ok:
+            if hi == np.inf:
+                nxt = lo + grow
+                grow *= 2.0
+            elif lo == -np.inf:
+                nxt = hi - grow
+                grow *= 2.0
+            else:
+                nxt = lo + 0.5 * (hi - lo)
+            if not np.isfinite(nxt):
+                raise ValueError("the multiplier exceeds DBL_MAX")
+        if not lo < nxt < hi:
+            p_lo, m_lo, _ = _constrained_near(logp, c_shift, *d, beta, lo)
+            p_hi, m_hi, _ = _constrained_near(logp, c_shift, *d, beta, hi)
+            w = min(max((b - m_hi) / (m_lo - m_hi), 0.0), 1.0)
+            return w * p_lo + (1.0 - w) * p_hi, lam0 + (lo if w >= 0.5
+                                                        else hi)
+        step = nxt - t
+        t = nxt
+        policy, mean, var = _constrained_near(logp, c_shift, *d, beta, t)
+    raise ArithmeticError("the multiplier did not converge")
+
+
+def _constrained_row(p, r, c, beta, budget):
+    """One row of constrained_policy: (policy, multiplier)."""
+    support = p > 0
+    c_min, c_max = c[support].min(), c[support].max()
+    if budget < c_min:
+        raise ValueError(f"budget {budget!r} is below the least achievable "
+                         f"cost {c_min!r}")
+    with np.errstate(divide="ignore"):
+        logp = np.where(support, np.log(p), -np.inf)
+    r_shift = r - r[support].max()
+    c_shift = c - c_min
+    b = budget - c_min
+    policy, mean, var = _constrained_policy_at(logp, r_shift, c_shift, beta,
+                                               0.0)
+    if mean <= b:
+        return policy, 0.0
+    if b == 0.0:
+        z = np.full(p.shape, -np.inf)
+        cheapest = support & (c_shift == 0.0)
+        z[cheapest] = logp[cheapest] + r_shift[cheapest] / beta
+        w = np.exp(z - z.max())
+        return w / w.sum(), np.inf
+    eps = np.finfo(np.float64).eps
+    tol = 8.0 * eps * (c_max - c_min) * (1.0 + np.log(p.size))
+    # 1. lam to working accuracy
+    lo, hi = 0.0, np.inf
+    lam, step_old, step = 0.0, np.inf, np.inf
+    for _ in range(5000):
+        f = mean - b
+        if abs(f) <= tol:
+            break
+        if f > 0:
+            lo = lam
+        else:
+            hi = lam
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            newton = beta * f / var if var > 0 else np.nan
+        nxt = lam + newton
+        newton_ok = (var > 0 and lo < nxt < hi
+                     and abs(nxt - lam) <= 0.5 * abs(step_old))
+        step_old = step
+        if not newton_ok:
+            if hi == np.inf:
+                if lo > 0:
+                    nxt = 2.0 * lo
+                elif np.isfinite(newton) and newton > 0:
+                    nxt = newton
+                else:
+                    nxt = 1.0
+                if not np.isfinite(nxt):
+                    raise ValueError("the multiplier exceeds DBL_MAX")
+            elif lo > 0 and hi > 4.0 * lo:
+                nxt = np.sqrt(lo) * np.sqrt(hi)
+            elif lo == 0 and hi > 4.0 * np.finfo(np.float64).tiny:
+                nxt = 0.25 * hi
+            else:
+                nxt = lo + 0.5 * (hi - lo)
+        if not lo < nxt < hi:
+            lam = lo
+            break
+        step = nxt - lam
+        lam = nxt
+        policy, mean, var = _constrained_policy_at(logp, r_shift, c_shift,
+                                                   beta, lam)
+    else:
+        raise ArithmeticError("the multiplier did not converge")
+    # 2. the last digits: D = (r - r_m) - lam (c - c_m), C = c - c_m as
+    # unevaluated sums hi + lo, around the anchor m of largest r - lam c
+    u = np.where(support, r - lam * c, -np.inf)
+    m = int(np.argmax(u))
+    sr, er = _two_sum(r, -r[m])
+    c_hi, c_lo = _two_sum(c, -c[m])
+    pc, epc = _two_prod(lam, c_hi)
+    s, e = _two_sum(sr, -pc)
+    tail = e + er - epc - lam * c_lo
+    d_hi = s + tail
+    d_lo = tail - (d_hi - s)
+    return _constrained_refine(logp, c_shift, (d_hi, d_lo, c_hi, c_lo), beta,
+                               lam, b, tol)
+
+
+def constrained_policy(reference_policy, rewards, costs, budget, beta):
+    """argmax E_pi[r] - beta KL(pi || pi_ref) s.t. E_pi[c] <= budget, rows;
+    returns (policy, multiplier) through the same safeguarded Newton on the
+    dual as the kernel, and the same refinement with exact logits (error
+    terms of products from exact rationals rather than a fused
+    multiply-add)."""
+    reference_policy = np.asarray(reference_policy, dtype=np.float64)
+    rewards = np.asarray(rewards, dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.float64)
+    budget = np.asarray(budget, dtype=np.float64)
+    policy = np.empty_like(reference_policy)
+    multiplier = np.empty(reference_policy.shape[0])
+    for i in range(reference_policy.shape[0]):
+        policy[i], multiplier[i] = _constrained_row(
+            reference_policy[i], rewards[i], costs[i], float(beta),
+            float(budget[i]))
+    return policy, multiplier
+# -- policy optimisation (see csrc/policy_opt.c) --------------------------
+
+_KL_K1, _KL_K3 = 1, 3
+_BASELINE_MEAN, _BASELINE_RLOO, _BASELINE_GRPO = 0, 1, 2
+_DPO_SIGMOID, _DPO_ROBUST, _DPO_HINGE, _DPO_IPO = 0, 1, 2, 3
+
+
+def log_softmax(logits, out=None):
+    """(logp, p): log-softmax along rows and its exponential, written into
+    out=(logp, p) when given."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if not (np.all(logits < np.inf) and np.all(np.max(logits, axis=1)
+                                                > -np.inf)):
+        raise ValueError("a row of logits holds NaN or +inf, or is all -inf")
+    top = logits.max(axis=1, keepdims=True)
+    shifted = logits - top
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    if out is None:
+        return logp, np.exp(logp)
+    out[0][...] = logp
+    out[1][...] = np.exp(logp)
+    return out
+
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix_uniform(seed, counters):
+    """Output number `counters` of SplitMix64 from `seed`, in [0, 1)."""
+    z = np.uint64(seed) + (counters.astype(np.uint64) + np.uint64(1)) * _GAMMA
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def sample_categorical(policy, n_samples, seed, counter):
+    """Inverse-CDF samples, shape (n_rows, n_samples), from SplitMix64."""
+    policy = np.asarray(policy, dtype=np.float64)
+    n, k = policy.shape
+    cum = np.cumsum(policy, axis=1)  # left to right, as the kernel
+    counters = (np.uint64(counter)
+                + np.arange(n * n_samples, dtype=np.uint64)).reshape(
+                    n, n_samples)
+    target = _splitmix_uniform(seed, counters) * cum[:, -1:]
+    below = target[:, :, None] < cum[:, None, :]
+    last = k - 1 - np.argmax(policy[:, ::-1] > 0, axis=1)
+    return np.where(below.any(axis=2), below.argmax(axis=2),
+                    last[:, None]).astype(np.int64)
+
+
+def _kl_sample(d, kl_kind):
+    return np.expm1(-d) + d if kl_kind == _KL_K3 else d
+
+
+def shape_rewards(rewards, logp, ref_logp, actions, kl_coef, kl_kind):
+    """(shaped rewards, log-probabilities) of the sampled responses."""
+    actions = np.asarray(actions, dtype=np.int64)
+    r = np.take_along_axis(np.asarray(rewards, dtype=np.float64), actions, 1)
+    lp = np.take_along_axis(np.asarray(logp, dtype=np.float64), actions, 1)
+    ref = np.take_along_axis(np.asarray(ref_logp, dtype=np.float64), actions,
+                             1)
+    if kl_coef != 0.0:
+        live = lp > -np.inf
+        with np.errstate(invalid="ignore"):
+            penalty = kl_coef * _kl_sample(lp - ref, kl_kind)
+        r = np.where(live, r - np.where(live, penalty, 0.0), r)
+    return r, lp
+
+
+def advantages(rewards, baseline, eps):
+    """Group-baseline advantages of (n_groups, group_size) rewards."""
+    r = np.asarray(rewards, dtype=np.float64)
+    s = r.shape[1]
+    if baseline != _BASELINE_MEAN and s < 2:
+        raise ValueError("groups of at least 2 responses are needed")
+    total = r.sum(axis=1, keepdims=True)
+    mean = total / s
+    if baseline == _BASELINE_RLOO:
+        return r - (total - r) / (s - 1)
+    if baseline == _BASELINE_GRPO:
+        std = np.sqrt(((r - mean) ** 2).sum(axis=1, keepdims=True) / (s - 1))
+        constant = r.min(axis=1, keepdims=True) == r.max(axis=1,
+                                                         keepdims=True)
+        return np.where(constant, 0.0, (r - mean) / (std + eps))
+    return r - mean
+
+
+def ppo_loss_grad(logits, ref_logp, rows, actions, weights, old_logp,
+                  advantages, clip, kl_coef, kl_kind):
+    """(loss, grad, clip_fraction) of PPO's clipped surrogate."""
+    logits = np.asarray(logits, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.int64)
+    a = np.asarray(actions, dtype=np.int64)[rows]
+    w = np.asarray(weights, dtype=np.float64)[rows]
+    old = np.asarray(old_logp, dtype=np.float64)[rows]
+    adv = np.asarray(advantages, dtype=np.float64)[rows]
+    logp, p = log_softmax(logits[rows])
+    live = w != 0
+    lp = np.take_along_axis(logp, a, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rho = np.where(live, np.exp(lp - old), 0.0)
+    plain = rho * adv
+    clipped = np.clip(rho, 1 - clip, 1 + clip) * adv
+    term = -np.minimum(plain, clipped)
+    coef = np.where(plain <= clipped, -adv * rho, 0.0)
+    if kl_coef != 0.0:
+        ref = np.take_along_axis(np.asarray(ref_logp, dtype=np.float64)[rows],
+                                 a, 1)
+        d = np.where(live, lp - ref, 0.0)
+        k = _kl_sample(d, kl_kind)
+        dk = -np.expm1(-d) if kl_kind == _KL_K3 else 1.0
+        term = term + kl_coef * rho * k
+        coef = coef + kl_coef * rho * (k + dk)
+    m = max(len(rows), 1)
+    coef = np.where(live, coef * w / m, 0.0)
+    grad_rows = -coef.sum(axis=1, keepdims=True) * p
+    np.add.at(grad_rows, (np.arange(len(rows))[:, None], a), coef)
+    grad = np.zeros_like(logits)
+    grad[rows] = grad_rows
+    loss = np.where(live, w * term, 0.0).sum() / m
+    clip_fraction = np.where(live & (np.abs(rho - 1) > clip), w, 0.0).sum() / m
+    return float(loss), grad, float(clip_fraction)
+
+
+def dpo_loss_grad(logits, ref_logp, comparisons, weights, beta, loss_kind,
+                  label_smoothing):
+    """(loss, grad, (chosen, rejected, accuracy)) of a DPO-family loss."""
+    logits = np.asarray(logits, dtype=np.float64)
+    ref_logp = np.asarray(ref_logp, dtype=np.float64)
+    c = np.asarray(comparisons, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    logp, _ = log_softmax(logits)
+    x, yw, yl = c[:, 0], c[:, 1], c[:, 2]
+    chosen = logp[x, yw] - ref_logp[x, yw]
+    rejected = logp[x, yl] - ref_logp[x, yl]
+    d = (logits[x, yw] - ref_logp[x, yw]) - (logits[x, yl] - ref_logp[x, yl])
+    h = beta * d
+    e = label_smoothing
+    sig = _sigmoid
+    if loss_kind == _DPO_SIGMOID:
+        loss = (1 - e) * _log1pexp(-h) + e * _log1pexp(h)
+        dl_dd = beta * (-(1 - e) * sig(-h) + e * sig(h))
+    elif loss_kind == _DPO_ROBUST:
+        loss = ((1 - e) * _log1pexp(-h) - e * _log1pexp(h)) / (1 - 2 * e)
+        dl_dd = beta * (-(1 - e) * sig(-h) - e * sig(h)) / (1 - 2 * e)
+    elif loss_kind == _DPO_HINGE:
+        loss = np.maximum(0.0, 1.0 - h)
+        dl_dd = np.where(h < 1.0, -beta, 0.0)
+    else:
+        loss = (d - 0.5 / beta) ** 2
+        dl_dd = 2.0 * (d - 0.5 / beta)
+    grad = np.zeros_like(logits)
+    np.add.at(grad, (x, yw), w * dl_dd)
+    np.add.at(grad, (x, yl), -w * dl_dd)
+    stats = (float(w @ chosen), float(w @ rejected), float(w @ (d > 0)))
+    return float(w @ loss), grad, stats
+
+
+def policy_stats(logp, ref_logp, rewards):
+    """Row means of E_pi[r], KL(pi || pi_ref) and H(pi)."""
+    logp = np.asarray(logp, dtype=np.float64)
+    p = np.exp(logp)
+    live = p > 0
+    with np.errstate(invalid="ignore"):
+        reward = np.where(live, p * rewards, 0.0).sum(axis=1)
+        kl = np.where(live, p * (logp - ref_logp), 0.0).sum(axis=1)
+        entropy = -np.where(live, p * logp, 0.0).sum(axis=1)
+    return float(reward.mean()), float(kl.mean()), float(entropy.mean())
+
+
+def adam_step(theta, grad, m, v, lr, beta1, beta2, eps, t):
+    """One Adam step; new (theta, m, v)."""
+    m = beta1 * np.asarray(m, dtype=np.float64) + (1 - beta1) * grad
+    v = beta2 * np.asarray(v, dtype=np.float64) + (1 - beta2) * grad * grad
+    theta = np.asarray(theta, dtype=np.float64) - lr * (
+        m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+    return theta, m, v
+
+
+def ppo_adam_step(theta, m, v, ref_logp, rows, actions, weights, old_logp,
+                  advantages, clip, kl_coef, kl_kind, lr, beta1, beta2, eps,
+                  t):
+    """ppo_loss_grad at logits ref_logp + theta, then adam_step; updates
+    theta, m and v in place and returns (loss, clip_fraction)."""
+    loss, grad, clip_fraction = ppo_loss_grad(
+        ref_logp + theta, ref_logp, rows, actions, weights, old_logp,
+        advantages, clip, kl_coef, kl_kind)
+    theta[...], m[...], v[...] = adam_step(theta, grad, m, v, lr, beta1,
+                                           beta2, eps, t)
+    return loss, clip_fraction

@@ -82,6 +82,20 @@ def _check_indices(values, name, *, n_columns=None, allow_pad=False):
     return arr
 
 
+def _unwrap(comparisons):
+    """(comparisons, ties, sample_weight, n_items) of an rlhf.Comparisons
+    or an rlhf.datasets.PreferenceDataset; (comparisons, None, None, None)
+    otherwise."""
+    if hasattr(comparisons, "comparisons") and hasattr(comparisons, "ties"):
+        n_items = getattr(comparisons, "n_items", None)
+        texts = getattr(comparisons, "texts", None)
+        if n_items is None and texts is not None:
+            n_items = len(texts)
+        return (np.asarray(comparisons.comparisons), comparisons.ties,
+                getattr(comparisons, "sample_weight", None), n_items)
+    return comparisons, None, None, None
+
+
 def _check_vector(values, name, n, *, nonneg=False):
     arr = _as_float_array(values, name)
     if arr.ndim != 1 or arr.shape[0] != n:
@@ -289,6 +303,9 @@ class RewardModel(ParamsMixin):
                     f"comparisons: row {same[0]} compares item "
                     f"{data[same[0], 0]} with itself.")
         largest = int(data.max())
+        if largest < 0:
+            raise ValueError("rankings: no ranking names any item (every "
+                             "entry is the padding -1).")
         if features is not None:
             if n_items is not None:
                 raise ValueError("n_items is implied by features (one row "
@@ -360,7 +377,7 @@ class RewardModel(ParamsMixin):
         comparisons : array-like of int of shape (n_comparisons, 2)
             Item indices, the preferred item first.  An
             ``rlhf.Comparisons`` or ``rlhf.datasets.PreferenceDataset``
-            also brings its ties and weights.  With
+            also brings its ties, weights and number of items.  With
             ``likelihood='plackett-luce'``: rankings (see ``rankings``).
         sample_weight : array-like of shape (n_comparisons,), default=None
             Non-negative weights (per ranking for Plackett-Luce).
@@ -381,17 +398,14 @@ class RewardModel(ParamsMixin):
         self
         """
         self._validate_params()
-        if hasattr(comparisons, "comparisons") and hasattr(comparisons,
-                                                           "ties"):
-            # rlhf.Comparisons or a rlhf.datasets.PreferenceDataset: its
-            # ties and weights unless given explicitly
-            source = comparisons
-            comparisons = np.asarray(source.comparisons)
-            if ties is None and source.ties is not None and np.any(
-                    source.ties):
-                ties = source.ties
-            if sample_weight is None:
-                sample_weight = getattr(source, "sample_weight", None)
+        comparisons, source_ties, source_weight, source_items = _unwrap(
+            comparisons)
+        if ties is None and source_ties is not None and np.any(source_ties):
+            ties = source_ties
+        if sample_weight is None:
+            sample_weight = source_weight
+        if n_items is None and features is None:
+            n_items = source_items
         F = self._check_features(features)
         if F is None and _is_sparse(features):
             raise TypeError("features must be an array or None.")
@@ -448,6 +462,9 @@ class RewardModel(ParamsMixin):
             print(f"{type(self).__name__}: {solver} stopped after {n_iter} "
                   f"iterations and {n_fev} evaluations: {_STOPS[status]} "
                   f"(objective {loss:.10g}).")
+        if (F is None and self._alpha() == 0.0 and
+                self.likelihood == "bradley-terry"):
+            self._warn_if_no_maximum(problem)
         if status >= 2:
             warnings.warn(
                 f"{solver} failed to converge: {_STOPS[status]} after "
@@ -456,6 +473,44 @@ class RewardModel(ParamsMixin):
                 "loses somewhere in a connected comparison graph.",
                 sklearn_twin(ConvergenceWarning), stacklevel=2)
         return self
+
+    @staticmethod
+    def _warn_if_no_maximum(problem):
+        """Free strengths without a penalty have a finite maximum-likelihood
+        estimate only if the "beats" graph is strongly connected within
+        each connected part (Zermelo 1929; Ford 1957): if some group of
+        items never loses to the rest, its strengths run off to infinity
+        and the solver stops somewhere on the way."""
+        n_items, pairs, weight, ties = problem[1], problem[3], problem[4], \
+            problem[6]
+        keep = np.ones(len(pairs), bool) if weight is None else weight > 0
+        pairs = pairs[keep]
+        tied = (np.zeros(len(pairs), bool) if ties is None
+                else ties[keep].astype(bool))
+        # a beats b: an edge b -> a; a tie: both ways
+        src = np.r_[pairs[:, 1], pairs[tied, 0]]
+        dst = np.r_[pairs[:, 0], pairs[tied, 1]]
+        try:
+            from scipy.sparse import coo_matrix
+            from scipy.sparse.csgraph import connected_components
+        except ImportError:
+            # without SciPy, the plainest case: an item that only wins or
+            # only loses
+            lone = np.setxor1d(src, dst).size > 0
+        else:
+            graph = coo_matrix((np.ones(len(src)), (src, dst)),
+                               shape=(n_items, n_items))
+            weak = connected_components(graph, connection="weak")[0]
+            strong = connected_components(graph, connection="strong")[0]
+            lone = strong > weak
+        if lone:
+            warnings.warn(
+                "The maximum-likelihood strengths do not exist: some items "
+                "never lose (or never win) against the others they are "
+                "compared with, so their strengths grow without bound "
+                "(Ford 1957); coef_ is where the solver stopped. Use "
+                "penalty='l2' (a prior) for finite strengths.",
+                sklearn_twin(ConvergenceWarning), stacklevel=3)
 
     # -- prediction --------------------------------------------------------
 
@@ -494,12 +549,18 @@ class RewardModel(ParamsMixin):
         strict win; under a tie model the rest is split between a tie and
         a loss).
 
+        Parameters
+        ----------
+        features : array-like of shape (n_items, n_features), or None
+        comparisons : array-like of int of shape (n_comparisons, 2), an
+            ``rlhf.Comparisons`` or an ``rlhf.datasets.PreferenceDataset``
+
         Returns
         -------
         ndarray of shape (n_comparisons,)
         """
         r = self._rewards(features)
-        pairs = self._pairs(comparisons, len(r))
+        pairs = self._pairs(_unwrap(comparisons)[0], len(r))
         d = r[pairs[:, 0]] - r[pairs[:, 1]]
         if self.ties == "rao-kupper":
             d = d - math.log(self.tie_param_)
@@ -511,11 +572,26 @@ class RewardModel(ParamsMixin):
             return np.exp(-np.logaddexp.reduce(stack, axis=0))
         return np.exp(-np.logaddexp(0.0, -d))
 
-    def score(self, features, comparisons):
-        """Pairwise accuracy: the share of comparisons whose preferred item
-        gets the higher reward (equal rewards count one half)."""
+    def score(self, features, comparisons, ties=None):
+        """Pairwise accuracy: the share of strict comparisons whose
+        preferred item gets the higher reward (equal rewards count one
+        half).  Tied comparisons (``ties``, or those of an
+        ``rlhf.Comparisons`` / ``PreferenceDataset``) are left out: a tie
+        has no preferred item."""
         r = self._rewards(features)
+        comparisons, source_ties, _, _ = _unwrap(comparisons)
+        if ties is None:
+            ties = source_ties
         pairs = self._pairs(comparisons, len(r))
+        if ties is not None:
+            tie_arr = np.asarray(ties)
+            if tie_arr.shape != (len(pairs),):
+                raise ValueError(f"ties must have shape ({len(pairs)},), got "
+                                 f"{tie_arr.shape}.")
+            pairs = pairs[~tie_arr.astype(bool)]
+            if not len(pairs):
+                raise ValueError("Every comparison is a tie; pairwise "
+                                 "accuracy needs strict ones.")
         d = r[pairs[:, 0]] - r[pairs[:, 1]]
         return float(np.mean((d > 0) + 0.5 * (d == 0)))
 
@@ -552,14 +628,16 @@ class RewardModel(ParamsMixin):
         H = _core.bt_hessian(self._problem_tuple, self._x)
         n_coef = len(self._x) - (self.ties is not None)
         free = not self._fitted_with_features and self._alpha() == 0.0
-        try:
-            cov = np.linalg.inv(H)
-        except np.linalg.LinAlgError:
+        # a Hessian singular to rounding makes inv return huge, meaningless
+        # numbers rather than fail: judge it by its eigenvalues
+        eig = np.linalg.eigvalsh(H)
+        if not eig[0] > eig[-1] * len(H) * 1e-13:
             raise ValueError(
                 "The Hessian at the optimum is singular: some rewards are "
                 "not identified by the comparisons (penalty=None with a "
                 "feature constant over the items, or an item never "
-                "compared). Use penalty='l2'.") from None
+                "compared). Use penalty='l2'.")
+        cov = np.linalg.inv(H)
         if free:
             # the kernel's Hessian adds mean(diag) 1 1^T / n along the
             # direction the objective ignores; project it out again

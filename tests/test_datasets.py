@@ -380,3 +380,21 @@ def test_truncated_gzip_and_bad_encoding(tmp_path):
 def test_datasets_is_a_submodule():
     assert rlhf.datasets.load_pandalm is load_pandalm
     assert "datasets" in rlhf.__all__
+
+
+def test_subset_and_strict_keep_the_texts():
+    data = rlhf.datasets.load_finegrained_qa()
+    strict = data.strict()
+    assert len(strict) == len(data) - data.n_ties and strict.n_ties == 0
+    np.testing.assert_array_equal(strict.comparisons,
+                                  data.comparisons[~data.ties])
+    assert strict.texts is data.texts and strict.prompts is data.prompts
+    picked = data.subset([5, 0, 7])
+    np.testing.assert_array_equal(picked.comparisons,
+                                  data.comparisons[[5, 0, 7]])
+    np.testing.assert_array_equal(picked.groups, data.groups[[5, 0, 7]])
+    np.testing.assert_array_equal(picked.labels, data.labels[[5, 0, 7]])
+    with pytest.raises(ValueError, match="boolean index"):
+        data.subset(np.ones(3, bool))
+    with pytest.raises(TypeError, match="index"):
+        data.subset(np.array([0.5]))

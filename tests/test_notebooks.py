@@ -2,7 +2,9 @@
 
 The lecture demo must also print the lecture's two lines digit for digit,
 both when executed now and in the outputs stored in the file (which is what
-a reader sees on opening it).
+a reader sees on opening it).  The reward-model notebook must print the
+"longer answer wins" baseline of the FineGrainedRLHF data as its SOURCE.md
+states it (0.512), and every notebook is stored executed.
 """
 import os
 import warnings
@@ -35,6 +37,12 @@ LECTURE_LINES = [
     "Reward estimates: [1.88613449 0.58578553 1.85394001 0.20599333]",
     "Updated policy distribution: [0.34040625 0.17767664 0.33497052 0.14694659]",
 ]
+REWARD_NOTEBOOK = "02_reward_model_real_data.ipynb"
+# rlhf/datasets/data/finegrained_qa/SOURCE.md: "longer answer wins" scores
+# 0.512 on the strict pairs
+REWARD_LINES = ["longer answer wins:         0.512"]
+EXPECTED_LINES = {LECTURE_NOTEBOOK: LECTURE_LINES,
+                  REWARD_NOTEBOOK: REWARD_LINES}
 
 # nbclient stamps cell timings with datetime.utcnow(), deprecated since
 # Python 3.12; record_timing=False below avoids the call, but older nbclient
@@ -82,6 +90,7 @@ def execute(path):
 def test_notebooks_exist():
     names = [path.name for path in notebook_paths()]
     assert LECTURE_NOTEBOOK in names
+    assert REWARD_NOTEBOOK in names
 
 
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda path: path.name)
@@ -95,16 +104,34 @@ def test_notebook_runs(path):
             assert output.get("output_type") != "error", (
                 f"{path.name}, cell {index}: {output.get('ename')}: "
                 f"{output.get('evalue')}")
-    if path.name == LECTURE_NOTEBOOK:
-        printed = stream_text(notebook).splitlines()
-        for line in LECTURE_LINES:
-            assert line in printed, f"executed {path.name} did not print {line!r}"
-
-
-def test_lecture_notebook_stored_outputs():
-    notebook = nbformat.read(NOTEBOOKS / LECTURE_NOTEBOOK, as_version=4)
     printed = stream_text(notebook).splitlines()
-    for line in LECTURE_LINES:
+    for line in EXPECTED_LINES.get(path.name, []):
+        assert line in printed, f"executed {path.name} did not print {line!r}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_LINES))
+def test_notebook_stored_outputs(name):
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    printed = stream_text(notebook).splitlines()
+    for line in EXPECTED_LINES[name]:
         assert line in printed, (
-            f"the outputs stored in {LECTURE_NOTEBOOK} do not contain "
+            f"the outputs stored in {name} do not contain "
             f"{line!r}; re-execute it and save the outputs")
+
+
+@pytest.mark.parametrize("path", notebook_paths(), ids=lambda path: path.name)
+def test_notebook_stored_executed(path):
+    # every code cell ran, in order, in one session, and no error was saved
+    notebook = nbformat.read(path, as_version=4)
+    counts = [cell.get("execution_count") for cell in notebook.cells
+              if cell.cell_type == "code" and cell.source.strip()]
+    assert None not in counts, (
+        f"{path.name} is stored with unexecuted cells; re-execute it and "
+        "save the outputs")
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path.name} was not stored from one top-to-bottom run: execution "
+        f"counts {counts}")
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", (
+                f"{path.name} is stored with an error output")

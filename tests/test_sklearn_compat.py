@@ -325,12 +325,23 @@ def _fit_recording(model, X, y, sample_weight):
     return [w.category for w in caught]
 
 
+def _installed_compat():
+    """The compat mode that reproduces the installed scikit-learn."""
+    major, minor = (int(part) for part in sklearn.__version__.split(".")[:2])
+    if (major, minor) >= (1, 7):
+        return "1.7"
+    if (major, minor) >= (1, 4):
+        return "1.4"
+    return "1.2"
+
+
 @pytest.mark.parametrize("seed", range(N_PROBLEMS))
 def test_compat_17_equals_installed_sklearn(seed):
     X, y, sample_weight, params, no_penalty, hits_limit, X_test = \
         _problem(seed)
     ours = rlhf.LogisticRegression(
-        penalty=None if no_penalty else "l2", compat="1.7", **params)
+        penalty=None if no_penalty else "l2", compat=_installed_compat(),
+        **params)
     sk_params = dict(params, C=np.inf) if no_penalty else params
     theirs = SkLogisticRegression(**sk_params)
 

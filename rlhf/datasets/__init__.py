@@ -95,6 +95,30 @@ class PreferenceDataset:
             return None
         return annotator_agreement(self.labels)
 
+    def subset(self, index):
+        """The comparisons selected by a boolean mask or integer index
+        array (rows in that order), as a new PreferenceDataset with the
+        same texts and prompts (so item indices keep their meaning)."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            if index.shape != self.ties.shape:
+                raise ValueError(
+                    f"A boolean index must have shape {self.ties.shape}; "
+                    f"got {index.shape}.")
+        elif index.dtype.kind not in "iu":
+            raise TypeError("index must be a boolean mask or integer "
+                            f"indices; got dtype {index.dtype}.")
+        return dataclasses.replace(
+            self, comparisons=self.comparisons[index],
+            ties=self.ties[index], groups=self.groups[index],
+            pairs=self.pairs[index],
+            labels=None if self.labels is None else self.labels[index],
+            info={key: value[index] for key, value in self.info.items()})
+
+    def strict(self):
+        """The comparisons that are not ties."""
+        return self.subset(~self.ties)
+
     def accuracy(self, scores):
         """Fraction of strict comparisons that ``scores`` (one per text)
         order the same way; equal scores count 1/2."""

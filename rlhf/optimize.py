@@ -1,0 +1,930 @@
+"""Policy optimisation near a reference on a contextual bandit.
+
+Prompts x, each with K candidate responses y, a reference policy
+``pi_ref(y|x)`` over them and rewards ``r(x, y)``: the setting of RLHF's
+policy-optimisation stage, small enough that every algorithm can be run in
+seconds and compared with the exact answer of the KL-regularised problem,
+``pi*(y|x) ∝ pi_ref(y|x) exp(r(x, y) / beta)``
+(:func:`rlhf.kl_regularized_policy`).
+
+Policies start at the reference and are parametrised relative to it:
+
+- ``'tabular'``: ``logits = log pi_ref + theta`` with one free value per
+  prompt and response (``theta`` of shape (n_prompts, K));
+- ``'linear'``: ``logits = log pi_ref + phi(x, y) . theta`` with response
+  features ``phi`` of shape (n_prompts, K, n_features), so what is learnt
+  about one response carries over to others with similar features.  The
+  exact optimum is reachable when ``r / beta`` lies in the span of the
+  features (plus a constant per prompt).
+
+Training loops are plain Python over the C kernels of ``rlhf._core`` (the
+same loops run on their NumPy twins in ``rlhf._reference``, which the tests
+and the benchmark use).
+"""
+import numbers
+
+import numpy as np
+
+from . import _core
+from ._base import ParamsMixin
+from ._validation import (_as_float_array, _check_finite, check_option,
+                          check_sample_weight, check_scalar)
+from .policy import _check_policy_table, _check_rewards
+
+__all__ = ["DPO", "PPO", "REINFORCE", "SFT"]
+
+_KL_KINDS = {"k1": 1, "k3": 3}
+_BASELINES = {"mean": 0, "rloo": 1, "grpo": 2}
+_DPO_LOSSES = {"sigmoid": 0, "robust": 1, "hinge": 2, "ipo": 3}
+_ADAM = (0.9, 0.999, 1e-8)
+
+
+def _random_generator(random_state, owner):
+    if random_state is None or isinstance(random_state, np.random.Generator):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(
+            random_state, bool) and random_state >= 0:
+        return np.random.default_rng(int(random_state))
+    raise ValueError(
+        f"The 'random_state' parameter of {owner} must be None, a "
+        f"non-negative int or a numpy.random.Generator. Got "
+        f"{random_state!r} instead.")
+
+
+def _log_reference(reference):
+    with np.errstate(divide="ignore"):
+        return np.log(reference)
+
+
+class _Parametrisation:
+    """logits = log pi_ref + theta (tabular) or + features @ theta
+    (linear); chain() maps a gradient in logits to one in theta."""
+
+    def __init__(self, kind, ref_logp, features, owner):
+        self.kind = kind
+        self.ref_logp = ref_logp
+        n, k = ref_logp.shape
+        if kind == "linear":
+            if features is None:
+                raise ValueError(
+                    f"{owner} with policy='linear' needs features of shape "
+                    f"({n}, {k}, n_features); got None.")
+            features = _as_float_array(features, "features")
+            if features.ndim != 3 or features.shape[:2] != (n, k) or \
+                    features.shape[2] < 1:
+                raise ValueError(
+                    f"features of {owner} must have shape ({n}, {k}, "
+                    f"n_features); got {features.shape}.")
+            _check_finite(features, "features")
+            self.features = np.ascontiguousarray(features)
+            self.flat = self.features.reshape(n * k, -1)
+            self.shape = (features.shape[2],)
+        else:
+            if features is not None:
+                raise ValueError(
+                    f"features of {owner} are only used with "
+                    "policy='linear'; got features with policy='tabular'.")
+            self.features = None
+            self.shape = (n, k)
+
+    def initial(self):
+        return np.zeros(self.shape)
+
+    def logits(self, theta, out=None):
+        if self.kind == "linear":
+            return np.add(self.ref_logp, (self.flat @ theta).reshape(
+                self.ref_logp.shape), out=out)
+        return np.add(self.ref_logp, theta, out=out)
+
+    def chain(self, grad_logits):
+        if self.kind == "linear":
+            return grad_logits.reshape(-1) @ self.flat
+        return grad_logits
+
+
+def _check_common(est, owner):
+    check_option(est.policy, "policy", owner, ["tabular", "linear"])
+    check_scalar(est.learning_rate, "learning_rate", owner, low=0.0,
+                 low_open=True)
+    check_scalar(est.n_iterations, "n_iterations", owner, kind="int", low=1)
+    check_option(est.lr_schedule, "lr_schedule", owner,
+                 ["linear", "constant"])
+    check_scalar(est.verbose, "verbose", owner, kind="int", low=0)
+    if not np.isfinite(est.learning_rate):
+        raise ValueError(
+            f"The 'learning_rate' parameter of {owner} must be a float in "
+            f"(0, inf). Got {est.learning_rate!r} instead.")
+
+
+def _check_positive_finite(value, name, owner):
+    check_scalar(value, name, owner, low=0.0, low_open=True)
+    if not np.isfinite(value):
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be a float in (0, inf). "
+            f"Got {value!r} instead.")
+    return float(value)
+
+
+class _PolicyGradient(ParamsMixin):
+    """The sampling loop shared by PPO and REINFORCE.
+
+    One iteration: sample n_samples responses per prompt from the current
+    policy (or, with exact=True, take every response weighted by its
+    probability), score them, turn scores into advantages, then take
+    n_epochs passes of Adam steps on the surrogate loss over minibatches of
+    prompts.  With costs (PPO's ``cost_budget``) the iteration scores
+    ``r - lambda c`` and lambda follows dual ascent.
+    """
+
+    _kernels = _core  # the NumPy twins in rlhf._reference run the same loop
+
+    def _clip_value(self):
+        return np.inf
+
+    def _epochs(self):
+        return 1
+
+    def _baseline(self):
+        return "rloo" if self.n_samples > 1 else "mean"
+
+    def _validate(self):
+        owner = type(self).__name__
+        _check_common(self, owner)
+        _check_positive_finite(self.beta, "beta", owner)
+        check_option(self.kl_estimator, "kl_estimator", owner, ["k1", "k3"])
+        check_option(self.kl_in_reward, "kl_in_reward", owner, [True, False])
+        check_option(self.exact, "exact", owner, [True, False])
+        check_scalar(self.n_samples, "n_samples", owner, kind="int", low=1)
+        if self.batch_size is not None:
+            check_scalar(self.batch_size, "batch_size", owner, kind="int",
+                         low=1)
+
+    def fit(self, reference_policy, rewards, features=None, costs=None):
+        """Optimise the policy from the reference.
+
+        Parameters
+        ----------
+        reference_policy : array-like of shape (n_prompts, n_responses)
+            Reference probabilities; non-negative, rows summing to 1.
+        rewards : array-like of shape (n_prompts, n_responses)
+            Rewards of every response, finite.
+        features : array-like of shape (n_prompts, n_responses, \
+n_features), optional
+            Response features, required with ``policy='linear'``.
+        costs : array-like of shape (n_prompts, n_responses), optional
+            Costs of every response for the constraint ``E_pi[c] <=
+            cost_budget`` (mean over prompts); requires ``cost_budget``.
+
+        Returns
+        -------
+        self
+        """
+        owner = type(self).__name__
+        self._validate()
+        reference = _check_policy_table(reference_policy, "reference_policy",
+                                        owner)
+        rewards = _check_rewards(rewards, reference.shape, owner)
+        budget = getattr(self, "cost_budget", None)
+        if costs is not None:
+            if budget is None:
+                raise ValueError(
+                    f"costs of {owner} need a cost budget: set the "
+                    "'cost_budget' parameter (PPO only).")
+            costs = _check_rewards(costs, reference.shape, owner,
+                                   name="costs")
+        elif budget is not None:
+            raise ValueError(
+                f"The 'cost_budget' parameter of {owner} is set but fit got "
+                "no costs.")
+        ref_logp = _log_reference(reference)
+        model = _Parametrisation(self.policy, ref_logp, features, owner)
+        rng = _random_generator(self.random_state, owner)
+        self._costs = costs
+        try:
+            self._fit_loop(model, reference, rewards, rng)
+        finally:
+            del self._costs
+        return self
+
+    def _fit_loop(self, model, reference, rewards, rng):
+        k = self._kernels
+        owner = type(self).__name__
+        n, n_resp = reference.shape
+        ref_logp = model.ref_logp
+        kl_kind = _KL_KINDS[self.kl_estimator]
+        baseline = _BASELINES[self._baseline()]
+        clip = self._clip_value()
+        seed = int(rng.integers(0, 2 ** 63))
+        counter = 0
+        batch = n if self.batch_size is None else min(self.batch_size, n)
+        samples = n_resp if self.exact else self.n_samples
+        if self.exact:
+            actions = np.ascontiguousarray(
+                np.broadcast_to(np.arange(n_resp, dtype=np.int64),
+                                (n, n_resp)))
+        else:
+            weights = np.full((n, samples), 1.0 / samples)
+        beta = float(self.beta)
+        horizon = self._horizon(n * samples)
+        theta = model.initial()
+        m, v = np.zeros_like(theta), np.zeros_like(theta)
+        step = 0
+        history = {"reward": [], "kl": [], "entropy": [], "clip_fraction": [],
+                   "beta": [], "loss": []}
+        costs = self._costs
+        if costs is not None:
+            # Safe RLHF (Dai et al. 2024): reward r - lambda c, and dual
+            # ascent on log lambda (Adam, gradient E[c] - budget), i.e. a
+            # multiplicative update of lambda that stays positive
+            log_lambda = np.array([np.log(float(self.lambda_init))])
+            dual_m, dual_v = np.zeros(1), np.zeros(1)
+            previous_error = None
+            history["cost"], history["lambda"] = [], []
+        all_rows = np.arange(n, dtype=np.int64)
+        # buffers written again each iteration (fresh arrays of this size
+        # cost page faults comparable to the softmax itself)
+        logits = model.logits(theta)
+        logp, p = k.log_softmax(logits)
+        for iteration in range(self.n_iterations):
+            if costs is not None:
+                lam = float(np.exp(log_lambda[0]))
+                step_rewards = rewards - lam * costs
+            else:
+                step_rewards = rewards
+            if self.exact:
+                weights = p
+            else:
+                actions = k.sample_categorical(p, samples, seed, counter)
+                counter += n * samples
+            if costs is not None:
+                # the constraint's value at the policy that acted
+                cost_now = float((p * costs).sum(axis=1).mean()) if \
+                    self.exact else float(np.take_along_axis(
+                        costs, actions, axis=1).mean())
+            shaped, old_logp = k.shape_rewards(
+                step_rewards, logp, ref_logp, actions,
+                beta if self.kl_in_reward else 0.0, kl_kind)
+            if self.exact:
+                # the exact baseline: the expected shaped reward under pi_old
+                advantages = shaped - (p * shaped).sum(axis=1, keepdims=True)
+                kl_now = k.policy_stats(logp, ref_logp, rewards)[1]
+            else:
+                advantages = k.advantages(shaped, baseline, 1e-4)
+                if self._controls_beta():
+                    kl_now = float(np.mean(_kl_estimate(old_logp, ref_logp,
+                                                        actions, kl_kind)))
+            learning_rate = _scheduled(self, iteration)
+            losses, clipped = [], []
+            for _ in range(self._epochs()):
+                order = all_rows if batch == n else rng.permutation(
+                    n).astype(np.int64)
+                for start in range(0, n, batch):
+                    rows = order[start:start + batch]
+                    kl_coef = 0.0 if self.kl_in_reward else beta
+                    step += 1
+                    if model.kind == "tabular":
+                        # gradient and Adam fused; theta, m, v in place
+                        loss, clip_fraction = k.ppo_adam_step(
+                            theta, m, v, ref_logp, rows, actions, weights,
+                            old_logp, advantages, clip, kl_coef, kl_kind,
+                            learning_rate, *_ADAM, step)
+                    else:
+                        loss, grad, clip_fraction = k.ppo_loss_grad(
+                            model.logits(theta), ref_logp, rows, actions,
+                            weights, old_logp, advantages, clip, kl_coef,
+                            kl_kind)
+                        theta, m, v = k.adam_step(
+                            theta, model.chain(grad), m, v, learning_rate,
+                            *_ADAM, step)
+                    losses.append(loss)
+                    clipped.append(clip_fraction)
+            # the next iteration starts from this policy
+            logp, p = k.log_softmax(model.logits(theta, out=logits),
+                                    (logp, p))
+            reward, kl, entropy = k.policy_stats(logp, ref_logp, rewards)
+            history["reward"].append(reward)
+            history["kl"].append(kl)
+            history["entropy"].append(entropy)
+            history["clip_fraction"].append(float(np.mean(clipped)))
+            history["beta"].append(beta)
+            history["loss"].append(float(np.mean(losses)))
+            if costs is not None:
+                history["cost"].append(float((p * costs).sum(axis=1).mean()))
+                history["lambda"].append(lam)
+                # an optimistic step, along 2 e_t - e_(t-1) (Popov 1980;
+                # Daskalakis et al. 2018): the error plus its change, the
+                # derivative term of a PID Lagrangian (Stooke et al. 2020),
+                # which damps the lag between policy and multiplier; Adam
+                # without momentum (beta1 = 0) for the same reason
+                error = cost_now - self.cost_budget
+                if previous_error is None:
+                    previous_error = error
+                dual_grad = np.array([-(2.0 * error - previous_error)])
+                previous_error = error
+                log_lambda, dual_m, dual_v = k.adam_step(
+                    log_lambda, dual_grad, dual_m, dual_v,
+                    _scheduled(self, iteration, self.lambda_learning_rate),
+                    0.0, _ADAM[1], _ADAM[2], iteration + 1)
+            if self.verbose and (iteration % max(1, self.n_iterations // 10)
+                                 == 0 or iteration == self.n_iterations - 1):
+                print(f"{owner} iteration {iteration + 1}: reward "
+                      f"{reward:.4f}, KL {kl:.4f}, entropy {entropy:.4f}, "
+                      f"beta {beta:.4g}")
+            if self._controls_beta():
+                # Ziegler et al. 2019, "Fine-tuning language models from
+                # human preferences", section 2.2: a proportional controller
+                # on log beta with the error clipped to +-0.2
+                error = np.clip(kl_now / self.target_kl - 1.0, -0.2, 0.2)
+                beta *= 1.0 + error * (n * samples) / horizon
+        self.theta_ = theta
+        self.policy_ = p
+        self.beta_ = beta
+        if costs is not None:
+            self.lambda_ = float(np.exp(log_lambda[0]))
+        self.history_ = {key: np.asarray(value)
+                         for key, value in history.items()}
+        self.n_iter_ = self.n_iterations
+        return self
+
+    def _controls_beta(self):
+        return getattr(self, "target_kl", None) is not None
+
+    def _horizon(self, n_steps):
+        return np.inf
+
+
+def _scheduled(est, iteration, learning_rate=None):
+    """The learning rate of an iteration: constant, or decreasing linearly
+    to 0 at the last iteration (as CleanRL's PPO and most RLHF recipes do;
+    with a constant rate Adam ends in a cycle of the size of its step)."""
+    rate = float(est.learning_rate if learning_rate is None else
+                 learning_rate)
+    if est.lr_schedule == "constant":
+        return rate
+    return rate * (1.0 - iteration / est.n_iterations)
+
+
+def _kl_estimate(sample_logp, ref_logp, actions, kl_kind):
+    ref = np.take_along_axis(ref_logp, actions, axis=1)
+    d = sample_logp - ref
+    return np.expm1(-d) + d if kl_kind == 3 else d
+
+
+class PPO(_PolicyGradient):
+    """Proximal policy optimisation of a policy near a reference.
+
+    Maximises ``E_pi[r] - beta KL(pi || pi_ref)`` with PPO's clipped
+    surrogate (Schulman et al. 2017, "Proximal policy optimization
+    algorithms") as RLHF uses it (Ziegler et al. 2019; Stiennon et al.
+    2020; Ouyang et al. 2022): each iteration samples responses from the
+    current policy, scores them with the reward minus ``beta`` times a KL
+    estimate, subtracts a baseline (the mean reward of the other samples of
+    the same prompt) and takes ``n_epochs`` passes of Adam over
+    minibatches of prompts.  Its fixed point is the exact optimum
+    ``pi* ∝ pi_ref exp(r / beta)``.
+
+    Parameters
+    ----------
+    beta : float > 0, default=0.1
+        KL coefficient (the initial one when ``target_kl`` is set).
+    clip : float > 0, default=0.2
+        Clipping range of the probability ratio.
+    learning_rate : float > 0, default=0.1
+        Adam's step size.
+    lr_schedule : {'linear', 'constant'}, default='linear'
+        'linear' decreases the step size linearly to 0 over the iterations,
+        so the policy settles instead of circling the optimum at the scale
+        of Adam's step.
+    n_iterations : int, default=500
+        Sampling rounds.
+    n_epochs : int, default=4
+        Passes over each round's samples.
+    batch_size : int or None, default=None
+        Prompts per minibatch; None: all prompts, one step per epoch.
+    n_samples : int, default=4
+        Responses sampled per prompt and iteration.
+    kl_estimator : {'k1', 'k3'}, default='k1'
+        Per-sample estimate of ``KL(pi || pi_ref)``: ``k1 = log(pi /
+        pi_ref)`` or ``k3 = pi_ref / pi - 1 - log(pi_ref / pi)``
+        (Schulman 2020, "Approximating KL divergence").
+    kl_in_reward : bool, default=True
+        True: subtract ``beta * k`` from the reward (Ziegler et al.).  At
+        the optimum the shaped reward ``r - beta log(pi / pi_ref)`` is the
+        same for every response, so with ``k1`` the advantages, and with
+        them the sampling noise of the gradient, vanish there.  ``k3`` in
+        the reward is biased and unstable: its gradient pushes rarely
+        sampled responses further down (``pi_ref / pi`` grows without
+        bound), away from ``pi*``.
+        False: add ``beta * rho * k`` to the loss instead, with ``rho`` the
+        probability ratio, which keeps both estimators unbiased for the
+        gradient of the divergence (GRPO puts ``k3`` in the loss without
+        ``rho``; its gradient is then that of ``KL(pi_ref || pi)``).
+    target_kl : float > 0 or None, default=None
+        Turns on the adaptive controller of Ziegler et al. (2019): after
+        each iteration ``beta *= 1 + clip(KL / target_kl - 1, -0.2, 0.2) *
+        n_steps / horizon``, with KL the iteration's estimate (exact with
+        ``exact=True``) and n_steps the samples drawn per iteration.
+    horizon : float > 0 or None, default=None
+        The controller's horizon in samples (Ziegler et al. use 10,000);
+        None: ten iterations' worth of samples.
+    cost_budget : float or None, default=None
+        With ``fit(..., costs=c)``: the constraint ``E_pi[c] <=
+        cost_budget`` (mean over prompts), handled as in Safe RLHF (Dai
+        et al. 2024, "Safe RLHF: safe reinforcement learning from human
+        feedback"): the policy maximises ``r - lambda c`` (with the KL
+        term) and ``log lambda`` takes an ascent step after each iteration
+        along the error ``e = E[c] - cost_budget``, optimistically ``2 e_t
+        - e_(t-1)`` (the error and its change, as the derivative term of a
+        PID Lagrangian, Stooke et al. 2020), scaled as by Adam without
+        momentum.  (Safe RLHF's code takes the gradient of ``e lambda``,
+        which slows lambda's way down to 0 when the constraint is slack.)
+        Known limitation: when rewards are many times ``beta`` the optimum
+        can sit on a knife edge between two near-deterministic policies and
+        the multiplier then keeps swinging instead of settling.  The fixed point is the
+        constrained optimum ``pi ∝ pi_ref exp((r - lambda* c) / beta)``,
+        lambda* the dual optimum.
+    lambda_init : float > 0, default=1.0
+        Initial Lagrange multiplier.
+    lambda_learning_rate : float > 0, default=0.05
+        Adam's step size on ``log lambda`` (scheduled as learning_rate).
+    exact : bool, default=False
+        Replace sampling by the full expectation over the K responses,
+        each weighted by its probability under the current policy: the
+        algorithm without sampling noise, for teaching and checking.
+    policy : {'tabular', 'linear'}, default='tabular'
+        Parametrisation (see :mod:`rlhf.optimize`).
+    random_state : None, int or numpy.random.Generator, default=None
+        Seeds the counter-based sampler and the minibatch order; the same
+        value gives the same result for any number of threads.
+    verbose : int, default=0
+        Print progress ten times per fit when positive.
+
+    Attributes
+    ----------
+    policy_ : ndarray of shape (n_prompts, n_responses)
+        The final policy.
+    theta_ : ndarray
+        Its parameters (logits relative to the reference, or weights).
+    beta_ : float
+        The KL coefficient at the end (differs from beta with target_kl).
+    history_ : dict of ndarray of shape (n_iterations,)
+        After each iteration: 'reward' (``E_pi[r]``, a mean over prompts),
+        'kl' (``KL(pi || pi_ref)``, exact), 'entropy', 'clip_fraction'
+        (share of samples with ``|rho - 1| > clip``), 'beta' (used in the
+        iteration) and 'loss'; with costs also 'cost' (``E_pi[c]``, exact)
+        and 'lambda' (used in the iteration).
+    lambda_ : float
+        The Lagrange multiplier at the end (with costs only).
+
+    Examples
+    --------
+    >>> import numpy as np, rlhf
+    >>> reference = np.full((2, 3), 1 / 3)
+    >>> rewards = np.array([[0.1, 0.0, -0.1], [0.0, 0.2, 0.1]])
+    >>> ppo = rlhf.PPO(exact=True, n_iterations=400).fit(reference, rewards)
+    >>> optimum = rlhf.kl_regularized_policy(reference, rewards, 0.1)
+    >>> bool(np.abs(ppo.policy_ - optimum).sum(axis=1).max() < 2e-3)
+    True
+    """
+
+    def __init__(self, beta=0.1, clip=0.2, learning_rate=0.1,
+                 lr_schedule="linear", n_iterations=500, n_epochs=4,
+                 batch_size=None, n_samples=4,
+                 kl_estimator="k1", kl_in_reward=True, target_kl=None,
+                 horizon=None, cost_budget=None, lambda_init=1.0,
+                 lambda_learning_rate=0.05, exact=False, policy="tabular",
+                 random_state=None, verbose=0):
+        self.beta = beta
+        self.clip = clip
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.n_iterations = n_iterations
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.n_samples = n_samples
+        self.kl_estimator = kl_estimator
+        self.kl_in_reward = kl_in_reward
+        self.target_kl = target_kl
+        self.horizon = horizon
+        self.cost_budget = cost_budget
+        self.lambda_init = lambda_init
+        self.lambda_learning_rate = lambda_learning_rate
+        self.exact = exact
+        self.policy = policy
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _validate(self):
+        super()._validate()
+        owner = type(self).__name__
+        _check_positive_finite(self.clip, "clip", owner)
+        check_scalar(self.n_epochs, "n_epochs", owner, kind="int", low=1)
+        if self.target_kl is not None:
+            _check_positive_finite(self.target_kl, "target_kl", owner)
+        if self.horizon is not None:
+            _check_positive_finite(self.horizon, "horizon", owner)
+        if self.cost_budget is not None:
+            check_scalar(self.cost_budget, "cost_budget", owner)
+        _check_positive_finite(self.lambda_init, "lambda_init", owner)
+        _check_positive_finite(self.lambda_learning_rate,
+                               "lambda_learning_rate", owner)
+
+    def _clip_value(self):
+        return float(self.clip)
+
+    def _epochs(self):
+        return self.n_epochs
+
+    def _horizon(self, n_steps):
+        return 10.0 * n_steps if self.horizon is None else float(self.horizon)
+
+
+class REINFORCE(_PolicyGradient):
+    """Policy gradient with a group baseline, near a reference.
+
+    Williams (1992) REINFORCE on the KL-regularised bandit: each iteration
+    samples ``n_samples`` responses per prompt, scores them (reward minus
+    ``beta`` times a KL estimate) and takes one Adam step on
+    ``-mean(A log pi(y|x))``.  The advantage ``A`` uses the group of
+    responses to the same prompt:
+
+    - ``'mean'``: ``r - mean(r)``;
+    - ``'rloo'``: ``r_i - mean_{j != i} r_j``, unbiased (Kool et al. 2019;
+      Ahmadian et al. 2024, "Back to basics");
+    - ``'grpo'``: ``(r - mean(r)) / (std(r) + 1e-4)`` (Shao et al. 2024,
+      "DeepSeekMath"); a group of equal rewards gets advantage 0.
+
+    Parameters are those of :class:`PPO` without clipping and epochs, plus
+    ``baseline``.
+
+    Attributes
+    ----------
+    policy_, theta_, beta_, history_
+        As for :class:`PPO`.
+    """
+
+    def __init__(self, baseline="rloo", beta=0.1, learning_rate=0.1,
+                 lr_schedule="linear", n_iterations=500, batch_size=None,
+                 n_samples=4,
+                 kl_estimator="k1", kl_in_reward=True, exact=False,
+                 policy="tabular", random_state=None, verbose=0):
+        self.baseline = baseline
+        self.beta = beta
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.n_iterations = n_iterations
+        self.batch_size = batch_size
+        self.n_samples = n_samples
+        self.kl_estimator = kl_estimator
+        self.kl_in_reward = kl_in_reward
+        self.exact = exact
+        self.policy = policy
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _validate(self):
+        super()._validate()
+        owner = type(self).__name__
+        check_option(self.baseline, "baseline", owner, list(_BASELINES))
+        if self.baseline != "mean" and not self.exact and self.n_samples < 2:
+            raise ValueError(
+                f"The baseline {self.baseline!r} of {owner} compares each "
+                "response with the others of its prompt: 'n_samples' must be "
+                f">= 2. Got {self.n_samples!r} instead.")
+
+    def _baseline(self):
+        return self.baseline
+
+
+def _check_index_table(values, name, owner, n_columns, limits):
+    """An int64 array of shape (m, n_columns) with column c in
+    [0, limits[c])."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu" or arr.dtype == bool:
+        raise TypeError(
+            f"{name} of {owner} must hold integer indices; got an array of "
+            f"dtype {arr.dtype}.")
+    if arr.ndim != 2 or arr.shape[1] != n_columns or arr.shape[0] < 1:
+        raise ValueError(
+            f"{name} of {owner} must have shape (n_rows, {n_columns}) with "
+            f"at least one row; got shape {arr.shape}.")
+    for column, (what, limit) in enumerate(limits):
+        values = arr[:, column]
+        bad = (values < 0) | (values >= limit)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{name} of {owner}: the {what} index {int(values[row])} in "
+                f"row {row} is outside [0, {limit}).")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+class DPO(ParamsMixin):
+    """Direct preference optimisation of a policy near a reference.
+
+    DPO (Rafailov et al. 2023, "Direct preference optimization: your
+    language model is secretly a reward model") fits the policy to
+    comparisons directly: under Bradley-Terry, the reward implied by a
+    policy is ``beta log(pi / pi_ref)`` (plus a function of the prompt),
+    and maximising the likelihood of the comparisons under that reward
+    gives the KL-regularised optimum for the maximum-likelihood reward.
+    With ``d = log(pi(chosen) / pi_ref(chosen)) - log(pi(rejected) /
+    pi_ref(rejected))`` the losses are
+
+    - ``'sigmoid'``: ``-(1 - e) log sigmoid(beta d) - e log sigmoid(-beta
+      d)``, with ``e = label_smoothing`` (conservative DPO);
+    - ``'robust'``: ``(-(1 - e) log sigmoid(beta d) + e log sigmoid(-beta
+      d)) / (1 - 2 e)``, unbiased when labels flip with rate e (Chowdhury
+      et al. 2024, "Provably robust DPO");
+    - ``'hinge'``: ``max(0, 1 - beta d)`` (Zhao et al. 2023, SLiC-HF);
+    - ``'ipo'``: ``(d - 1 / (2 beta))^2`` (Azar et al. 2023, "A general
+      theoretical paradigm to understand learning from human
+      preferences").
+
+    Training is Adam over the policy's parameters on the weighted mean
+    loss.
+
+    Parameters
+    ----------
+    beta : float > 0, default=0.1
+    loss : {'sigmoid', 'robust', 'hinge', 'ipo'}, default='sigmoid'
+    label_smoothing : float in [0, 0.5), default=0.0
+        Used by 'sigmoid' and 'robust'.
+    learning_rate : float > 0, default=0.1
+    lr_schedule : {'linear', 'constant'}, default='linear'
+    n_iterations : int, default=1000
+        Passes over the comparisons.
+    batch_size : int or None, default=None
+        Comparisons per Adam step (in an order shuffled every pass); None:
+        all of them.
+    policy : {'tabular', 'linear'}, default='tabular'
+    random_state : None, int or numpy.random.Generator, default=None
+        Shuffles the minibatches.
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    policy_ : ndarray of shape (n_prompts, n_responses)
+    theta_ : ndarray
+    history_ : dict of ndarray of shape (n_iterations,)
+        After each pass, over all comparisons (weighted means): 'loss',
+        'chosen_log_ratio' and 'rejected_log_ratio' (``log pi / pi_ref`` of
+        the chosen and the rejected responses), 'margin' (``beta`` times
+        their difference, the implicit reward margin) and 'accuracy' (share
+        of comparisons the policy ranks right).
+
+    Examples
+    --------
+    >>> import numpy as np, rlhf
+    >>> reference = np.full((1, 3), 1 / 3)
+    >>> comparisons = [[0, 0, 1], [0, 1, 2], [0, 0, 2]]
+    >>> dpo = rlhf.DPO(beta=1.0).fit(reference, comparisons)
+    >>> bool(dpo.policy_[0, 0] > dpo.policy_[0, 1] > dpo.policy_[0, 2])
+    True
+    """
+
+    _kernels = _core
+
+    def __init__(self, beta=0.1, loss="sigmoid", label_smoothing=0.0,
+                 learning_rate=0.1, lr_schedule="linear", n_iterations=1000,
+                 batch_size=None, policy="tabular", random_state=None,
+                 verbose=0):
+        self.beta = beta
+        self.loss = loss
+        self.label_smoothing = label_smoothing
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.n_iterations = n_iterations
+        self.batch_size = batch_size
+        self.policy = policy
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _validate(self):
+        owner = "DPO"
+        _check_common(self, owner)
+        _check_positive_finite(self.beta, "beta", owner)
+        check_option(self.loss, "loss", owner, list(_DPO_LOSSES))
+        check_scalar(self.label_smoothing, "label_smoothing", owner, low=0.0,
+                     high=0.5, high_open=True)
+        if self.label_smoothing and self.loss in ("hinge", "ipo"):
+            raise ValueError(
+                f"The 'label_smoothing' parameter of DPO is used by the "
+                f"'sigmoid' and 'robust' losses only; got "
+                f"{self.label_smoothing!r} with loss={self.loss!r}.")
+        if self.batch_size is not None:
+            check_scalar(self.batch_size, "batch_size", owner, kind="int",
+                         low=1)
+
+    def fit(self, reference_policy, comparisons, sample_weight=None,
+            features=None):
+        """Fit the policy to comparisons.
+
+        Parameters
+        ----------
+        reference_policy : array-like of shape (n_prompts, n_responses)
+        comparisons : array-like of int, shape (n_comparisons, 3)
+            Rows (prompt, preferred response, other response).
+        sample_weight : array-like of shape (n_comparisons,), optional
+            Non-negative weights, e.g. how often each comparison was made.
+        features : array-like of shape (n_prompts, n_responses, \
+n_features), optional
+            Required with ``policy='linear'``.
+
+        Returns
+        -------
+        self
+        """
+        owner = "DPO"
+        self._validate()
+        k = self._kernels
+        reference = _check_policy_table(reference_policy, "reference_policy",
+                                        owner)
+        n, n_resp = reference.shape
+        comparisons = _check_index_table(
+            comparisons, "comparisons", owner, 3,
+            [("prompt", n), ("preferred response", n_resp),
+             ("other response", n_resp)])
+        if (comparisons[:, 1] == comparisons[:, 2]).any():
+            row = int(np.flatnonzero(comparisons[:, 1] ==
+                                     comparisons[:, 2])[0])
+            raise ValueError(
+                f"comparisons of DPO: row {row} compares a response with "
+                "itself.")
+        x, yw, yl = comparisons.T
+        if ((reference[x, yw] == 0) | (reference[x, yl] == 0)).any():
+            raise ValueError(
+                "comparisons of DPO refer to a response the reference_policy "
+                "gives probability 0; its log-ratio is undefined.")
+        m = comparisons.shape[0]
+        sample_weight = check_sample_weight(sample_weight, m)
+        if not sample_weight.sum() > 0:
+            raise ValueError("sample_weight of DPO must have a positive sum.")
+        ref_logp = _log_reference(reference)
+        model = _Parametrisation(self.policy, ref_logp, features, owner)
+        rng = _random_generator(self.random_state, owner)
+        loss_kind = _DPO_LOSSES[self.loss]
+        beta, smoothing = float(self.beta), float(self.label_smoothing)
+        batch = m if self.batch_size is None else min(self.batch_size, m)
+        theta = model.initial()
+        mom, var = np.zeros_like(theta), np.zeros_like(theta)
+        step = 0
+        history = {"loss": [], "chosen_log_ratio": [],
+                   "rejected_log_ratio": [], "margin": [], "accuracy": []}
+        for iteration in range(self.n_iterations):
+            learning_rate = _scheduled(self, iteration)
+            order = np.arange(m) if batch == m else rng.permutation(m)
+            for start in range(0, m, batch):
+                rows = order[start:start + batch]
+                _, grad, _ = k.dpo_loss_grad(
+                    model.logits(theta), ref_logp, comparisons[rows],
+                    sample_weight[rows], beta, loss_kind, smoothing)
+                step += 1
+                theta, mom, var = k.adam_step(theta, model.chain(grad), mom,
+                                              var, learning_rate, *_ADAM,
+                                              step)
+            loss, _, (chosen, rejected, accuracy) = k.dpo_loss_grad(
+                model.logits(theta), ref_logp, comparisons, sample_weight,
+                beta, loss_kind, smoothing)
+            history["loss"].append(loss)
+            history["chosen_log_ratio"].append(chosen)
+            history["rejected_log_ratio"].append(rejected)
+            history["margin"].append(beta * (chosen - rejected))
+            history["accuracy"].append(accuracy)
+            if self.verbose and (iteration % max(1, self.n_iterations // 10)
+                                 == 0 or iteration == self.n_iterations - 1):
+                print(f"DPO iteration {iteration + 1}: loss {loss:.5f}, "
+                      f"chosen {chosen:.4f}, rejected {rejected:.4f}, "
+                      f"accuracy {accuracy:.3f}")
+        self.theta_ = theta
+        self.policy_ = k.log_softmax(model.logits(theta))[1]
+        self.history_ = {key: np.asarray(value)
+                         for key, value in history.items()}
+        self.n_iter_ = self.n_iterations
+        return self
+
+
+class SFT(ParamsMixin):
+    """Supervised fine-tuning: maximum likelihood on demonstrations.
+
+    The pipeline's first stage: from demonstrations (prompt, response),
+    fit ``pi(y|x) = softmax(logits)`` by maximising the weighted
+    log-likelihood plus ``smoothing`` pseudo-demonstrations of every
+    response of every prompt, with L-BFGS (``rlhf._core``).  For the
+    tabular policy the answer is the smoothed frequency ``(c(x, y) + s) /
+    (c(x) + K s)``; the linear policy (``logits = phi(x, y) . theta``)
+    matches the features' expectations instead.  The result is the
+    reference policy of the later stages.
+
+    Parameters
+    ----------
+    smoothing : float >= 0, default=0.5
+        Pseudo-count added to every (prompt, response); 0 gives the plain
+        maximum-likelihood estimate, whose unseen responses have
+        probability 0 (reached only in the limit).
+    policy : {'tabular', 'linear'}, default='tabular'
+    tol : float > 0, default=1e-10
+        L-BFGS stops when no gradient component exceeds tol.
+    max_iter : int, default=1000
+
+    Attributes
+    ----------
+    policy_ : ndarray of shape (n_prompts, n_responses)
+    theta_ : ndarray
+        Logits (tabular) or feature weights (linear).
+    n_iter_ : int
+
+    Examples
+    --------
+    >>> import rlhf
+    >>> sft = rlhf.SFT(smoothing=1.0).fit([[0, 0], [0, 0], [0, 1]],
+    ...                                   n_responses=3)
+    >>> sft.policy_.round(3)
+    array([[0.5  , 0.333, 0.167]])
+    """
+
+    def __init__(self, smoothing=0.5, policy="tabular", tol=1e-10,
+                 max_iter=1000):
+        self.smoothing = smoothing
+        self.policy = policy
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def fit(self, demonstrations, sample_weight=None, n_prompts=None,
+            n_responses=None, features=None):
+        """Fit the policy to demonstrations.
+
+        Parameters
+        ----------
+        demonstrations : array-like of int, shape (n_demonstrations, 2)
+            Rows (prompt, response).
+        sample_weight : array-like of shape (n_demonstrations,), optional
+        n_prompts, n_responses : int, optional
+            Table size; by default one more than the largest index (or the
+            shape of features).
+        features : array-like of shape (n_prompts, n_responses, \
+n_features), optional
+            Required with ``policy='linear'``.
+
+        Returns
+        -------
+        self
+        """
+        owner = "SFT"
+        check_scalar(self.smoothing, "smoothing", owner, low=0.0)
+        check_option(self.policy, "policy", owner, ["tabular", "linear"])
+        _check_positive_finite(self.tol, "tol", owner)
+        check_scalar(self.max_iter, "max_iter", owner, kind="int", low=1)
+        arr = np.asarray(demonstrations)
+        if features is not None:
+            shape = np.shape(features)
+            if len(shape) == 3:
+                n_prompts = shape[0] if n_prompts is None else n_prompts
+                n_responses = shape[1] if n_responses is None else n_responses
+        if arr.ndim == 2 and arr.shape[1] == 2 and arr.dtype.kind in "iu" \
+                and arr.size:
+            n_prompts = int(arr[:, 0].max()) + 1 if n_prompts is None \
+                else n_prompts
+            n_responses = int(arr[:, 1].max()) + 1 if n_responses is None \
+                else n_responses
+        for name, value in (("n_prompts", n_prompts),
+                            ("n_responses", n_responses)):
+            if value is not None:
+                check_scalar(value, name, owner, kind="int", low=1)
+        demonstrations = _check_index_table(
+            demonstrations, "demonstrations", owner, 2,
+            [("prompt", n_prompts), ("response", n_responses)])
+        sample_weight = check_sample_weight(sample_weight,
+                                            demonstrations.shape[0])
+        counts = np.zeros((n_prompts, n_responses))
+        np.add.at(counts, (demonstrations[:, 0], demonstrations[:, 1]),
+                  sample_weight)
+        counts += float(self.smoothing)
+        total = counts.sum()
+        if not total > 0:
+            raise ValueError("SFT has no demonstration of positive weight.")
+        zero = np.zeros((n_prompts, n_responses))
+        model = _Parametrisation(self.policy, zero, features, owner)
+        row_totals = counts.sum(axis=1, keepdims=True)
+
+        def objective(theta):
+            logp, p = _core.log_softmax(model.logits(theta.reshape(
+                model.shape)))
+            loss = -(counts * logp).sum() / total
+            grad = (row_totals * p - counts) / total
+            return loss, np.ascontiguousarray(model.chain(grad)).ravel()
+
+        theta, _, _, n_iter, _, status = _core.lbfgs_minimize(
+            objective, model.initial().ravel(), gtol=float(self.tol),
+            ftol=0.0, max_iter=int(self.max_iter))
+        if status == 2:
+            import warnings
+            from .exceptions import ConvergenceWarning
+            warnings.warn(
+                f"SFT: L-BFGS reached max_iter={self.max_iter} before the "
+                f"gradient fell below tol={self.tol}.", ConvergenceWarning,
+                stacklevel=2)
+        self.theta_ = theta.reshape(model.shape)
+        self.policy_ = _core.log_softmax(model.logits(self.theta_))[1]
+        self.n_iter_ = n_iter
+        return self
