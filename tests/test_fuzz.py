@@ -250,6 +250,7 @@ class Entry:
     oracle: Optional[Callable] = None
     max_examples: int = 60
     allowed: tuple = (ValueError, TypeError)
+    in_place: tuple = ()  # positions of arguments the call may update
     stats: dict = field(default_factory=lambda: {"examples": 0,
                                                   "returned": 0})
 
@@ -1155,6 +1156,85 @@ def jsonl_oracle(args, result):
     assert comparisons.min() >= 0 and comparisons.max() < n_texts
 
 
+# the policy-optimisation kernels, through one generic strategy: each
+# argument has a kind, and half the time every array agrees on the sizes
+# (n rows, k actions, m samples) so that the call gets past the shape
+# checks; the other half anything goes.  Only the generic checks apply
+# (their twins are compared in the kernels' own test files).
+ARGUMENT_KINDS = {
+    "constrained_policy": "MMMVF",
+    "log_softmax": "M",
+    "sample_categorical": "MNUU",
+    "shape_rewards": "MMMSFK",
+    "advantages": "MKF",
+    "ppo_loss_grad": "MMRSXXXFFK",
+    "dpo_loss_grad": "MMPWFKF",
+    "policy_stats": "MMM",
+    "adam_step": "MMMMFFFFT",
+    "ppo_adam_step": "MMMMRSXXXFFKFFFFT",
+}
+
+
+@st.composite
+def kernel_arguments(draw, kinds):
+    n, k, m, s = (draw(st.integers(0, 4)), draw(st.integers(1, 4)),
+                  draw(st.integers(0, 5)), draw(st.integers(1, 3)))
+    coherent = draw(st.booleans())
+
+    def indices(shape, high):
+        if coherent:
+            return np.array(draw(st.lists(
+                st.integers(0, max(high - 1, 0)), min_size=int(np.prod(shape)),
+                max_size=int(np.prod(shape)))), dtype=np.int64).reshape(shape)
+        return draw(index_arrays(st.sampled_from([shape, (m,), (n, 2)])))
+
+    def floats(shape):
+        if coherent:
+            return draw(clean_arrays(shape))
+        return draw(messy_arrays(st.sampled_from([shape, shape, (n,),
+                                                  (n, k, 1), ()])))
+
+    args = []
+    for kind in kinds:
+        if kind == "M":
+            args.append(floats((n, k)))
+        elif kind == "V":
+            args.append(floats((n,)))
+        elif kind == "W":
+            args.append(floats((m,)))
+        elif kind == "X":
+            args.append(floats((n, s)))
+        elif kind == "S":
+            args.append(indices((n, s), k))
+        elif kind == "R":
+            args.append(indices((m,), n))
+        elif kind == "C":
+            args.append(indices((m,), k))
+        elif kind == "P":
+            rows = indices((m, 1), n)
+            pairs = indices((m, 2), k)
+            args.append(np.hstack([rows, pairs]) if coherent else pairs)
+        elif kind == "F":
+            ok = coherent and draw(st.integers(0, 9)) > 0
+            args.append(draw(st.floats(0.01, 0.99) if ok else SCALARS))
+        elif kind == "K":  # an option (baseline, kl_kind, loss_kind)
+            args.append(draw(st.sampled_from([1, 3] * 6 + [0, 2] * 3
+                                             + [-1, 4, 2**40])))
+        elif kind == "N":
+            args.append(draw(st.sampled_from([1, 3] * 3 + [0, -1, 2**62])))
+        elif kind == "U":
+            args.append(draw(st.sampled_from([0, 7, 2**64 - 1, -1, 2**64])))
+        else:  # "T", an Adam step number
+            args.append(draw(st.sampled_from([1, 5] * 4 + [0, -1, 2**31])))
+    return tuple(args)
+
+
+def _kernel_entry(name, in_place=()):
+    return Entry(f"_core.{name}", getattr(_core, name),
+                 kernel_arguments(ARGUMENT_KINDS[name]), None,
+                 max_examples=150, allowed=KERNEL_ERRORS, in_place=in_place)
+
+
 ENTRY_POINTS = [
     Entry("_core.logistic_loss_grad", _core.logistic_loss_grad,
           logistic_arguments(), logistic_loss_grad_oracle,
@@ -1203,6 +1283,10 @@ ENTRY_POINTS = [
           agreement_arguments(), agreement_oracle, max_examples=160),
     Entry("rlhf.datasets.load_preference_jsonl", call_load_jsonl,
           jsonl_arguments(), jsonl_oracle, max_examples=160),
+] + [_kernel_entry(name) for name in sorted(ARGUMENT_KINDS)
+     if name != "ppo_adam_step"] + [
+    # updates theta, m and v in place by design (the optimiser's state)
+    _kernel_entry("ppo_adam_step", in_place=(0, 1, 2)),
 ]
 
 
@@ -1239,7 +1323,8 @@ def test_entry_point_never_crashes(entry):
     @given(entry.arguments)
     def run(args):
         entry.stats["examples"] += 1
-        inputs = list(_arrays_in(args))
+        inputs = list(_arrays_in([a for i, a in enumerate(args)
+                                  if i not in entry.in_place]))
         before = [_snapshot(a) for a in inputs]
         try:
             with warnings.catch_warnings():
