@@ -51,18 +51,11 @@ def run_one(which, n_items, n_comparisons, C):
     import warnings
     import rlhf
     from sklearn.linear_model import LogisticRegression
-    F, comparisons = problem(n_items, n_comparisons, 64)
-    base = current_rss_bytes()
-    # the peak so far came from generating the data: reset the high-water
-    # mark to the current level (Linux >= 4.0)
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    start = time.perf_counter()
-    if which == "rlhf":
-        model = rlhf.RewardModel(C=2 * C).fit(F, comparisons)
-        coef, n_iter = model.coef_, model.n_iter_
-        extra = {"solver": model.solver_}
-    else:
+
+    def fit(F, comparisons):
+        if which == "rlhf":
+            model = rlhf.RewardModel(C=2 * C).fit(F, comparisons)
+            return model.coef_, model.n_iter_, {"solver": model.solver_}
         diff = F[comparisons[:, 0]] - F[comparisons[:, 1]]
         X = np.vstack([diff, -diff])
         y = np.r_[np.ones(len(diff)), np.zeros(len(diff))]
@@ -70,8 +63,19 @@ def run_one(which, n_items, n_comparisons, C):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = LogisticRegression(C=C).fit(X, y)
-        coef, n_iter = model.coef_.ravel(), int(model.n_iter_[0])
-        extra = {}
+        return model.coef_.ravel(), int(model.n_iter_[0]), {}
+
+    # a small fit first, so that one-off costs (thread pools, lazy imports,
+    # first page faults of the allocator) are not timed on either side
+    fit(*problem(2_000, 20_000, 64, seed=1))
+    F, comparisons = problem(n_items, n_comparisons, 64)
+    base = current_rss_bytes()
+    # the peak so far came from generating the data: reset the high-water
+    # mark to the current level (Linux >= 4.0)
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    start = time.perf_counter()
+    coef, n_iter, extra = fit(F, comparisons)
     seconds = time.perf_counter() - start
     peak = _peak_since_reset()
     print(json.dumps({"seconds": seconds, "extra_peak": peak - base,
