@@ -328,6 +328,10 @@ def mask_policy(policy, allowed, fallback=None):
     (allowed,) = _broadcast((allowed,), ("allowed",), policy.shape,
                             "policy's shape")
     masked = np.atleast_2d(np.where(allowed, policy, 0.0))
+    # each row over its largest entry first: the sum of weights near the
+    # float maximum would overflow, and subnormal weights lose digits
+    peak = masked.max(axis=1, initial=0.0)
+    masked = masked / np.where(peak > 0, peak, 1.0)[:, None]
     totals = masked.sum(axis=1)
     empty = np.flatnonzero(totals == 0)
     n_prompts, n_responses = masked.shape
