@@ -236,10 +236,11 @@ def constrained_policy(reference_policy, rewards, costs, beta, budget):
                 + (f" and the other inputs (shape {shape})"
                    if shape != reference_policy.shape else "") + "."
             ) from None
-    if len(shape) != 2 and len(shape) != 1:
+    if len(shape) not in (1, 2) or shape[-1] < 1:
         raise ValueError(
             "reference_policy, rewards and costs must broadcast to shape "
-            f"(n_responses,) or (n_prompts, n_responses); got {shape}."
+            "(n_responses,) or (n_prompts, n_responses) with n_responses "
+            f">= 1; got {shape}."
         )
     reference_policy, rewards, costs = (
         np.broadcast_to(a, shape) for a in (reference_policy, rewards, costs))

@@ -1676,7 +1676,7 @@ def constrained_oracle(args, result):
     np.testing.assert_allclose(spend[binding], budget[binding], rtol=0,
                                atol=1e-8 * scale[binding].max(initial=1.0))
     # the closed form at the returned multiplier (where beta resolves it)
-    if beta >= 1e-2 and np.abs(Cs).max() <= 10:
+    if beta >= 1e-2 and np.abs(Cs).max(initial=0) <= 10:
         for i in np.flatnonzero(np.isfinite(lam)):
             shaped = (R[i] - lam[i] * Cs[i]).astype(np.longdouble)
             with np.errstate(divide="ignore"):
@@ -2155,3 +2155,11 @@ def test_mask_policy_at_the_ends_of_the_float_range(weights, expected):
     masked row came back all zero."""
     out = rlhf.mask_policy(weights, [False, True, True])
     np.testing.assert_allclose(out, expected, rtol=1e-15)
+
+
+def test_constrained_policy_broadcast_to_no_responses():
+    """Regression: a reference of one response broadcast against rewards
+    of none reached a reduction over an empty axis (NumPy's message)."""
+    with pytest.raises(ValueError, match="n_responses >= 1"):
+        rlhf.constrained_policy(np.ones((1, 1)), np.zeros((2, 0)),
+                                np.zeros(1), 1.0, 0.0)
