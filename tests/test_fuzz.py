@@ -1900,7 +1900,7 @@ def plot_arguments(draw):
         history = draw(st.sampled_from([
             {"reward": vectors[0], "kl": vectors[1]},
             {"reward": vectors[0]}, {}, [1, 2], None,
-            {"reward": vectors[0], "kl": vectors[2][:1]}]))
+            {"reward": vectors[0], "kl": np.atleast_1d(vectors[2])[:1]}]))
         return name, (history,), draw(st.sampled_from([{}, {"keys": [
             "reward"]}, {"keys": ["missing"]}, {"x": "reward"}]))
     arity = {"reward_kl_frontier": 2, "cost_reward_tradeoff": 2,
@@ -1919,6 +1919,11 @@ def call_plot(name, args, kwargs):
         ax = getattr(rlhf.plot, name)(*args, **kwargs)
         assert ax is not None
         return ()
+    except (ValueError, TypeError) as error:
+        _named(error, ("kl", "reward", "cost", "before", "after",
+                       "probabilities", "outcomes", "n_bins", "history",
+                       "keys", "gold", "proxy"))
+        raise
     finally:
         plt.close("all")
 
@@ -2163,3 +2168,14 @@ def test_constrained_policy_broadcast_to_no_responses():
     with pytest.raises(ValueError, match="n_responses >= 1"):
         rlhf.constrained_policy(np.ones((1, 1)), np.zeros((2, 0)),
                                 np.zeros(1), 1.0, 0.0)
+
+
+def test_overoptimization_plot_of_no_points():
+    """Regression: empty curves reached np.argmax (NumPy's message)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    try:
+        with pytest.raises(ValueError, match="kl is empty"):
+            rlhf.plot.overoptimization([], [], [])
+    finally:
+        plt.close("all")
