@@ -117,8 +117,21 @@ def _check_diverged(logits, est, iteration):
         raise ValueError(
             f"{owner} diverged in iteration {iteration + 1}: the policy's "
             "logits are no longer finite. Lower the 'learning_rate' "
-            f"parameter (got {est.learning_rate!r}) or rescale the inputs.")
+            f"parameter (got {est.learning_rate!r}) or rescale the rewards "
+            "and the features.")
     return logits
+
+
+def _check_second_moment(v, est, iteration):
+    """Adam's running mean of squared gradients overflows for gradients
+    beyond ~1e154 (rewards or features near the float range); the
+    coordinate would then never move again (a step of m / inf = 0)."""
+    if not np.isfinite(v).all():
+        owner = type(est).__name__
+        raise ValueError(
+            f"{owner}: in iteration {iteration + 1} a squared gradient "
+            "overflowed (gradients beyond 1e154); rescale the rewards or "
+            "the features.")
 
 
 def _check_common(est, owner):
@@ -320,6 +333,7 @@ n_features), optional
                             *_ADAM, step)
                     losses.append(loss)
                     clipped.append(clip_fraction)
+            _check_second_moment(v, self, iteration)
             # the next iteration starts from this policy
             logp, p = k.log_softmax(_check_diverged(
                 model.logits(theta, out=logits), self, iteration), (logp, p))
@@ -806,6 +820,7 @@ n_features), optional
                 theta, mom, var = k.adam_step(theta, model.chain(grad), mom,
                                               var, learning_rate, *_ADAM,
                                               step)
+            _check_second_moment(var, self, iteration)
             loss, _, (chosen, rejected, accuracy) = k.dpo_loss_grad(
                 _check_diverged(model.logits(theta), self, iteration),
                 ref_logp, comparisons, sample_weight,

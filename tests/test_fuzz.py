@@ -2123,8 +2123,9 @@ def test_huge_python_int_parameter_is_a_named_error():
 
 @pytest.mark.parametrize("estimator", ["DPO", "PPO", "REINFORCE"])
 def test_divergence_is_a_named_error(estimator):
-    """Regression: a learning rate of 1e300 made the logits NaN and the
-    next kernel call failed with a message about its own arguments."""
+    """Regression: a learning rate of 1e300 made the logits NaN (or the
+    gradients' squares overflow) and the next kernel call failed with a
+    message about its own arguments."""
     reference = np.full((2, 4), 0.25)
     if estimator == "DPO":
         model = rlhf.DPO(loss="ipo", learning_rate=1e300, n_iterations=2,
@@ -2136,7 +2137,8 @@ def test_divergence_is_a_named_error(estimator):
                                          policy="linear", random_state=0)
         args = (reference, np.array([[1e300, -1e300, 0, 1]] * 2))
         kwargs = {"features": np.full((2, 4, 1), 1e300)}
-    with pytest.raises(ValueError, match="diverged.*'learning_rate'"):
+    with pytest.raises(ValueError, match="(diverged|squared gradient "
+                       "overflowed).*rescale"):
         model.fit(*args, **kwargs)
 
 
@@ -2179,3 +2181,15 @@ def test_overoptimization_plot_of_no_points():
             rlhf.plot.overoptimization([], [], [])
     finally:
         plt.close("all")
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_overflowing_adam_moment_is_a_named_error(exact):
+    """Regression: rewards of +-1e308 gave gradients whose squares
+    overflowed Adam's second moment; those logits then never moved (a
+    step of m / inf) and fit returned a policy that ignored the best
+    response."""
+    rewards = np.array([[1e308, -1e308, 0.0, 1.0]])
+    model = rlhf.PPO(n_iterations=3, exact=exact, random_state=0)
+    with pytest.raises(ValueError, match="rescale the rewards"):
+        model.fit(np.full((1, 4), 0.25), rewards)
