@@ -594,10 +594,14 @@ class CostModel(ParamsMixin):
                                    fit_intercept)
 
         x0 = np.zeros(n_features + (1 if fit_intercept else 0))
-        params, loss, _, n_iter, _, status = _core.lbfgs_minimize(
+        params, loss, grad, n_iter, _, status = _core.lbfgs_minimize(
             objective, x0, gtol=float(self.tol),
             ftol=64 * np.finfo(np.float64).eps, max_iter=int(self.max_iter),
             maxls=50)
+        if status == 1 and not params.any() and np.abs(grad).max() > self.tol:
+            # the relative-decrease test passed without a single step taken:
+            # features near the float range make every trial step overshoot
+            status = 3
         self.coef_ = params[:n_features].copy()
         self.intercept_ = float(params[n_features]) if fit_intercept else 0.0
         self.n_features_in_ = n_features

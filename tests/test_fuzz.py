@@ -2193,3 +2193,13 @@ def test_overflowing_adam_moment_is_a_named_error(exact):
     model = rlhf.PPO(n_iterations=3, exact=exact, random_state=0)
     with pytest.raises(ValueError, match="rescale the rewards"):
         model.fit(np.full((1, 4), 0.25), rewards)
+
+
+def test_cost_model_stalled_at_the_start_warns():
+    """Regression: with features of 1e200 no trial step decreased the
+    objective, the relative-decrease test then passed at the starting
+    point, and fit returned all-zero costs without a word."""
+    features = np.array([[1e200, 0.0], [0.0, 1.0], [1e-300, 2.0],
+                         [-1e200, 1.0]])
+    with pytest.warns(rlhf.ConvergenceWarning, match="line search"):
+        rlhf.CostModel().fit(features, np.array([[0, 1], [2, 3]]))
