@@ -3,6 +3,7 @@
 Messages follow scikit-learn's shape: they name the argument, say what was
 expected and what arrived.
 """
+import math
 import numbers
 import warnings
 
@@ -39,7 +40,9 @@ def _feature_names(X):
 def _check_finite(values, name):
     # one pass and no temporary: NaN and infinity make the sum non-finite;
     # only then (or when finite values overflow it) look element by element
-    if np.isfinite(np.sum(values)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(values)
+    if np.isfinite(total):
         return
     if not np.isfinite(values).all():
         what = "NaN" if np.isnan(values).any() else "infinity"
@@ -230,8 +233,13 @@ def check_scalar(value, name, owner, *, kind="float", low=None, high=None,
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         what = "a float"
     if ok:
-        ok = np.isfinite(value) or (high is None and not high_open
-                                    and value == np.inf and kind != "int")
+        try:
+            # math, not NumPy: np.isfinite refuses ints beyond int64
+            finite = math.isfinite(value)
+        except OverflowError:  # an int too large for a float
+            finite = kind == "int"
+        ok = finite or (high is None and not high_open
+                        and value == np.inf and kind != "int")
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:

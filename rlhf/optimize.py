@@ -37,6 +37,9 @@ _KL_KINDS = {"k1": 1, "k3": 3}
 _BASELINES = {"mean": 0, "rloo": 1, "grpo": 2}
 _DPO_LOSSES = {"sigmoid": 0, "robust": 1, "hinge": 2, "ipo": 3}
 _ADAM = (0.9, 0.999, 1e-8)
+# the largest policy table SFT allocates (16 GiB of float64): beyond it an
+# index is far more likely a mistake than a table
+_MAX_TABLE = 2 ** 31
 
 
 def _random_generator(random_state, owner):
@@ -92,14 +95,43 @@ class _Parametrisation:
 
     def logits(self, theta, out=None):
         if self.kind == "linear":
-            return np.add(self.ref_logp, (self.flat @ theta).reshape(
-                self.ref_logp.shape), out=out)
+            # an overflow to inf is reported by _check_diverged
+            with np.errstate(over="ignore", invalid="ignore"):
+                return np.add(self.ref_logp, (self.flat @ theta).reshape(
+                    self.ref_logp.shape), out=out)
         return np.add(self.ref_logp, theta, out=out)
 
     def chain(self, grad_logits):
         if self.kind == "linear":
-            return grad_logits.reshape(-1) @ self.flat
+            with np.errstate(over="ignore", invalid="ignore"):
+                return grad_logits.reshape(-1) @ self.flat
         return grad_logits
+
+
+def _check_diverged(logits, est, iteration):
+    """A clear error when a step left the policy's logits NaN or +inf
+    (a learning rate far too large for the problem); -inf is a response
+    the reference never gives."""
+    if not (logits < np.inf).all():
+        owner = type(est).__name__
+        raise ValueError(
+            f"{owner} diverged in iteration {iteration + 1}: the policy's "
+            "logits are no longer finite. Lower the 'learning_rate' "
+            f"parameter (got {est.learning_rate!r}) or rescale the rewards "
+            "and the features.")
+    return logits
+
+
+def _check_second_moment(v, est, iteration):
+    """Adam's running mean of squared gradients overflows for gradients
+    beyond ~1e154 (rewards or features near the float range); the
+    coordinate would then never move again (a step of m / inf = 0)."""
+    if not np.isfinite(v).all():
+        owner = type(est).__name__
+        raise ValueError(
+            f"{owner}: in iteration {iteration + 1} a squared gradient "
+            "overflowed (gradients beyond 1e154); rescale the rewards or "
+            "the features.")
 
 
 def _check_common(est, owner):
@@ -288,9 +320,12 @@ n_features), optional
                             theta, m, v, ref_logp, rows, actions, weights,
                             old_logp, advantages, clip, kl_coef, kl_kind,
                             learning_rate, *_ADAM, step)
+                        _check_diverged(theta, self, iteration)
                     else:
                         loss, grad, clip_fraction = k.ppo_loss_grad(
-                            model.logits(theta), ref_logp, rows, actions,
+                            _check_diverged(model.logits(theta), self,
+                                            iteration), ref_logp, rows,
+                            actions,
                             weights, old_logp, advantages, clip, kl_coef,
                             kl_kind)
                         theta, m, v = k.adam_step(
@@ -298,9 +333,10 @@ n_features), optional
                             *_ADAM, step)
                     losses.append(loss)
                     clipped.append(clip_fraction)
+            _check_second_moment(v, self, iteration)
             # the next iteration starts from this policy
-            logp, p = k.log_softmax(model.logits(theta, out=logits),
-                                    (logp, p))
+            logp, p = k.log_softmax(_check_diverged(
+                model.logits(theta, out=logits), self, iteration), (logp, p))
             reward, kl, entropy = k.policy_stats(logp, ref_logp, rewards)
             history["reward"].append(reward)
             history["kl"].append(kl)
@@ -777,14 +813,17 @@ n_features), optional
             for start in range(0, m, batch):
                 rows = order[start:start + batch]
                 _, grad, _ = k.dpo_loss_grad(
-                    model.logits(theta), ref_logp, comparisons[rows],
+                    _check_diverged(model.logits(theta), self, iteration),
+                    ref_logp, comparisons[rows],
                     sample_weight[rows], beta, loss_kind, smoothing)
                 step += 1
                 theta, mom, var = k.adam_step(theta, model.chain(grad), mom,
                                               var, learning_rate, *_ADAM,
                                               step)
+            _check_second_moment(var, self, iteration)
             loss, _, (chosen, rejected, accuracy) = k.dpo_loss_grad(
-                model.logits(theta), ref_logp, comparisons, sample_weight,
+                _check_diverged(model.logits(theta), self, iteration),
+                ref_logp, comparisons, sample_weight,
                 beta, loss_kind, smoothing)
             history["loss"].append(loss)
             history["chosen_log_ratio"].append(chosen)
@@ -871,7 +910,8 @@ n_features), optional
         self
         """
         owner = "SFT"
-        check_scalar(self.smoothing, "smoothing", owner, low=0.0)
+        check_scalar(self.smoothing, "smoothing", owner, low=0.0,
+                     high=np.inf, high_open=True)
         check_option(self.policy, "policy", owner, ["tabular", "linear"])
         _check_positive_finite(self.tol, "tol", owner)
         check_scalar(self.max_iter, "max_iter", owner, kind="int", low=1)
@@ -891,6 +931,13 @@ n_features), optional
                             ("n_responses", n_responses)):
             if value is not None:
                 check_scalar(value, name, owner, kind="int", low=1)
+        if n_prompts is not None and n_responses is not None and \
+                n_prompts * n_responses > _MAX_TABLE:
+            raise ValueError(
+                f"SFT's table of n_prompts x n_responses = {n_prompts} x "
+                f"{n_responses} has more than 2**31 entries; check the "
+                "indices in demonstrations (the sizes default to one more "
+                "than the largest) or pass n_prompts and n_responses.")
         demonstrations = _check_index_table(
             demonstrations, "demonstrations", owner, 2,
             [("prompt", n_prompts), ("response", n_responses)])

@@ -322,6 +322,8 @@ def overoptimization(kl, gold, proxy, *, sqrt_kl=False, ax=None):
     kl = _vector(kl, "kl")
     gold = _vector(gold, "gold", kl.size)
     proxy = _vector(proxy, "proxy", kl.size)
+    if kl.size == 0:
+        raise ValueError("kl is empty: no point to draw.")
     if (kl < 0).any():
         raise ValueError("kl must be non-negative; a KL divergence is >= 0.")
     order = np.argsort(kl, kind="stable")

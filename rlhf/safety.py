@@ -236,10 +236,11 @@ def constrained_policy(reference_policy, rewards, costs, beta, budget):
                 + (f" and the other inputs (shape {shape})"
                    if shape != reference_policy.shape else "") + "."
             ) from None
-    if len(shape) != 2 and len(shape) != 1:
+    if len(shape) not in (1, 2) or shape[-1] < 1:
         raise ValueError(
             "reference_policy, rewards and costs must broadcast to shape "
-            f"(n_responses,) or (n_prompts, n_responses); got {shape}."
+            "(n_responses,) or (n_prompts, n_responses) with n_responses "
+            f">= 1; got {shape}."
         )
     reference_policy, rewards, costs = (
         np.broadcast_to(a, shape) for a in (reference_policy, rewards, costs))
@@ -328,6 +329,10 @@ def mask_policy(policy, allowed, fallback=None):
     (allowed,) = _broadcast((allowed,), ("allowed",), policy.shape,
                             "policy's shape")
     masked = np.atleast_2d(np.where(allowed, policy, 0.0))
+    # each row over its largest entry first: the sum of weights near the
+    # float maximum would overflow, and subnormal weights lose digits
+    peak = masked.max(axis=1, initial=0.0)
+    masked = masked / np.where(peak > 0, peak, 1.0)[:, None]
     totals = masked.sum(axis=1)
     empty = np.flatnonzero(totals == 0)
     n_prompts, n_responses = masked.shape
@@ -589,10 +594,14 @@ class CostModel(ParamsMixin):
                                    fit_intercept)
 
         x0 = np.zeros(n_features + (1 if fit_intercept else 0))
-        params, loss, _, n_iter, _, status = _core.lbfgs_minimize(
+        params, loss, grad, n_iter, _, status = _core.lbfgs_minimize(
             objective, x0, gtol=float(self.tol),
             ftol=64 * np.finfo(np.float64).eps, max_iter=int(self.max_iter),
             maxls=50)
+        if status == 1 and not params.any() and np.abs(grad).max() > self.tol:
+            # the relative-decrease test passed without a single step taken:
+            # features near the float range make every trial step overshoot
+            status = 3
         self.coef_ = params[:n_features].copy()
         self.intercept_ = float(params[n_features]) if fit_intercept else 0.0
         self.n_features_in_ = n_features

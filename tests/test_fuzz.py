@@ -46,6 +46,13 @@ from hypothesis import strategies as st  # noqa: E402
 import rlhf  # noqa: E402
 from rlhf import _core, _reference  # noqa: E402
 
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    HAVE_MATPLOTLIB = True
+except ImportError:  # the plot entry point is skipped
+    HAVE_MATPLOTLIB = False
+
 # -- values, dtypes, layouts ------------------------------------------------
 
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, math.nan, math.inf, -math.inf,
@@ -1235,6 +1242,693 @@ def _kernel_entry(name, in_place=()):
                  max_examples=150, allowed=KERNEL_ERRORS, in_place=in_place)
 
 
+# -- the policy closed forms, the optimisers, safety, overoptimization, plots
+
+def _named(error, names):
+    """A ValueError/TypeError of the public API names what was wrong."""
+    text = str(error)
+    assert any(name in text for name in names), \
+        f"the message does not name an argument: {text!r}"
+
+
+@st.composite
+def valid_policies(draw, shape, zeros=True):
+    """Rows of probabilities summing to 1 (some entries 0 when zeros), in
+    any layout."""
+    low = 0.0 if zeros else 0.05
+    weights = np.array(draw(st.lists(
+        st.one_of(st.floats(low, 3.0), st.sampled_from([low, 1e-300])),
+        min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))),
+        dtype=np.float64).reshape(shape)
+    if weights.size:
+        totals = weights.sum(axis=-1, keepdims=True)
+        weights = np.where(totals > 0, weights / np.where(totals > 0, totals,
+                                                          1.0),
+                           1.0 / shape[-1])
+    return _layout(weights, draw(st.sampled_from(LAYOUTS)))
+
+
+POLICY_SHAPES = st.sampled_from([(1, 1), (1, 3), (2, 2), (3, 4), (2, 1),
+                                 (4,), (1,), (3,)])
+BAD_POLICY_SHAPES = st.sampled_from([(0,), (2, 0), (0, 3), (), (2, 2, 1),
+                                     (3,), (2, 3)])
+
+
+@st.composite
+def closed_form_arguments(draw, scalar):
+    """(reference, rewards, scalar): coherent half the time."""
+    if draw(st.booleans()):
+        shape = draw(POLICY_SHAPES)
+        reference = draw(valid_policies(shape))
+        rewards = draw(st.one_of(clean_arrays(shape), clean_arrays(shape),
+                                 messy_arrays(shape)))
+        return reference, rewards, draw(scalar)
+    shape = draw(BAD_POLICY_SHAPES)
+    reference = draw(st.one_of(messy_arrays(shape), valid_policies(
+        draw(POLICY_SHAPES))))
+    rewards = draw(messy_arrays(st.sampled_from([shape, shape, (2, 3), ()])))
+    return reference, rewards, draw(st.one_of(scalar, SCALARS))
+
+
+CLOSED_FORM_NAMES = ("reference_policy", "rewards", "beta", "'n'", "p ", "q ")
+
+
+def _public(function, names=CLOSED_FORM_NAMES):
+    """function, with its ValueError/TypeError required to name what was
+    wrong."""
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, TypeError) as error:
+            _named(error, names)
+            raise
+    return call
+
+
+def _long(a):
+    return np.asarray(a, dtype=np.float64).astype(np.longdouble)
+
+
+def _rows2d(a):
+    a = np.asarray(a)
+    return a[None, :] if a.ndim == 1 else a
+
+
+def kl_regularized_oracle(args, result):
+    """pi_ref exp(r / beta) normalised, computed in long double (exponent
+    range 1e4932, so r / beta neither overflows nor underflows here)."""
+    reference, rewards, beta = args
+    ref = _rows2d(_long(reference))
+    ref = ref / ref.sum(axis=1, keepdims=True)
+    r = _rows2d(_long(rewards))
+    with np.errstate(divide="ignore"):
+        logits = np.log(ref) + r / np.longdouble(beta)
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    expected = (weights / weights.sum(axis=1, keepdims=True)).astype(float)
+    out = _rows2d(result)
+    assert out.shape == expected.shape
+    assert np.isfinite(out).all() and (out >= 0).all()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    assert (out[ref == 0] == 0).all()
+    # the kernel centres r in double: each logit is good to about
+    # eps * |r| / beta, and a probability moves at most that much
+    scale = float(np.abs(np.asarray(rewards, float)).max()) / float(beta)
+    tol = 1e-10 + 8 * np.finfo(float).eps * scale
+    np.testing.assert_allclose(out, expected, rtol=0, atol=tol)
+
+
+@st.composite
+def kl_divergence_arguments(draw):
+    if draw(st.booleans()):
+        shape = draw(st.sampled_from([(1,), (3,), (2, 3), (2, 2, 2), (1, 4)]))
+        return (draw(valid_policies(shape)), draw(valid_policies(shape)))
+    return (draw(st.one_of(messy_arrays(BAD_POLICY_SHAPES),
+                           valid_policies((2, 3)))),
+            draw(st.one_of(messy_arrays(BAD_POLICY_SHAPES),
+                           valid_policies((2, 3)))))
+
+
+def kl_divergence_oracle(args, result):
+    """sum p log(p / q), in long double (p / q of subnormals does not
+    overflow there); terms with p = 0 are 0, p > 0 = q gives inf."""
+    p, q = (_long(a) for a in args)
+    p = p / p.sum(axis=-1, keepdims=True)
+    q = q / q.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p / q), 0)
+    expected = terms.sum(axis=-1).astype(float)
+    out = np.asarray(result, dtype=float)
+    assert out.shape == expected.shape
+    assert (out >= -1e-12).all()
+    assert np.array_equal(np.isinf(out), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-9,
+                               atol=1e-12)
+
+
+N_OF_BEST = st.one_of(st.integers(1, 4), st.integers(1, 4),
+                      st.sampled_from([1, 2, 50, 2**40, 0, -1, 2.0, True,
+                                       None, "2", 1.5]))
+
+
+def best_of_n_oracle(args, result):
+    """By enumeration of all K^n draws (first best sample kept) when that
+    is small; otherwise the generic properties."""
+    reference, rewards, n = args
+    ref = _rows2d(np.asarray(reference, dtype=float))
+    ref = ref / ref.sum(axis=1, keepdims=True)
+    r = _rows2d(np.asarray(rewards, dtype=float))
+    out = _rows2d(result)
+    assert out.shape == ref.shape
+    assert np.isfinite(out).all() and (out >= 0).all()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    assert (out[ref == 0] == 0).all()
+    k = ref.shape[1]
+    if not (isinstance(n, int) and n <= 6 and k ** n <= 256):
+        return
+    expected = np.zeros_like(ref)
+    for draws in np.ndindex(*(k,) * n):
+        draws = list(draws)
+        for i in range(ref.shape[0]):
+            values = [r[i, d] for d in draws]
+            kept = draws[values.index(max(values))]
+            expected[i, kept] += np.prod([ref[i, d] for d in draws])
+    np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-12)
+
+
+# the optimisers: a few iterations on small problems, fitted twice with
+# the same random_state
+def _pick(draw, good, valid, invalid=()):
+    """A valid option when good; otherwise, now and then, a bad one."""
+    if good or not invalid or draw(st.integers(0, 2)) > 0:
+        return draw(st.sampled_from(list(valid)))
+    return draw(st.sampled_from(list(invalid)))
+
+
+ITERATIONS = ([1, 2, 3], [0, -1, 1.5, None, "2", True])
+POSITIVE = ([0.1, 0.5, 1.0, 1e-300, 1e300],
+            [0.0, -1.0, math.inf, math.nan, None, "1", True, 1j])
+STATES = ([0, 7, 2**32 - 1, None, np.random.default_rng(3)],
+          [-1, 1.5, "0", 2**64])
+ESTIMATOR_NAMES = ("reference_policy", "rewards", "costs", "features",
+                   "comparisons", "demonstrations", "sample_weight",
+                   "n_prompts", "n_responses", "random_state", "'")
+
+
+def _policy_rows_ok(policy, shape):
+    assert policy.shape == shape
+    assert np.isfinite(policy).all() and (policy >= 0).all()
+    np.testing.assert_allclose(policy.sum(axis=1), 1.0, rtol=0, atol=1e-9)
+
+
+def _fit_twice(make, fit_args, fit_kwargs):
+    fits = []
+    for _ in range(2):
+        try:
+            fits.append(make().fit(*fit_args, **fit_kwargs))
+        except (ValueError, TypeError) as error:
+            _named(error, ESTIMATOR_NAMES)
+            raise
+    return fits
+
+
+def _same_fits(fits, random_state):
+    first, second = fits
+    if isinstance(random_state, int) and not isinstance(random_state, bool):
+        assert first.policy_.tobytes() == second.policy_.tobytes()
+        assert first.theta_.tobytes() == second.theta_.tobytes()
+
+
+@st.composite
+def features_for(draw, shape, policy, good=False):
+    if policy != "linear" and (good or draw(st.integers(0, 4)) > 0):
+        return None
+    if good or draw(st.integers(0, 3)) > 0:
+        return draw(clean_arrays(shape + (2,)))
+    return draw(messy_arrays(st.sampled_from([shape + (2,), shape + (0,),
+                                              shape, (1, 1, 1)])))
+
+
+@st.composite
+def policy_gradient_arguments(draw, ppo):
+    shape = draw(st.sampled_from([(1, 2), (2, 3), (3, 2), (1, 1), (2, 4)]))
+    coherent = draw(st.booleans())
+    if coherent:
+        reference = draw(valid_policies(shape))
+        rewards = draw(clean_arrays(shape))
+    else:
+        reference = draw(st.one_of(valid_policies(shape),
+                                   messy_arrays(BAD_POLICY_SHAPES)))
+        rewards = draw(messy_arrays(st.sampled_from([shape, shape, (1,)])))
+    good = coherent and draw(st.integers(0, 3)) > 0
+    policy = _pick(draw, good, ["tabular"] * 3 + ["linear"], ["bandit"])
+    params = dict(beta=_pick(draw, good, *POSITIVE),
+                  learning_rate=_pick(draw, good, *POSITIVE),
+                  n_iterations=_pick(draw, good, *ITERATIONS),
+                  n_samples=_pick(draw, good, [2, 3], [1, 0, 2.5]),
+                  batch_size=_pick(draw, good, [None, None, 1, 2], [0]),
+                  exact=_pick(draw, good, [False, False, True], ["yes"]),
+                  kl_estimator=_pick(draw, good, ["k1", "k3"], ["k2"]),
+                  kl_in_reward=draw(st.booleans()),
+                  lr_schedule=_pick(draw, good, ["linear", "constant"],
+                                    ["cosine"]),
+                  policy=policy, random_state=_pick(draw, good, *STATES))
+    costs = None
+    if ppo:
+        params.update(clip=_pick(draw, good, *POSITIVE),
+                      n_epochs=_pick(draw, good, [1, 2], [0]),
+                      target_kl=_pick(draw, good, [None, None, 0.1], [-1.0]))
+        if draw(st.integers(0, 2)) == 0:
+            costs = draw(clean_arrays(shape) if good else st.one_of(
+                clean_arrays(shape), messy_arrays(shape)))
+            params["cost_budget"] = _pick(draw, good, [0.0, 0.5, -0.5],
+                                          [math.nan, None, "0"])
+    else:
+        params["baseline"] = _pick(draw, good, ["rloo", "mean", "grpo"],
+                                   ["median"])
+    return (params, reference, rewards,
+            draw(features_for(shape, policy, good)), costs)
+
+
+def call_policy_gradient(estimator):
+    def call(params, reference, rewards, features, costs):
+        kwargs = {"features": features}
+        if costs is not None:
+            kwargs["costs"] = costs
+        return _fit_twice(lambda: estimator(**params),
+                          (reference, rewards), kwargs)
+    return call
+
+
+def policy_gradient_oracle(args, result):
+    params, reference = args[:2]
+    shape = np.shape(reference)
+    for fit in result:
+        _policy_rows_ok(fit.policy_, shape)
+        assert len(fit.history_["reward"]) == params["n_iterations"]
+    _same_fits(result, params["random_state"])
+
+
+@st.composite
+def dpo_arguments(draw):
+    shape = draw(st.sampled_from([(1, 2), (2, 3), (3, 2), (2, 4)]))
+    m = draw(st.integers(1, 5))
+    coherent = draw(st.booleans())
+    if coherent:
+        reference = draw(valid_policies(shape, zeros=False))
+        rows = draw(st.lists(st.tuples(
+            st.integers(0, shape[0] - 1),
+            st.lists(st.integers(0, shape[1] - 1), min_size=2, max_size=2,
+                     unique=True)), min_size=m, max_size=m))
+        comparisons = np.array([[x, a, b] for x, (a, b) in rows],
+                               dtype=np.int64)
+        comparisons = _layout(comparisons, draw(st.sampled_from(LAYOUTS)))
+        weight = draw(st.one_of(st.none(), clean_arrays((m,), 0.0, 2.0)))
+    else:
+        reference = draw(st.one_of(valid_policies(shape),
+                                   messy_arrays(BAD_POLICY_SHAPES)))
+        comparisons = draw(index_arrays(st.sampled_from(
+            [(m, 3), (m, 3), (m, 2), (0, 3), (m,)])))
+        weight = draw(st.one_of(st.none(), messy_arrays(
+            st.sampled_from([(m,), (m + 1,)]))))
+    good = coherent and draw(st.integers(0, 3)) > 0
+    policy = _pick(draw, good, ["tabular"] * 3 + ["linear"])
+    loss = _pick(draw, good, ["sigmoid", "robust", "hinge", "ipo"], ["kto"])
+    smoothing = _pick(draw, good, [0.0, 0.0, 0.1] if loss in (
+        "sigmoid", "robust") else [0.0], [0.5, -0.1, math.nan, 0.1])
+    params = dict(beta=_pick(draw, good, *POSITIVE), loss=loss,
+                  label_smoothing=smoothing,
+                  learning_rate=_pick(draw, good, *POSITIVE),
+                  n_iterations=_pick(draw, good, *ITERATIONS),
+                  batch_size=_pick(draw, good, [None, None, 1, 2], [0]),
+                  policy=policy, random_state=_pick(draw, good, *STATES))
+    return params, reference, comparisons, weight, draw(
+        features_for(shape, policy, good))
+
+
+def call_dpo(params, reference, comparisons, weight, features):
+    return _fit_twice(lambda: rlhf.DPO(**params), (reference, comparisons),
+                      {"sample_weight": weight, "features": features})
+
+
+def dpo_oracle(args, result):
+    params, reference = args[:2]
+    for fit in result:
+        _policy_rows_ok(fit.policy_, np.shape(reference))
+        # inf is the loss's value at parameters of +-1e300 (learning rates
+        # of 1e300), which float cannot hold; NaN is never right
+        assert not np.isnan(fit.history_["loss"]).any()
+    _same_fits(result, params["random_state"])
+
+
+@st.composite
+def sft_arguments(draw):
+    m = draw(st.integers(1, 6))
+    good = draw(st.booleans())
+    if good:
+        demonstrations = _layout(np.array(draw(st.lists(st.tuples(
+            st.integers(0, 2), st.integers(0, 3)), min_size=m, max_size=m)),
+            dtype=np.int64), draw(st.sampled_from(LAYOUTS)))
+        weight = draw(st.one_of(st.none(), clean_arrays((m,), 0.0, 2.0)))
+    else:
+        demonstrations = draw(index_arrays(st.sampled_from(
+            [(m, 2), (m, 2), (m, 3), (0, 2), (m,)])))
+        weight = draw(st.one_of(st.none(), messy_arrays((m,))))
+    good = good and draw(st.integers(0, 3)) > 0
+    sizes = ([None, None, 3, 4, 5], [1, 0, 2**40, 2**62, 1.5])
+    policy = _pick(draw, good, ["tabular"] * 3 + ["linear"], ["table"])
+    params = dict(smoothing=_pick(draw, good, [0.5, 1.0, 0.0],
+                                  [-1.0, math.inf, math.nan]),
+                  policy=policy, tol=_pick(draw, good, [1e-8], [0.0]),
+                  max_iter=_pick(draw, good, [20, 50], [1, 0]))
+    features = None
+    if policy == "linear" or (not good and draw(st.integers(0, 4)) == 0):
+        features = draw(clean_arrays((3, 4, 2)) if good else st.one_of(
+            clean_arrays((3, 4, 2)), messy_arrays((3, 4, 1))))
+    return (params, demonstrations, weight, _pick(draw, good, *sizes),
+            _pick(draw, good, *sizes), features)
+
+
+def call_sft(params, demonstrations, weight, n_prompts, n_responses,
+             features):
+    fits = []
+    for _ in range(2):
+        try:
+            fits.append(rlhf.SFT(**params).fit(
+                demonstrations, sample_weight=weight, n_prompts=n_prompts,
+                n_responses=n_responses, features=features))
+        except (ValueError, TypeError) as error:
+            _named(error, ESTIMATOR_NAMES + ("SFT",))
+            raise
+    return fits
+
+
+def sft_oracle(args, result):
+    params, demonstrations, weight = args[:3]
+    first, second = result
+    assert first.policy_.tobytes() == second.policy_.tobytes()
+    n, k = first.policy_.shape
+    _policy_rows_ok(first.policy_, (n, k))
+    if params["policy"] == "tabular" and params["smoothing"] > 0 and \
+            first.n_iter_ < params["max_iter"]:
+        # converged: the smoothed frequencies (c(x, y) + s) / (c(x) + K s)
+        demos = np.asarray(demonstrations)
+        w = np.ones(len(demos)) if weight is None else np.asarray(
+            weight, float)
+        counts = np.full((n, k), float(params["smoothing"]))
+        for (x, y), wi in zip(demos.tolist(), w):
+            counts[x, y] += wi
+        expected = counts / counts.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(first.policy_, expected, atol=1e-5)
+
+
+# safety ----------------------------------------------------------------
+
+@st.composite
+def constrained_arguments(draw):
+    if draw(st.booleans()):
+        shape = draw(POLICY_SHAPES)
+        reference = draw(valid_policies(shape))
+        rewards = draw(clean_arrays(shape))
+        costs = draw(st.one_of(clean_arrays(shape), clean_arrays(
+            shape[-1:]), messy_arrays(shape)))
+        beta = draw(st.sampled_from([1.0, 0.1, 0.5, 1e-3, 10.0]))
+        n = shape[0] if len(shape) == 2 else 1
+        budget = draw(st.one_of(st.floats(-1.0, 3.0),
+                                clean_arrays((n,), -1.0, 3.0)))
+        return reference, rewards, costs, beta, budget
+    shape = draw(BAD_POLICY_SHAPES)
+    return (draw(st.one_of(messy_arrays(shape), valid_policies((2, 3)))),
+            draw(messy_arrays(st.sampled_from([shape, (2, 3), (3,)]))),
+            draw(messy_arrays(st.sampled_from([shape, (2, 3), (3,)]))),
+            draw(SCALARS), draw(st.one_of(SCALARS, messy_arrays((2,)))))
+
+
+CONSTRAINED_NAMES = ("reference_policy", "rewards", "costs", "beta",
+                     "budget")
+
+
+def constrained_oracle(args, result):
+    """Rows sum to 1, zero where the reference is, the budget met,
+    lam >= 0 with complementary slackness, and the policy the closed form
+    pi_ref exp((r - lam c) / beta) at the lam returned."""
+    reference, rewards, costs, beta, budget = args
+    policy, lam = result
+    shape = np.broadcast_shapes(np.shape(reference), np.shape(rewards),
+                                np.shape(costs))
+    assert np.shape(policy) == shape
+    ref = np.broadcast_to(np.asarray(reference, float), shape)
+    ref = ref / ref.sum(axis=-1, keepdims=True)
+    r = np.broadcast_to(np.asarray(rewards, float), shape)
+    c = np.broadcast_to(np.asarray(costs, float), shape)
+    P, R, Cs, ref2 = (_rows2d(a) for a in (policy, r, c, ref))
+    lam = np.atleast_1d(lam)
+    assert np.isfinite(P).all() and (P >= 0).all()
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    assert (P[ref2 == 0] == 0).all()
+    assert (lam >= 0).all() and not np.isnan(lam).any()
+    spend = (P * Cs).sum(axis=1)
+    budget = np.broadcast_to(np.asarray(budget, float), spend.shape)
+    scale = 1.0 + np.abs(Cs).max(axis=1)
+    assert (spend <= budget + 1e-9 * scale).all()
+    binding = (lam > 0) & np.isfinite(lam)
+    np.testing.assert_allclose(spend[binding], budget[binding], rtol=0,
+                               atol=1e-8 * scale[binding].max(initial=1.0))
+    # the closed form at the returned multiplier (where beta resolves it)
+    if beta >= 1e-2 and np.abs(Cs).max(initial=0) <= 10:
+        for i in np.flatnonzero(np.isfinite(lam)):
+            shaped = (R[i] - lam[i] * Cs[i]).astype(np.longdouble)
+            with np.errstate(divide="ignore"):
+                logits = np.log(_long(ref2[i])) + shaped / np.longdouble(beta)
+            w = np.exp(logits - logits.max())
+            np.testing.assert_allclose(P[i], (w / w.sum()).astype(float),
+                                       rtol=0, atol=1e-6)
+
+
+@st.composite
+def shape_rewards_arguments(draw):
+    shape = draw(st.sampled_from([(3,), (2, 3), (1, 1), (0,), (2, 0), (),
+                                  (1, 2, 2)]))
+    rewards = draw(st.one_of(clean_arrays(shape), messy_arrays(shape)))
+    costs = draw(st.one_of(clean_arrays(shape), clean_arrays(shape[-1:]),
+                           messy_arrays(st.sampled_from([shape, (4,), ()]))))
+    n = shape[0] if shape else 1
+    lam = draw(st.one_of(st.floats(0.0, 3.0), clean_arrays((n,), 0.0, 3.0),
+                         SCALARS, messy_arrays(st.sampled_from([(n,), (2,),
+                                                                (n, 1)]))))
+    return rewards, costs, lam
+
+
+def shape_rewards_oracle(args, result):
+    rewards, costs, lam = (np.asarray(a, dtype=float) for a in args)
+    if lam.ndim == 1:
+        lam = lam[:, None]
+    expected = rewards - lam * costs
+    assert result.dtype == np.float64
+    np.testing.assert_array_equal(result, expected)
+
+
+@st.composite
+def mask_arguments(draw):
+    if draw(st.booleans()):
+        shape = draw(st.sampled_from([(3,), (2, 3), (1, 1), (3, 2)]))
+        policy = draw(messy_arrays(shape, elements=st.one_of(
+            st.floats(0.0, 3.0), st.sampled_from([0.0, 1e308, 1e300, 5e-324,
+                                                  2.2250738585072014e-308])),
+            dtypes=["float64"]))
+        allowed = draw(messy_arrays(shape, elements=st.sampled_from(
+            [0.0, 1.0, 1.0]), dtypes=["bool"]))
+        n = shape[0] if len(shape) == 2 else 1
+        fallback = draw(st.one_of(st.none(), st.integers(0, shape[-1] - 1)))
+        return policy, allowed, fallback
+    shape = draw(st.sampled_from([(3,), (2, 3), (1, 1), (3, 2), (0,), (2, 0),
+                                  ()]))
+    policy = draw(st.one_of(clean_arrays(shape, 0.0, 3.0),
+                            messy_arrays(shape)))
+    allowed = draw(st.one_of(
+        messy_arrays(st.sampled_from([shape, shape, shape[-1:], (1,)]),
+                     elements=st.sampled_from([0.0, 1.0]), dtypes=["bool"]),
+        messy_arrays(shape, elements=st.sampled_from([0.0, 1.0]))))
+    n = shape[0] if len(shape) == 2 else 1
+    fallback = draw(st.one_of(st.none(), st.integers(-1, 3),
+                              index_arrays((n,)), SCALARS))
+    return policy, allowed, fallback
+
+
+def mask_oracle(args, result):
+    """where(allowed, policy, 0) over its row sum, in long double (no
+    overflow of the sum); rows without allowed mass get the fallback."""
+    policy, allowed, fallback = args
+    p = _rows2d(_long(policy))
+    a = _rows2d(np.broadcast_to(np.asarray(allowed), np.shape(policy)))
+    masked = np.where(a, p, 0)
+    totals = masked.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = (masked / totals).astype(float)
+    empty = totals[:, 0] == 0
+    if empty.any():
+        fb = np.broadcast_to(np.asarray(fallback), (p.shape[0],))
+        expected[empty] = 0.0
+        expected[np.flatnonzero(empty), fb[empty]] = 1.0
+    out = _rows2d(result)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, expected, rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+
+
+@st.composite
+def cost_model_arguments(draw):
+    n, d = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    m = draw(st.integers(0, 5))
+    good = draw(st.booleans())
+    if good:
+        features = draw(clean_arrays((n, d)))
+        comparisons = np.array(draw(st.lists(st.lists(
+            st.integers(0, n - 1), min_size=2, max_size=2), min_size=m,
+            max_size=m)), dtype=np.int64).reshape(m, 2)
+        safe = draw(st.one_of(st.none(), messy_arrays(
+            (n,), elements=st.sampled_from([0.0, 1.0]), dtypes=["bool"]),
+            messy_arrays((n,), elements=st.sampled_from(
+                [0.0, 1.0, math.nan]), dtypes=["float64"])))
+        weight = draw(st.one_of(st.none(), clean_arrays((m,), 0.0, 2.0)))
+    else:
+        features = draw(messy_arrays(st.sampled_from([(n, d), (n, d), (n,),
+                                                      (0, d), (n, 0)])))
+        comparisons = draw(index_arrays(st.sampled_from([(m, 2), (m, 3),
+                                                         (m,)])))
+        safe = draw(st.one_of(st.none(), messy_arrays(
+            st.sampled_from([(n,), (n + 1,)]))))
+        weight = draw(st.one_of(st.none(), messy_arrays((m,))))
+    good = good and draw(st.integers(0, 3)) > 0
+    params = dict(C=_pick(draw, good, [1.0, 10.0, math.inf],
+                          [0.0, -1.0, math.nan]),
+                  label_weight=_pick(draw, good, [1.0, 0.0], [-1.0]),
+                  tol=_pick(draw, good, [1e-6], [0.0]),
+                  max_iter=_pick(draw, good, [50, 1], [0]))
+    return params, features, comparisons, safe, weight
+
+
+def call_cost_model(params, features, comparisons, safe, weight):
+    try:
+        model = rlhf.CostModel(**params).fit(features, comparisons,
+                                             safe=safe, sample_weight=weight)
+        return model.coef_, model.intercept_, model.predict(features)
+    except (ValueError, TypeError) as error:
+        _named(error, ("features", "comparisons", "safe", "sample_weight",
+                       "'", "Nothing to fit"))
+        raise
+
+
+def cost_model_oracle(args, result):
+    coef, intercept, costs = result
+    assert np.isfinite(coef).all() and np.isfinite(intercept)
+    features = np.asarray(args[1], dtype=float)
+    assert np.isfinite(costs).all()
+    np.testing.assert_allclose(costs, features @ coef + intercept,
+                               rtol=1e-12, atol=1e-12)
+
+
+# overoptimization curves ------------------------------------------------
+
+@st.composite
+def curves_arguments(draw):
+    method = draw(st.sampled_from(["best-of-n", "kl", "best-of-n", "kl",
+                                   "ppo"]))
+    if draw(st.booleans()):
+        shape = draw(POLICY_SHAPES)
+        reference = draw(valid_policies(shape))
+        gold, proxy = draw(clean_arrays(shape)), draw(clean_arrays(shape))
+        if method == "best-of-n":
+            values = sorted(set(draw(st.lists(st.integers(1, 64), min_size=1,
+                                              max_size=5))))
+        else:
+            values = sorted(set(draw(st.lists(st.sampled_from(
+                [0.01, 0.1, 0.3, 1.0, 3.0, 100.0]), min_size=1,
+                max_size=5))), reverse=True)
+        return method, reference, gold, proxy, values
+    shape = draw(BAD_POLICY_SHAPES)
+    return (method, draw(st.one_of(messy_arrays(shape),
+                                   valid_policies((2, 3)))),
+            draw(messy_arrays(st.sampled_from([shape, (2, 3)]))),
+            draw(messy_arrays(st.sampled_from([shape, (2, 3)]))),
+            draw(st.one_of(st.none(), st.lists(SCALARS, max_size=3),
+                           messy_arrays((2,)))))
+
+
+def call_curves(method, reference, gold, proxy, values):
+    key = "n_values" if method == "best-of-n" else "betas"
+    kwargs = {key: values}
+    if method == "ppo":
+        kwargs["ppo"] = rlhf.PPO(exact=True, n_iterations=2)
+    try:
+        return rlhf.overoptimization_curves(reference, gold, proxy,
+                                            method=method, **kwargs)
+    except (ValueError, TypeError) as error:
+        _named(error, ("reference_policy", "gold_rewards", "proxy_rewards",
+                       "n_values", "betas", "'"))
+        raise
+
+
+def curves_oracle(args, result):
+    """KL >= 0 and growing with the optimisation strength (n up, beta
+    down); E[proxy] growing too; gold and proxy the exact expectations."""
+    method, reference, gold, proxy, values = args
+    kl = result.kl
+    assert np.isfinite(kl).all() and (kl >= 0).all()
+    policies = result.policies
+    ref = _rows2d(np.asarray(reference, float))
+    P = policies if policies.ndim == 3 else policies[:, None, :]
+    g, q = _rows2d(np.asarray(gold, float)), _rows2d(np.asarray(proxy, float))
+    np.testing.assert_allclose(result.gold, (P * g).sum(axis=2).mean(axis=1),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result.proxy, (P * q).sum(axis=2).mean(axis=1),
+                               rtol=1e-12, atol=1e-12)
+    for pi, kl_value in zip(P, kl):
+        ref_n = ref / ref.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(pi > 0, pi * np.log(pi / ref_n), 0.0)
+        assert kl_value == pytest.approx(max(terms.sum(axis=1).mean(), 0.0),
+                                         rel=1e-9, abs=1e-12)
+    if method != "ppo" and isinstance(values, list) and \
+            np.all(np.diff(values) > 0 if method == "best-of-n"
+                   else np.diff(values) < 0):
+        assert (np.diff(kl) >= -1e-12).all()
+        assert (np.diff(result.proxy) >= -1e-12).all()
+
+
+# plots (drawn on the Agg backend; figures closed after each call) -------
+
+PLOT_FUNCTIONS = ["reward_kl_frontier", "cost_reward_tradeoff",
+                  "policy_bars", "calibration", "training_curves",
+                  "overoptimization"]
+
+
+@st.composite
+def plot_arguments(draw):
+    name = draw(st.sampled_from(PLOT_FUNCTIONS))
+    n = draw(st.integers(0, 4))
+    vectors = [draw(st.one_of(clean_arrays((n,), 0.0, 1.0),
+                              messy_arrays(st.sampled_from([(n,), (n, 2), (),
+                                                            (n + 1,)]))))
+               for _ in range(3)]
+    if name == "calibration":
+        vectors[1] = draw(st.one_of(messy_arrays(
+            (n,), elements=st.sampled_from([0.0, 1.0]),
+            dtypes=["float64", "bool", "int64"]), messy_arrays((n,))))
+    if name == "training_curves":
+        history = draw(st.sampled_from([
+            {"reward": vectors[0], "kl": vectors[1]},
+            {"reward": vectors[0]}, {}, [1, 2], None,
+            {"reward": vectors[0], "kl": np.atleast_1d(vectors[2])[:1]}]))
+        return name, (history,), draw(st.sampled_from([{}, {"keys": [
+            "reward"]}, {"keys": ["missing"]}, {"x": "reward"}]))
+    arity = {"reward_kl_frontier": 2, "cost_reward_tradeoff": 2,
+             "policy_bars": 2, "calibration": 2, "overoptimization": 3}[name]
+    kwargs = {}
+    if name == "calibration":
+        kwargs["n_bins"] = draw(st.sampled_from([10, 1, 0, -1, 2.5, None]))
+    if name == "overoptimization":
+        kwargs["sqrt_kl"] = draw(st.booleans())
+    return name, tuple(vectors[:arity]), kwargs
+
+
+def call_plot(name, args, kwargs):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    try:
+        ax = getattr(rlhf.plot, name)(*args, **kwargs)
+        assert ax is not None
+        return ()
+    except (ValueError, TypeError) as error:
+        _named(error, ("kl", "reward", "cost", "before", "after",
+                       "probabilities", "outcomes", "n_bins", "history",
+                       "keys", "gold", "proxy"))
+        raise
+    finally:
+        plt.close("all")
+
+
+
 ENTRY_POINTS = [
     Entry("_core.logistic_loss_grad", _core.logistic_loss_grad,
           logistic_arguments(), logistic_loss_grad_oracle,
@@ -1283,6 +1977,41 @@ ENTRY_POINTS = [
           agreement_arguments(), agreement_oracle, max_examples=160),
     Entry("rlhf.datasets.load_preference_jsonl", call_load_jsonl,
           jsonl_arguments(), jsonl_oracle, max_examples=160),
+    Entry("rlhf.kl_regularized_policy", _public(rlhf.kl_regularized_policy),
+          closed_form_arguments(st.one_of(
+              st.sampled_from([1.0, 0.1, 1e-3, 10.0, 1e-300, 1e300]),
+              st.floats(0.01, 10.0))), kl_regularized_oracle,
+          max_examples=400),
+    Entry("rlhf.kl_divergence", _public(rlhf.kl_divergence),
+          kl_divergence_arguments(), kl_divergence_oracle, max_examples=400),
+    Entry("rlhf.best_of_n_policy", _public(rlhf.best_of_n_policy),
+          closed_form_arguments(N_OF_BEST), best_of_n_oracle,
+          max_examples=400),
+    Entry("rlhf.PPO", call_policy_gradient(rlhf.PPO),
+          policy_gradient_arguments(True), policy_gradient_oracle,
+          max_examples=200),
+    Entry("rlhf.REINFORCE", call_policy_gradient(rlhf.REINFORCE),
+          policy_gradient_arguments(False), policy_gradient_oracle,
+          max_examples=200),
+    Entry("rlhf.DPO", call_dpo, dpo_arguments(), dpo_oracle,
+          max_examples=200),
+    Entry("rlhf.SFT", call_sft, sft_arguments(), sft_oracle,
+          max_examples=200),
+    Entry("rlhf.constrained_policy",
+          _public(rlhf.constrained_policy, CONSTRAINED_NAMES),
+          constrained_arguments(), constrained_oracle, max_examples=400),
+    Entry("rlhf.shape_rewards",
+          _public(rlhf.shape_rewards, ("rewards", "costs", "lam")),
+          shape_rewards_arguments(), shape_rewards_oracle, max_examples=400),
+    Entry("rlhf.mask_policy",
+          _public(rlhf.mask_policy, ("policy", "allowed", "fallback")),
+          mask_arguments(), mask_oracle, max_examples=400),
+    Entry("rlhf.CostModel", call_cost_model, cost_model_arguments(),
+          cost_model_oracle, max_examples=200),
+    Entry("rlhf.overoptimization_curves", call_curves, curves_arguments(),
+          curves_oracle, max_examples=200),
+] + ([Entry("rlhf.plot", call_plot, plot_arguments(), None,
+            max_examples=100)] if HAVE_MATPLOTLIB else []) + [
 ] + [_kernel_entry(name) for name in sorted(ARGUMENT_KINDS)
      if name != "ppo_adam_step"] + [
     # updates theta, m and v in place by design (the optimiser's state)
@@ -1379,3 +2108,98 @@ def test_huge_column_count_is_rejected(n_cols):
         _core.logistic_fit(X, np.ones(1), np.ones(1), True, 1.0, 1.0,
                            "newton", 1e-6, 1e-9, 10, 20)
 
+
+
+def test_huge_python_int_parameter_is_a_named_error():
+    """Regression: an int beyond int64 reached np.isfinite, whose
+    TypeError named no parameter; as a float it is an ordinary beta."""
+    with pytest.raises(ValueError, match="'n_iterations'"):
+        rlhf.PPO(n_iterations=-10**30).fit(np.full((1, 2), 0.5),
+                                           np.zeros((1, 2)))
+    np.testing.assert_allclose(
+        rlhf.kl_regularized_policy([0.5, 0.5], [1.0, 0.0], 10**30),
+        [0.5, 0.5])
+
+
+@pytest.mark.parametrize("estimator", ["DPO", "PPO", "REINFORCE"])
+def test_divergence_is_a_named_error(estimator):
+    """Regression: a learning rate of 1e300 made the logits NaN (or the
+    gradients' squares overflow) and the next kernel call failed with a
+    message about its own arguments."""
+    reference = np.full((2, 4), 0.25)
+    if estimator == "DPO":
+        model = rlhf.DPO(loss="ipo", learning_rate=1e300, n_iterations=2,
+                         policy="linear")
+        args = (reference, np.array([[0, 0, 1], [1, 2, 3]]))
+        kwargs = {"features": np.arange(16.0).reshape(2, 4, 2)}
+    else:
+        model = getattr(rlhf, estimator)(learning_rate=1e300, n_iterations=3,
+                                         policy="linear", random_state=0)
+        args = (reference, np.array([[1e300, -1e300, 0, 1]] * 2))
+        kwargs = {"features": np.full((2, 4, 1), 1e300)}
+    with pytest.raises(ValueError, match="(diverged|squared gradient "
+                       "overflowed).*rescale"):
+        model.fit(*args, **kwargs)
+
+
+def test_sft_refuses_infinite_smoothing_and_huge_tables():
+    """Regression: smoothing=inf reached L-BFGS as a non-finite objective,
+    and an index of 2**40 allocated a table of 8 TiB (a MemoryError)."""
+    with pytest.raises(ValueError, match="'smoothing'"):
+        rlhf.SFT(smoothing=np.inf).fit([[0, 0]])
+    with pytest.raises(ValueError, match="n_prompts"):
+        rlhf.SFT().fit([[2**40, 0]])
+    with pytest.raises(ValueError, match="n_responses"):
+        rlhf.SFT().fit([[0, 0]], n_responses=2**40)
+
+
+@pytest.mark.parametrize("weights, expected", [
+    ([1e308, 1e308, 1e308], [0.0, 0.5, 0.5]),
+    ([5e-324, 5e-324, 1e-323], [0.0, 1 / 3, 2 / 3]),
+])
+def test_mask_policy_at_the_ends_of_the_float_range(weights, expected):
+    """Regression: the row sum of weights near 1e308 overflowed and the
+    masked row came back all zero."""
+    out = rlhf.mask_policy(weights, [False, True, True])
+    np.testing.assert_allclose(out, expected, rtol=1e-15)
+
+
+def test_constrained_policy_broadcast_to_no_responses():
+    """Regression: a reference of one response broadcast against rewards
+    of none reached a reduction over an empty axis (NumPy's message)."""
+    with pytest.raises(ValueError, match="n_responses >= 1"):
+        rlhf.constrained_policy(np.ones((1, 1)), np.zeros((2, 0)),
+                                np.zeros(1), 1.0, 0.0)
+
+
+def test_overoptimization_plot_of_no_points():
+    """Regression: empty curves reached np.argmax (NumPy's message)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    try:
+        with pytest.raises(ValueError, match="kl is empty"):
+            rlhf.plot.overoptimization([], [], [])
+    finally:
+        plt.close("all")
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_overflowing_adam_moment_is_a_named_error(exact):
+    """Regression: rewards of +-1e308 gave gradients whose squares
+    overflowed Adam's second moment; those logits then never moved (a
+    step of m / inf) and fit returned a policy that ignored the best
+    response."""
+    rewards = np.array([[1e308, -1e308, 0.0, 1.0]])
+    model = rlhf.PPO(n_iterations=3, exact=exact, random_state=0)
+    with pytest.raises(ValueError, match="rescale the rewards"):
+        model.fit(np.full((1, 4), 0.25), rewards)
+
+
+def test_cost_model_stalled_at_the_start_warns():
+    """Regression: with features of 1e200 no trial step decreased the
+    objective, the relative-decrease test then passed at the starting
+    point, and fit returned all-zero costs without a word."""
+    features = np.array([[1e200, 0.0], [0.0, 1.0], [1e-300, 2.0],
+                         [-1e200, 1.0]])
+    with pytest.warns(rlhf.ConvergenceWarning, match="line search"):
+        rlhf.CostModel().fit(features, np.array([[0, 1], [2, 3]]))

@@ -2,7 +2,9 @@
 
 Each entry point runs 10^4 times (10^3 under the sanitizer build, which
 is several times slower; a fifth of that for the functions written in
-pure Python and NumPy) on small inputs, on its success path and on its
+pure Python and NumPy, a tenth for whole fits of the policy optimisers --
+each a loop of a few dozen kernel calls -- and a twentieth for the
+overoptimization curves) on small inputs, on its success path and on its
 error paths, after a warm-up.  Checked afterwards:
 
 - the reference count of every input array is what it was (a missing
@@ -37,7 +39,18 @@ N_CALLS = 1_000 if SANITIZED else 10_000
 # tracemalloc: fewer calls keep the file within its time budget
 PYTHON_ONLY = {"simulate_preferences", "simulate_rankings", "make_world",
                "annotator_agreement", "rankings_to_comparisons",
-               "load_preference_jsonl"}
+               "load_preference_jsonl", "kl_divergence", "best_of_n_policy",
+               "shape_rewards", "mask_policy", "mask_policy no mass",
+               "CostModel", "constrained_policy below the least cost"}
+# the compiled solver at the limit lam = inf, behind ~0.3 ms of Python
+# checks under tracemalloc
+REDUCED = {"constrained_policy at the least cost"}
+# whole fits (each a loop of a few dozen kernel calls and ~0.1 ms without
+# tracemalloc): a tenth of the calls, still thousands of kernel calls
+FITS = {"PPO", "PPO with costs", "PPO diverging", "REINFORCE", "DPO",
+        "DPO linear", "SFT"}
+# one policy per point and its divergence, in Python: a twentieth
+CURVES = {"overoptimization_curves best-of-n", "overoptimization_curves kl"}
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(6, 2))
@@ -59,6 +72,13 @@ BT_TIES = (None, 4, 0, PAIRS, np.ones(5), np.zeros(5),
 BT_BAD = (FEATURES, 4, 0, PAIRS + 2, None, None, None, 0, 1.0)
 RANKINGS = np.array([[0, 2, 1, 3], [2, 0, 3, -1]], dtype=np.int64)
 BT_PL = (None, 4, 1, RANKINGS, None, None, None, 0, 1.0)
+COSTS = np.array([[0.0, 1.0, 0.5, 0.2], [1.0, 0.0, 0.3, 0.1]])
+DPO_COMPARISONS = np.array([[0, 0, 1], [1, 2, 3], [0, 2, 1]])
+DPO_FEATURES = np.arange(16.0).reshape(2, 4, 2) / 16
+DEMONSTRATIONS = np.array([[0, 0], [0, 1], [1, 3]])
+COST_PAIRS = np.array([[0, 1], [2, 3]])
+SAFE = np.array([True, False, True, False])
+ALLOWED = REWARDS > 0.15
 
 
 def _quadratic(x):
@@ -78,6 +98,30 @@ _JSONL.close()
 def _fit_logistic():
     model = rlhf.LogisticRegression().fit(X, y, sample_weight=sw)
     return model.predict_proba(X)
+
+
+def _fit_policy(estimator, **params):
+    def fit(*args):
+        model = estimator(n_iterations=2, **params)
+        return model.fit(*args).policy_
+    return fit
+
+
+def _fit_sft(demonstrations):
+    return rlhf.SFT().fit(demonstrations).policy_
+
+
+def _fit_cost_model(features, pairs, safe):
+    model = rlhf.CostModel().fit(features, pairs, safe=safe)
+    return model.coef_, model.predict(features)
+
+
+def _curves(method, **kwargs):
+    def run(reference, gold, proxy):
+        curves = rlhf.overoptimization_curves(reference, gold, proxy,
+                                              method=method, **kwargs)
+        return curves.kl, curves.policies
+    return run
 
 
 def _fit_reward_model():
@@ -140,6 +184,43 @@ CALLS = [
      (np.array([[1, 1, 2], [0, 1, 1], [2, 2, 2]]),), None),
     ("load_preference_jsonl", rlhf.datasets.load_preference_jsonl,
      (_JSONL.name,), None),
+    ("kl_regularized_policy", rlhf.kl_regularized_policy,
+     (POLICY, REWARDS, 0.5), None),
+    ("kl_regularized_policy overflow", rlhf.kl_regularized_policy,
+     (POLICY, REWARDS * 1e300, 1e-300), None),
+    ("kl_regularized_policy nan", rlhf.kl_regularized_policy,
+     (POLICY, NAN_REWARDS, 0.5), ValueError),
+    ("kl_divergence", rlhf.kl_divergence, (POLICY, POLICY[::-1]), None),
+    ("best_of_n_policy", rlhf.best_of_n_policy, (POLICY, REWARDS, 3), None),
+    ("constrained_policy", rlhf.constrained_policy,
+     (POLICY, REWARDS, COSTS, 0.5, 0.3), None),
+    ("constrained_policy at the least cost", rlhf.constrained_policy,
+     (POLICY, REWARDS, COSTS, 0.5, 0.0), None),
+    ("constrained_policy below the least cost", rlhf.constrained_policy,
+     (POLICY, REWARDS, COSTS, 0.5, -1.0), ValueError),
+    ("shape_rewards", rlhf.shape_rewards, (REWARDS, COSTS, 0.5), None),
+    ("mask_policy", rlhf.mask_policy, (POLICY, ALLOWED), None),
+    ("mask_policy no mass", rlhf.mask_policy, (POLICY, COSTS > 2),
+     ValueError),
+    ("PPO", _fit_policy(rlhf.PPO, random_state=0), (POLICY, REWARDS), None),
+    ("PPO with costs", _fit_policy(rlhf.PPO, cost_budget=0.3, random_state=0),
+     (POLICY, REWARDS, None, COSTS), None),
+    ("PPO diverging", _fit_policy(rlhf.PPO, policy="linear",
+                                  learning_rate=1e300, random_state=0),
+     (POLICY, REWARDS * 1e300, DPO_FEATURES * 1e300), ValueError),
+    ("REINFORCE", _fit_policy(rlhf.REINFORCE, exact=True), (POLICY, REWARDS),
+     None),
+    ("DPO", _fit_policy(rlhf.DPO, batch_size=2, random_state=0),
+     (POLICY, DPO_COMPARISONS), None),
+    ("DPO linear", _fit_policy(rlhf.DPO, policy="linear"),
+     (POLICY, DPO_COMPARISONS, None, DPO_FEATURES), None),
+    ("SFT", _fit_sft, (DEMONSTRATIONS,), None),
+    ("CostModel", _fit_cost_model, (FEATURES, COST_PAIRS, SAFE), None),
+    ("overoptimization_curves best-of-n", _curves("best-of-n",
+                                                  n_values=[1, 4]),
+     (POLICY, REWARDS, COSTS), None),
+    ("overoptimization_curves kl", _curves("kl", betas=[1.0, 0.1]),
+     (POLICY, REWARDS, COSTS), None),
 ]
 
 
@@ -179,7 +260,10 @@ def test_repeated_calls_leak_nothing(name, function, args, error):
         tracemalloc.start()
         traced_before = tracemalloc.get_traced_memory()[0]
         rss_before = _rss_bytes()
-        for _ in range(N_CALLS // 5 if name in PYTHON_ONLY else N_CALLS):
+        calls = (N_CALLS // 20 if name in CURVES else
+                 N_CALLS // 10 if name in FITS else
+                 N_CALLS // 5 if name in PYTHON_ONLY | REDUCED else N_CALLS)
+        for _ in range(calls):
             _call(function, args, error)
         gc.collect()
         traced_growth = tracemalloc.get_traced_memory()[0] - traced_before

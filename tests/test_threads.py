@@ -3,7 +3,10 @@ and results are bitwise the same for any number of OpenMP threads.
 
 The problems are sized to span several of the kernels' fixed blocks
 (2048 rows for the logistic objective, 4096 comparisons for
-Bradley-Terry), so that the OpenMP loops really split the work.
+Bradley-Terry), so that the OpenMP loops really split the work.  The
+policy optimisers (PPO, REINFORCE, DPO, SFT), the cost model and the
+closed forms (constrained, KL-regularised and best-of-n policies) run four
+at a time on different problems and must give the serial bits.
 """
 import threading
 import time
@@ -132,4 +135,98 @@ def test_same_random_state_same_bits():
                 prefs.ties, ranks, model.coef_)
 
     for a, b in zip(run(), run()):
+        assert a.tobytes() == b.tobytes()
+
+
+def _policy_problem(seed, n=64, k=32):
+    rng = np.random.default_rng(seed)
+    reference = rng.dirichlet(np.ones(k), size=n)
+    rewards = rng.normal(size=(n, k))
+    costs = rng.uniform(size=(n, k))
+    return reference, rewards, costs
+
+
+def _fit_ppo(seed):
+    reference, rewards, costs = _policy_problem(seed)
+    model = rlhf.PPO(n_iterations=30, batch_size=16, cost_budget=0.4,
+                     random_state=seed)
+    return model.fit(reference, rewards, costs=costs).policy_
+
+
+def _fit_reinforce(seed):
+    reference, rewards, _ = _policy_problem(seed)
+    return rlhf.REINFORCE(n_iterations=40, baseline="grpo",
+                          random_state=seed).fit(reference, rewards).policy_
+
+
+def _fit_dpo(seed):
+    reference, rewards, _ = _policy_problem(seed)
+    rng = np.random.default_rng(seed + 100)
+    rows = rng.integers(0, reference.shape[0], size=2000)
+    pairs = np.array([rng.choice(reference.shape[1], 2, replace=False)
+                      for _ in rows])
+    better = rewards[rows, pairs[:, 0]] >= rewards[rows, pairs[:, 1]]
+    pairs = np.where(better[:, None], pairs, pairs[:, ::-1])
+    comparisons = np.column_stack([rows, pairs])
+    return rlhf.DPO(n_iterations=20, batch_size=256, random_state=seed).fit(
+        reference, comparisons).policy_
+
+
+def _fit_sft(seed):
+    rng = np.random.default_rng(seed)
+    demonstrations = np.column_stack([rng.integers(0, 50, 3000),
+                                      rng.integers(0, 20, 3000)])
+    features = rng.normal(size=(50, 20, 4))
+    return rlhf.SFT(policy="linear").fit(demonstrations,
+                                         features=features).policy_
+
+
+def _fit_cost_model(seed):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(400, 5))
+    costs = features @ rng.normal(size=5)
+    pairs = rng.integers(0, 400, size=(2000, 2))
+    pairs = np.where((costs[pairs[:, 0]] >= costs[pairs[:, 1]])[:, None],
+                     pairs, pairs[:, ::-1])
+    model = rlhf.CostModel(C=10.0).fit(features, pairs, safe=costs <= 0)
+    return np.append(model.coef_, model.intercept_)
+
+
+def _closed_forms(seed):
+    reference, rewards, costs = _policy_problem(seed, n=2000, k=40)
+    policy, lam = rlhf.constrained_policy(reference, rewards, costs, 0.1,
+                                          0.3)
+    return np.concatenate([
+        policy.ravel(), lam,
+        rlhf.kl_regularized_policy(reference, rewards, 0.05).ravel(),
+        rlhf.best_of_n_policy(reference, rewards, 8).ravel(),
+        rlhf.kl_divergence(policy, reference)])
+
+
+@pytest.mark.parametrize("job", [_fit_ppo, _fit_reinforce, _fit_dpo,
+                                 _fit_sft, _fit_cost_model, _closed_forms],
+                         ids=lambda job: job.__name__.lstrip("_"))
+def test_concurrent_policy_fits_equal_serial_fits(job):
+    """Four fits (or closed forms) at once on different problems, each
+    bitwise the one computed alone; a fixed random_state fixes the bits."""
+    seeds = [0, 1, 2, 3]
+    serial = [job(s) for s in seeds]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(job, seeds))
+    for a, b in zip(serial, parallel):
+        assert np.isfinite(a).all()
+        assert a.tobytes() == b.tobytes()
+    assert serial[0].tobytes() != serial[1].tobytes()
+
+
+def test_concurrent_fits_of_different_policy_optimisers():
+    """All the optimisers and the constrained closed form in flight at
+    once (different kernels interleaved)."""
+    jobs = [_fit_ppo, _fit_reinforce, _fit_dpo, _fit_sft, _fit_cost_model,
+            _closed_forms]
+    serial = [job(5) for job in jobs]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(job, 5) for job in jobs]
+        parallel = [f.result() for f in futures]
+    for a, b in zip(serial, parallel):
         assert a.tobytes() == b.tobytes()
