@@ -270,14 +270,11 @@ def lbfgs_minimize(fun, x0, m=10, gtol=1e-5, ftol=2.220446049250313e-09,
         gamma = sy / (y @ y)
 
 
-def _newton_logistic(X, y, sample_weight, fit_intercept, scale, alpha, gtol,
-                     max_iter):
-    def fg(w):
-        return logistic_loss_grad(X, y, sample_weight, w, fit_intercept,
-                                  scale, alpha)
-
-    n = _rows(X).shape[1] + (1 if fit_intercept else 0)
-    w = np.zeros(n)
+def _newton(fg, hess, x0, gtol, max_iter):
+    """Newton's method as csrc/newton.c: Cholesky with a Levenberg ridge,
+    Armijo backtracking, gradient test relative to the start."""
+    w = np.array(x0, dtype=np.float64)
+    n = len(w)
     f, g = fg(w)
     n_iter, n_fev = 0, 1
     threshold = gtol * max(1.0, np.max(np.abs(g), initial=0.0))
@@ -286,8 +283,7 @@ def _newton_logistic(X, y, sample_weight, fit_intercept, scale, alpha, gtol,
             return w, f, g, n_iter, n_fev, 0
         if n_iter >= max_iter:
             return w, f, g, n_iter, n_fev, 2
-        H = logistic_hessian(X, y, sample_weight, w, fit_intercept, scale,
-                             alpha)
+        H = hess(w)
         tau = 0.0
         while True:
             try:
@@ -316,6 +312,20 @@ def _newton_logistic(X, y, sample_weight, fit_intercept, scale, alpha, gtol,
             return w, f, g, n_iter, n_fev, 3
         w, f, g = w + t * d, f_new, g_new
         n_iter += 1
+
+
+def _newton_logistic(X, y, sample_weight, fit_intercept, scale, alpha, gtol,
+                     max_iter):
+    def fg(w):
+        return logistic_loss_grad(X, y, sample_weight, w, fit_intercept,
+                                  scale, alpha)
+
+    def hess(w):
+        return logistic_hessian(X, y, sample_weight, w, fit_intercept, scale,
+                                alpha)
+
+    n = _rows(X).shape[1] + (1 if fit_intercept else 0)
+    return _newton(fg, hess, np.zeros(n), gtol, max_iter)
 
 
 def logistic_fit(X, y, sample_weight, fit_intercept, scale, alpha, solver,
@@ -501,6 +511,24 @@ def _constrained_policy_at(logp, r_shift, c_shift, beta, lam):
     mean = float(policy @ c_shift)
     var = float(policy @ (c_shift - mean) ** 2)
     return policy, mean, var
+
+
+def bt_fit(problem, x0, solver, tol, max_iter, n_threads=0):
+    """Minimise the preference objective from x0 as the kernel does:
+    L-BFGS (m = 10, maxls = 50, ftol = 64 eps) with the gradient test
+    relative to the start, or Newton on bt_hessian (here a difference
+    Hessian, so its steps agree with the kernel's to about 1e-7).
+    Returns (x, loss, grad, n_iter, n_fev, status)."""
+    def fg(x):
+        return bt_loss_grad(problem, x)
+
+    if solver == "newton":
+        return _newton(fg, lambda x: bt_hessian(problem, x), x0, tol,
+                       max_iter)
+    g0 = fg(np.asarray(x0, dtype=np.float64))[1]
+    gtol = tol * max(1.0, np.max(np.abs(g0), initial=0.0))
+    return lbfgs_minimize(fg, x0, m=10, gtol=gtol, ftol=64 * _EPS,
+                          max_iter=max_iter, maxls=50)
 
 
 def _two_sum(a, b):

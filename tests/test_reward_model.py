@@ -291,6 +291,28 @@ def test_kernel_equals_twin_and_finite_differences(features, likelihood,
                                rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("features", ["dense", "csr", None])
+@pytest.mark.parametrize("likelihood,tie_model", [(0, 0), (0, 1), (0, 2),
+                                                  (1, 0)])
+def test_fit_kernel_equals_twin(features, likelihood, tie_model):
+    """_core.bt_fit against _reference.bt_fit: L-BFGS on the kernel and on
+    the twin objective take the same path to the same point (the two
+    objectives agree to rounding); Newton (the twin's Hessian is one of
+    differences) ends at the same optimum."""
+    problem, _ = kernel_problem(features, likelihood, tie_model, 0.7,
+                                n_items=6, n_units=40)
+    x0 = np.zeros(len(_))
+    ours = _core.bt_fit(problem, x0, "lbfgs", 1e-9, 200)
+    twin = _reference.bt_fit(problem, x0, "lbfgs", 1e-9, 200)
+    assert (ours[3], ours[5]) == (twin[3], twin[5])
+    np.testing.assert_allclose(ours[0], twin[0], rtol=1e-8, atol=1e-10)
+    assert ours[1] == pytest.approx(twin[1], rel=1e-13)
+    ours = _core.bt_fit(problem, x0, "newton", 1e-10, 50)
+    twin = _reference.bt_fit(problem, x0, "newton", 1e-10, 50)
+    assert ours[5] in (0, 1) and twin[5] in (0, 1)
+    np.testing.assert_allclose(ours[0], twin[0], rtol=1e-7, atol=1e-9)
+
+
 def test_kernel_does_not_write_into_its_inputs():
     problem, x = kernel_problem("dense", 0, 2, 0.3)
     before = copy.deepcopy((problem, x))
