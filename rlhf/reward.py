@@ -36,7 +36,7 @@ _TIES = {None: 0, "rao-kupper": 1, "davidson": 2}
 # (n_items x n_features) intermediate; beyond these sizes L-BFGS is used
 _NEWTON_MAX_PARAMS = 1000
 _NEWTON_MAX_INTERMEDIATE = 50_000_000
-_NEWTON_AUTO_FEATURES = 17
+_NEWTON_AUTO_FEATURES = 16
 _STOPS = {
     0: "the largest gradient component fell below tol",
     1: "the objective stopped decreasing (rounding level)",
@@ -208,7 +208,7 @@ class RewardModel(ParamsMixin):
     >>> pairs = np.array([[0, 1], [0, 3], [2, 3], [1, 3], [2, 1]])
     >>> model = rlhf.RewardModel(C=2.0).fit(features, pairs)
     >>> model.predict(features).round(3)
-    array([0.94 , 0.379, 0.754, 0.125])
+    array([1.728, 1.089, 1.411, 0.338])
     """
 
     def __init__(self, C=1.0, penalty="l2", solver="auto", tol=1e-8,
@@ -349,15 +349,15 @@ class RewardModel(ParamsMixin):
                 _LIKELIHOODS[self.likelihood], data, sample_weight, margin,
                 ties, _TIES[self.ties], self._alpha())
 
-    def _choose_solver(self, features, n_params, n_items):
+    def _choose_solver(self, features, n_coef, n_items):
         """Newton when its Hessian is cheap next to a few gradient
         evaluations: free strengths of up to 1000 items, or up to 16
         features (the Hessian costs about n_features / 2 gradients)."""
         if self.solver != "auto":
             return self.solver
         if features is None:
-            return "newton" if n_params <= _NEWTON_MAX_PARAMS else "lbfgs"
-        if n_params <= _NEWTON_AUTO_FEATURES and n_items * n_params <= \
+            return "newton" if n_coef <= _NEWTON_MAX_PARAMS else "lbfgs"
+        if n_coef <= _NEWTON_AUTO_FEATURES and n_items * n_coef <= \
                 _NEWTON_MAX_INTERMEDIATE:
             return "newton"
         return "lbfgs"
@@ -419,7 +419,7 @@ class RewardModel(ParamsMixin):
                   else len(columns))
         has_tie = self.ties is not None
         n_params = n_coef + has_tie
-        solver = self._choose_solver(F, n_params, n_items)
+        solver = self._choose_solver(F, n_coef, n_items)
         if solver == "newton" and n_params > 4 * _NEWTON_MAX_PARAMS:
             raise ValueError(
                 f"solver='newton' forms a dense ({n_params} x {n_params}) "
@@ -462,9 +462,10 @@ class RewardModel(ParamsMixin):
             print(f"{type(self).__name__}: {solver} stopped after {n_iter} "
                   f"iterations and {n_fev} evaluations: {_STOPS[status]} "
                   f"(objective {loss:.10g}).")
-        if (F is None and self._alpha() == 0.0 and
-                self.likelihood == "bradley-terry"):
+        if F is None and self._alpha() == 0.0:
             self._warn_if_no_maximum(problem)
+        elif self._alpha() == 0.0 and self.likelihood == "bradley-terry":
+            self._warn_if_separable(problem, x[:n_coef])
         if status >= 2:
             warnings.warn(
                 f"{solver} failed to converge: {_STOPS[status]} after "
@@ -481,15 +482,23 @@ class RewardModel(ParamsMixin):
         each connected part (Zermelo 1929; Ford 1957): if some group of
         items never loses to the rest, its strengths run off to infinity
         and the solver stops somewhere on the way."""
-        n_items, pairs, weight, ties = problem[1], problem[3], problem[4], \
+        n_items, data, weight, ties = problem[1], problem[3], problem[4], \
             problem[6]
-        keep = np.ones(len(pairs), bool) if weight is None else weight > 0
-        pairs = pairs[keep]
-        tied = (np.zeros(len(pairs), bool) if ties is None
-                else ties[keep].astype(bool))
-        # a beats b: an edge b -> a; a tie: both ways
-        src = np.r_[pairs[:, 1], pairs[tied, 0]]
-        dst = np.r_[pairs[:, 0], pairs[tied, 1]]
+        keep = np.ones(len(data), bool) if weight is None else weight > 0
+        data = data[keep]
+        if problem[2] == _LIKELIHOODS["plackett-luce"]:
+            # a ranking: every item beats each one ranked below it
+            K = data.shape[1]
+            above, below = np.triu_indices(K, 1)
+            src, dst = data[:, below].ravel(), data[:, above].ravel()
+            real = (src >= 0) & (dst >= 0)
+            src, dst = src[real], dst[real]
+        else:
+            tied = (np.zeros(len(data), bool) if ties is None
+                    else ties[keep].astype(bool))
+            # a beats b: an edge b -> a; a tie: both ways
+            src = np.r_[data[:, 1], data[tied, 0]]
+            dst = np.r_[data[:, 0], data[tied, 1]]
         try:
             from scipy.sparse import coo_matrix
             from scipy.sparse.csgraph import connected_components
@@ -510,6 +519,38 @@ class RewardModel(ParamsMixin):
                 "compared with, so their strengths grow without bound "
                 "(Ford 1957); coef_ is where the solver stopped. Use "
                 "penalty='l2' (a prior) for finite strengths.",
+                sklearn_twin(ConvergenceWarning), stacklevel=3)
+
+    @staticmethod
+    def _warn_if_separable(problem, coef):
+        """With features and no penalty, the maximum likelihood does not
+        exist when the rewards can order every strict comparison the way
+        it went (and nothing ties): the likelihood then keeps growing along
+        that direction.  Detected at the fitted point."""
+        features, data, weight, margin, ties = (problem[0], problem[3],
+                                                problem[4], problem[5],
+                                                problem[6])
+        if ties is not None and np.any(ties):
+            return
+        if isinstance(features, tuple):
+            values, indices, indptr, n_cols = features
+            scores = np.zeros(len(indptr) - 1)
+            for i in range(len(indptr) - 1):
+                lo, hi = indptr[i], indptr[i + 1]
+                scores[i] = values[lo:hi] @ coef[indices[lo:hi]]
+            r = scores
+        else:
+            r = features @ coef
+        keep = np.ones(len(data), bool) if weight is None else weight > 0
+        d = r[data[keep, 0]] - r[data[keep, 1]]
+        if margin is not None:
+            d = d - margin[keep]
+        if d.size and np.all(d > 0):
+            warnings.warn(
+                "The maximum-likelihood reward weights do not exist: the "
+                "features order every comparison the way it went, so the "
+                "likelihood grows without bound along coef_, which is where "
+                "the solver stopped. Use penalty='l2' for finite weights.",
                 sklearn_twin(ConvergenceWarning), stacklevel=3)
 
     # -- prediction --------------------------------------------------------
@@ -630,14 +671,14 @@ class RewardModel(ParamsMixin):
         free = not self._fitted_with_features and self._alpha() == 0.0
         # a Hessian singular to rounding makes inv return huge, meaningless
         # numbers rather than fail: judge it by its eigenvalues
-        eig = np.linalg.eigvalsh(H)
+        eig = np.linalg.eigvalsh(H) if len(H) else np.ones(1)
         if not eig[0] > eig[-1] * len(H) * 1e-13:
             raise ValueError(
                 "The Hessian at the optimum is singular: some rewards are "
                 "not identified by the comparisons (penalty=None with a "
                 "feature constant over the items, or an item never "
                 "compared). Use penalty='l2'.")
-        cov = np.linalg.inv(H)
+        cov = np.linalg.inv(H) if len(H) else np.zeros((0, 0))
         if free:
             # the kernel's Hessian adds mean(diag) 1 1^T / n along the
             # direction the objective ignores; project it out again
@@ -658,7 +699,12 @@ class RewardModel(ParamsMixin):
                 # the coefficients of the other columns never met the data:
                 # their Hessian is alpha I, their variance C (infinite
                 # without a penalty)
-                sq = _sparse_row_sq_outside(F, self._columns)
+                if _is_sparse(F):
+                    sq = _sparse_row_sq_outside(F, self._columns)
+                else:
+                    other = np.ones(F.shape[1], bool)
+                    other[self._columns] = False
+                    sq = np.einsum("ij,ij->i", F[:, other], F[:, other])
                 alpha = self._alpha()
                 with np.errstate(divide="ignore"):
                     rest = np.where(sq > 0, sq / alpha if alpha > 0 else

@@ -1048,9 +1048,10 @@ def test_all_wins_without_penalty_stays_finite():
     r = model.coef_
     assert np.all(np.isfinite(r)) and r[0] > r[1] > r[2]
     assert np.all(model.predict_proba(None, [[0, 1], [1, 2]]) > 1 - 1e-6)
-    # with features as well
+    # with features as well (the lecture's pairs are separable)
     _, features, preferences = lecture_data()
-    model = rlhf.RewardModel(penalty=None).fit(features, preferences)
+    with pytest.warns(rlhf.ConvergenceWarning, match="do not exist"):
+        model = rlhf.RewardModel(penalty=None).fit(features, preferences)
     assert np.all(np.isfinite(model.coef_))
     assert model.score(features, preferences) == 1.0
 
@@ -1251,3 +1252,46 @@ def test_score_and_predict_proba_take_comparison_objects():
         data.accuracy(model.predict()), abs=1e-15)
     with pytest.raises(ValueError, match="ties must have shape"):
         model.score(None, data.comparisons, ties=[True])
+
+
+def test_reward_std_after_sparse_fit_takes_dense_features():
+    """A sparse fit drops the columns no compared item uses; reward_std of
+    dense or sparse features then equals the dense fit's (the dropped
+    coefficients keep their prior variance C)."""
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(8, 5))
+    F[:7, 4] = 0.0  # column 4 only on item 7, never compared
+    pairs = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6],
+                      [6, 0], [1, 0], [3, 2]])
+    dense = rlhf.RewardModel(C=2.0).fit(F, pairs)
+    compressed = rlhf.RewardModel(C=2.0).fit(sparse.csr_matrix(F), pairs)
+    expected = dense.reward_std(F)
+    np.testing.assert_allclose(compressed.reward_std(F), expected,
+                               rtol=1e-12)
+    np.testing.assert_allclose(
+        compressed.reward_std(sparse.csr_matrix(F)), expected, rtol=1e-12)
+    # no column is non-zero on the compared items: nothing is learnt, and
+    # item 5's reward keeps the prior variance C ||f||^2
+    F = np.zeros((6, 3))
+    F[5] = [1.0, 2.0, 3.0]
+    model = rlhf.RewardModel(C=1.0).fit(sparse.csr_matrix(F),
+                                        [[0, 1], [1, 2], [2, 3], [3, 4]])
+    np.testing.assert_allclose(model.reward_std(F),
+                               [0, 0, 0, 0, 0, math.sqrt(14.0)], rtol=1e-12)
+
+
+def test_warns_when_the_maximum_does_not_exist():
+    """Separable features without a penalty, and Plackett-Luce rankings
+    where one item always comes first: the likelihood has no maximum."""
+    features = np.array([[1.0, 0.0], [0.5, 1.0], [0.0, 0.3]])
+    with pytest.warns(rlhf.ConvergenceWarning, match="do not exist"):
+        rlhf.RewardModel(penalty=None).fit(features,
+                                           [[0, 1], [1, 2], [0, 2]])
+    with pytest.warns(rlhf.ConvergenceWarning, match="do not exist"):
+        rlhf.RewardModel(penalty=None, likelihood="plackett-luce").fit(
+            None, rankings=[[0, 1, 2], [0, 2, 1], [0, 1, 2]])
+    # a comparison the features get wrong: a finite maximum, no warning
+    rlhf.RewardModel(penalty=None).fit(features,
+                                       [[0, 1], [1, 2], [0, 2], [2, 0]])
+    rlhf.RewardModel(penalty=None, likelihood="plackett-luce").fit(
+        None, rankings=[[0, 1, 2], [2, 0, 1], [1, 2, 0]])
