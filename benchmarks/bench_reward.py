@@ -7,7 +7,7 @@ and works in item space.  Each contender runs in a fresh subprocess so
 that its extra peak memory (peak RSS minus the RSS once the data exist) is
 its own.
 
-    python benchmarks/bench_reward.py [--quick]
+    python benchmarks/bench_reward.py [--quick] [--no-warmup]
 
 Problem: n_items items with 64 dense N(0, 1) features, true weights
 N(0, 1/64), comparisons between random pairs with the winner drawn from
@@ -46,7 +46,7 @@ def current_rss_bytes():
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_one(which, n_items, n_comparisons, C):
+def run_one(which, n_items, n_comparisons, C, warmup=True):
     """Fit once in this process; print a JSON line of the results."""
     import warnings
     import rlhf
@@ -67,7 +67,8 @@ def run_one(which, n_items, n_comparisons, C):
 
     # a small fit first, so that one-off costs (thread pools, lazy imports,
     # first page faults of the allocator) are not timed on either side
-    fit(*problem(2_000, 20_000, 64, seed=1))
+    if warmup:
+        fit(*problem(2_000, 20_000, 64, seed=1))
     F, comparisons = problem(n_items, n_comparisons, 64)
     base = current_rss_bytes()
     # the peak so far came from generating the data: reset the high-water
@@ -90,10 +91,10 @@ def _peak_since_reset():
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def in_subprocess(which, n_items, n_comparisons, C):
+def in_subprocess(which, n_items, n_comparisons, C, warmup):
     out = subprocess.run(
         [sys.executable, __file__, "--one", which, str(n_items),
-         str(n_comparisons), str(C)],
+         str(n_comparisons), str(C), "1" if warmup else "0"],
         check=True, capture_output=True, text=True, cwd=HERE)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -133,11 +134,14 @@ def per_evaluation(n_items, n_comparisons):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="time each side's first fit in its process")
+    parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        which, n_items, n_comparisons, C = args.one
-        run_one(which, int(n_items), int(n_comparisons), float(C))
+        which, n_items, n_comparisons, C, warmup = args.one
+        run_one(which, int(n_items), int(n_comparisons), float(C),
+                warmup == "1")
         return
     sys.path.insert(0, HERE)
     from _timing import machine
@@ -150,7 +154,7 @@ def main():
     for _ in range(1 if args.quick else 3):
         for which in runs:
             runs[which].append(in_subprocess(which, n_items, n_comparisons,
-                                              C))
+                                              C, not args.no_warmup))
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
     ours, peer = best["rlhf"], best["sklearn"]
     diff = np.abs(np.array(ours["coef"]) - np.array(peer["coef"])).max()
