@@ -274,3 +274,30 @@ def check_is_fitted(estimator, attribute):
             "Call 'fit' with appropriate arguments before using this "
             "estimator."
         )
+
+
+#: The most iterations a kernel counts (its counters are C ints).  A larger
+#: max_iter means "no limit" in practice and is clamped to this, as
+#: scikit-learn accepts max_iter=2**31 for LogisticRegression.
+MAX_KERNEL_ITER = 2**31 - 1
+
+
+def kernel_max_iter(max_iter):
+    """max_iter as the C int a kernel takes: clamped to MAX_KERNEL_ITER."""
+    return min(int(max_iter), MAX_KERNEL_ITER)
+
+
+def max_threads():
+    """The most threads a kernel may be asked for: four per core and at
+    least 16.  More only slows the work down, and asking the OpenMP
+    runtime for thousands can kill the process when thread creation
+    fails (libgomp exits instead of reporting an error)."""
+    import os
+    return max(16, 4 * (os.cpu_count() or 1))
+
+
+def check_n_threads(value, name, owner, *, low=1):
+    """A thread count in [low, max_threads()] (None is left to the
+    caller): a ValueError naming the limit otherwise."""
+    return check_scalar(value, name, owner, kind="int", low=low,
+                        high=max_threads())
