@@ -1,11 +1,13 @@
 """rlhf.datasets: the bundled human data against the facts its SOURCE.md
 notes state, hand-made JSON Lines files of each format, round trips through
 to_jsonl, and malformed files."""
+import dataclasses
 import gzip
 import hashlib
 import itertools
 import json
 import re
+import zlib
 from collections import Counter
 from importlib import resources
 
@@ -375,6 +377,94 @@ def test_truncated_gzip_and_bad_encoding(tmp_path):
         load_preference_jsonl(latin)
     with pytest.raises(FileNotFoundError):
         load_preference_jsonl(tmp_path / "missing.jsonl")
+
+
+GOOD_LINE = b'{"chosen": "a", "rejected": "b"}\n'
+GZIP_HEADER = gzip.compress(GOOD_LINE)[:10]
+
+
+@pytest.mark.parametrize("name, payload, match, cause", [
+    # a valid gzip header, then bytes that are no deflate stream
+    ("corrupt.jsonl.gz", GZIP_HEADER + b"\xff" * 64,
+     r"corrupt\.jsonl\.gz, line 1: cannot read \(corrupt gzip data",
+     zlib.error),
+    # the header alone
+    ("header.jsonl.gz", GZIP_HEADER,
+     r"header\.jsonl\.gz, line 1: cannot read", EOFError),
+    # gzip's magic bytes, then an unknown compression method
+    ("method.jsonl.gz", b"\x1f\x8b\x07" + b"\x00" * 20,
+     r"method\.jsonl\.gz, line 1: cannot read", gzip.BadGzipFile),
+    ("deep.jsonl", GOOD_LINE + b"[" * 100_000 + b"\n",
+     r"deep\.jsonl, line 2: invalid JSON \(arrays or objects nested too "
+     "deeply", RecursionError),
+    # more digits than Python converts to an int
+    ("digits.jsonl", GOOD_LINE + b'{"chosen": "a", "rejected": "b", "n": '
+     + b"9" * 5000 + b"}\n", r"digits\.jsonl, line 2: invalid JSON",
+     ValueError),
+    # a surrogate encoded in UTF-8's pattern (CESU-8), not UTF-8
+    ("cesu.jsonl", b'{"chosen": "\xed\xa0\x80", "rejected": "b"}\n',
+     r"cesu\.jsonl, line 1: not UTF-8", UnicodeDecodeError),
+], ids=["corrupt-gzip-body", "gzip-header-only", "gzip-unknown-method",
+        "nested-100000-deep", "5000-digit-number", "cesu-8-surrogate"])
+def test_unreadable_files_are_value_errors_naming_file_and_line(
+        tmp_path, name, payload, match, cause):
+    path = tmp_path / name
+    path.write_bytes(payload)
+    with pytest.raises(ValueError, match=match) as info:
+        load_preference_jsonl(path)
+    assert isinstance(info.value.__cause__, cause)
+
+
+@pytest.mark.parametrize("line, key, code_point", [
+    (r'{"chosen": "\ud800", "rejected": "b"}', "chosen", "D800"),
+    (r'{"chosen": "a", "rejected": "x\udfffy"}', "rejected", "DFFF"),
+    (r'{"prompt": "\udc00\ud800", "chosen": "a", "rejected": "b"}',
+     "prompt", "DC00"),
+])
+def test_lone_surrogates_are_refused_when_read(tmp_path, line, key,
+                                               code_point):
+    """A JSON escape of half a surrogate pair makes a str that UTF-8
+    cannot encode, so to_jsonl could not write it back: refused with the
+    file, line and key."""
+    path = write_lines(tmp_path / "half.jsonl",
+                       [json.dumps({"chosen": "a", "rejected": "b"}), line])
+    with pytest.raises(ValueError, match=(
+            rf"half\.jsonl, line 2: key '{key}' holds the lone surrogate "
+            rf"U\+{code_point}")):
+        load_preference_jsonl(path)
+
+
+def test_a_whole_surrogate_pair_is_one_character(tmp_path):
+    path = write_lines(tmp_path / "pair.jsonl",
+                       [r'{"chosen": "\ud83d\ude00", "rejected": "b"}'])
+    ds = load_preference_jsonl(path)
+    assert ds.texts.tolist() == ["\U0001f600", "b"]
+    assert ds.to_jsonl(tmp_path / "out.jsonl") == 1
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
+def test_to_jsonl_refuses_a_surrogate_before_writing(tmp_path, name):
+    path = write_lines(tmp_path / "in.jsonl", [
+        json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}),
+        json.dumps({"prompt": "p", "chosen": "c", "rejected": "a"})])
+    ds = load_preference_jsonl(path)
+    texts = ds.texts.copy()
+    texts[2] = "c\udc80"
+    with pytest.raises(ValueError, match=(
+            rf"{re.escape(name)}, line 2: cannot write key 'chosen': "
+            r"texts\[2\] holds the lone surrogate U\+DC80 at character 1")):
+        dataclasses.replace(ds, texts=texts).to_jsonl(tmp_path / name)
+    assert not (tmp_path / name).exists()
+    prompts = np.array(["\ud800"], dtype=object)
+    with pytest.raises(ValueError, match=r"line 1: cannot write key "
+                                         r"'prompt': prompts\[0\] holds"):
+        dataclasses.replace(ds, prompts=prompts).to_jsonl(tmp_path / name)
+
+
+def test_a_directory_is_an_os_error_naming_it(tmp_path):
+    with pytest.raises(IsADirectoryError) as info:
+        load_preference_jsonl(tmp_path)
+    assert info.value.filename == str(tmp_path)
 
 
 def test_datasets_is_a_submodule():

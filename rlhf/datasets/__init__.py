@@ -16,6 +16,8 @@ import dataclasses
 import gzip
 import json
 import os
+import re
+import zlib
 from importlib import resources
 from typing import Optional
 
@@ -31,6 +33,10 @@ __all__ = [
 ]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+# a surrogate code point in a str: JSON's escapes can make one ("\\ud800"
+# alone), but it is not a character and UTF-8 cannot encode it
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
@@ -144,22 +150,49 @@ class PreferenceDataset:
         -------
         int
             Number of records written.
+
+        Raises
+        ------
+        ValueError
+            A text or prompt to be written holds a surrogate code point,
+            which UTF-8 cannot encode; the message names the file, the line,
+            the key and the text's index.  Nothing is written.
         """
         path = os.fspath(path)
+        # every string is checked before the file is opened, so that a
+        # text UTF-8 cannot encode leaves no half-written file behind
+        for line_no, record, indices in self._records_to_write(include_ties):
+            for key, value in record.items():
+                if isinstance(value, str):
+                    problem = _surrogate_problem(value)
+                    if problem:
+                        raise ValueError(
+                            f"{path}, line {line_no}: cannot write key "
+                            f"{key!r}: {indices[key]} {problem}.")
         opener = gzip.open if path.endswith(".gz") else open
         n = 0
         with opener(path, "wt", encoding="utf-8", newline="\n") as fh:
-            for (a, b), tie, group in zip(self.comparisons, self.ties,
-                                          self.groups):
-                if tie and not include_ties:
-                    continue
-                record = {"prompt": self.prompts[group],
-                          "chosen": self.texts[a], "rejected": self.texts[b]}
-                if tie:
-                    record["tie"] = True
+            for n, record, _ in self._records_to_write(include_ties):
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                n += 1
         return n
+
+    def _records_to_write(self, include_ties):
+        """(line number, record, where each value comes from) of every
+        line :meth:`to_jsonl` writes."""
+        line_no = 0
+        for (a, b), tie, group in zip(self.comparisons.tolist(),
+                                      self.ties.tolist(),
+                                      self.groups.tolist()):
+            if tie and not include_ties:
+                continue
+            line_no += 1
+            record = {"prompt": self.prompts[group],
+                      "chosen": self.texts[a], "rejected": self.texts[b]}
+            if tie:
+                record["tie"] = True
+            indices = {"prompt": f"prompts[{group}]", "chosen": f"texts[{a}]",
+                       "rejected": f"texts[{b}]"}
+            yield line_no, record, indices
 
     def __repr__(self):
         parts = [f"name={self.name!r}"] if self.name else []
@@ -244,12 +277,16 @@ def _open_binary(path):
     magic bytes, and the underlying file."""
     raw = open(path, "rb")
     try:
-        if raw.peek(2)[:2] == _GZIP_MAGIC:
-            return gzip.GzipFile(fileobj=raw, mode="rb"), raw
-        return raw, raw
-    except BaseException:
+        magic = raw.peek(2)[:2]
+    except BaseException as error:
         raw.close()
+        if isinstance(error, OSError):
+            raise ValueError(f"{path}, line 1: cannot read "
+                             f"({error}).") from error
         raise
+    if magic == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+    return raw, raw
 
 
 def _records(stream, source):
@@ -265,7 +302,7 @@ def _records(stream, source):
             except UnicodeDecodeError as error:
                 raise ValueError(
                     f"{source}, line {line_no}: not UTF-8 text "
-                    f"({error.reason} at byte {error.start}).") from None
+                    f"({error.reason} at byte {error.start}).") from error
             if not line.strip():
                 continue
             try:
@@ -277,15 +314,28 @@ def _records(stream, source):
                             "loader reads JSON Lines (one object per line).")
                 raise ValueError(
                     f"{source}, line {line_no}: invalid JSON ({error.msg} at "
-                    f"column {error.colno}).{hint}") from None
+                    f"column {error.colno}).{hint}") from error
+            except RecursionError as error:
+                raise ValueError(
+                    f"{source}, line {line_no}: invalid JSON (arrays or "
+                    "objects nested too deeply to read).") from error
+            except ValueError as error:
+                # e.g. an integer of more digits than Python converts
+                raise ValueError(f"{source}, line {line_no}: invalid JSON "
+                                 f"({error}).") from error
             if not isinstance(record, dict):
                 raise ValueError(
                     f"{source}, line {line_no}: expected a JSON object, got "
                     f"{_json_type(record)}.")
             yield line_no, record
+    # gzip's errors: BadGzipFile (an OSError) for a bad header or checksum,
+    # EOFError for a truncated stream, zlib.error for a corrupt body
+    except zlib.error as error:
+        raise ValueError(f"{source}, line {line_no + 1}: cannot read "
+                         f"(corrupt gzip data: {error}).") from error
     except (OSError, EOFError) as error:
         raise ValueError(f"{source}, line {line_no + 1}: cannot read "
-                         f"({error}).") from None
+                         f"({error}).") from error
 
 
 def _json_type(value):
@@ -312,7 +362,22 @@ def _text_field(record, key, source, line_no, optional=False):
         raise TypeError(
             f"{source}, line {line_no}: key {key!r} must be a string, got "
             f"{_json_type(value)}.{hint}")
+    problem = _surrogate_problem(value)
+    if problem:
+        # refused here: such a text could not be written back by to_jsonl,
+        # nor by any UTF-8 writer
+        raise ValueError(f"{source}, line {line_no}: key {key!r} {problem}.")
     return value
+
+
+def _surrogate_problem(text):
+    """What is wrong with a text holding a surrogate code point, or ""."""
+    match = _SURROGATE.search(text)
+    if match is None:
+        return ""
+    return (f"holds the lone surrogate U+{ord(match.group()):04X} at "
+            f"character {match.start()} (not a character: UTF-8 cannot "
+            "encode it)")
 
 
 def load_preference_jsonl(path, *, identical="raise"):
@@ -343,11 +408,18 @@ def load_preference_jsonl(path, *, identical="raise"):
     Raises
     ------
     ValueError
-        Invalid JSON, a record that is not an object, a missing key, a
-        file without records; the message names the file and the line.
+        A file that cannot be read (truncated or corrupt gzip data, bytes
+        that are not UTF-8), invalid JSON (including arrays nested too
+        deeply to read), a record that is not an object, a missing key, a
+        text holding a lone surrogate such as the escape ``"\\ud800"``
+        (UTF-8 cannot encode it, so it could not be written back), a file
+        without records; the message names the file and the line.
     TypeError
         A value that is not a string (or a "tie" that is not a boolean),
         with the file, line and key.
+    OSError
+        A file that cannot be opened (missing, a directory, not
+        readable), as from ``open``, with its name.
     """
     if identical not in ("raise", "drop"):
         raise ValueError(
