@@ -895,6 +895,9 @@ class World:
     responses : ndarray of shape (n_responses,), object
         A short description of each response in words, e.g.
         "Relevant, safe answer." (n_responses = n_prompts * n_candidates).
+        Given as None (as :func:`make_world` does), it is made from
+        ``features`` and ``feature_names`` when first read: a million
+        descriptions take seconds, and most uses of a world need none.
     features : ndarray of shape (n_responses, n_features)
         Feature values in [0, 1], higher is better.
     feature_names : tuple of str
@@ -917,6 +920,21 @@ class World:
     weights: np.ndarray
     rewards: np.ndarray
     candidates: np.ndarray
+
+    def __post_init__(self):
+        if self.responses is None:
+            # no attribute, so that reading it calls __getattr__
+            object.__delattr__(self, "responses")
+
+    def __getattr__(self, name):
+        # called only when the attribute is missing: the responses not yet
+        # described (and any name, while unpickling fills __dict__)
+        if name != "responses" or "features" not in self.__dict__:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}")
+        responses = _describe(self.features, self.feature_names)
+        object.__setattr__(self, "responses", responses)
+        return responses
 
     @property
     def prompt_of_response(self):
@@ -1022,27 +1040,52 @@ def make_world(n_prompts=1, n_candidates=4, n_features=2, *,
         n_prompts, n_candidates)
     prompts = np.array([f"Prompt {p}" for p in range(n_prompts)],
                        dtype=object)
-    responses = _describe(features, feature_names)
-    return World(prompts, responses, features, feature_names, weights,
-                 rewards, candidates)
+    # responses=None: described when first read
+    return World(prompts, None, features, feature_names, weights, rewards,
+                 candidates)
 
 
 def _describe(features, names):
     """"Relevant, safe answer." for each row of features: a word for each
     named feature's quarter of [0, 1], or the name and value."""
-    text = None
+    n_rows, n_features = features.shape
+    words = np.empty(features.shape, dtype=object)
+    unnamed = []
     for j, name in enumerate(names):
         levels = _FEATURE_WORDS.get(name)
         if levels is None:
-            escaped = name.replace("%", "%%")
-            if j == 0:
-                escaped = escaped[:1].upper() + escaped[1:]
-            words = np.char.mod(escaped + " %.1f", features[:, j]).astype(
-                object)
-        else:
-            if j == 0:
-                levels = tuple(w[:1].upper() + w[1:] for w in levels)
-            quarter = np.minimum((features[:, j] * 4).astype(np.int64), 3)
-            words = np.array(levels, dtype=object)[quarter]
-        text = words if text is None else text + ", " + words
-    return text + " answer."
+            unnamed.append(j)
+            continue
+        if j == 0:
+            levels = tuple(w[:1].upper() + w[1:] for w in levels)
+        quarter = np.minimum((features[:, j] * 4).astype(np.int64), 3)
+        words[:, j] = np.array(levels, dtype=object)[quarter]
+    if unnamed:
+        # the name and the value to one decimal ("%.1f"), taken from a table
+        # of the eleven in [0, 1]: formatting each value costs seconds for a
+        # million
+        labels = [names[j][:1].upper() + names[j][1:] if j == 0 else names[j]
+                  for j in unnamed]
+        table = np.array([[f"{label} {k / 10:.1f}" for k in range(11)]
+                          for label in labels], dtype=object)
+        values = features[:, unnamed]
+        scaled = values * 10
+        tenths = np.rint(scaled)
+        # "%.1f" rounds the exact 10 * value to an integer, ties to even;
+        # the rounded product gives the same integer unless it lies within
+        # rounding error of a half.  Those, and values outside [0, 1]
+        # (-0.0, inf and NaN too), are formatted one by one.
+        with np.errstate(invalid="ignore"):
+            in_table = ((np.abs(np.abs(scaled - tenths) - 0.5) > 1e-9)
+                        & ~np.signbit(values) & (values <= 1.0))
+        column = np.arange(len(unnamed))
+        block = table[column, np.where(in_table, tenths, 0).astype(np.int64)]
+        for i, c in zip(*np.nonzero(~in_table)):
+            block[i, c] = f"{labels[c]} {float(values[i, c]):.1f}"
+        words[:, unnamed] = block
+    # one join per row: adding the words column by column copies each
+    # description once per feature, quadratic in the number of features
+    columns = [words[:, j].tolist() for j in range(n_features)]
+    responses = np.empty(n_rows, dtype=object)
+    responses[:] = [", ".join(row) + " answer." for row in zip(*columns)]
+    return responses

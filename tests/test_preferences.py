@@ -5,14 +5,17 @@ statistics against scikit-learn and a published example, and bad input.
 Every Monte Carlo check uses 10^5 draws (or more) and a bound of 5 standard
 errors, so a correct sampler fails it with probability below 1e-6 per
 check; the seeds are fixed, so the outcome is reproducible anyway."""
+import copy
 import itertools
 import math
+import pickle
 
 import numpy as np
 import pytest
 
 import rlhf
-from rlhf.preferences import _random_pairs
+import rlhf.preferences
+from rlhf.preferences import _FEATURE_WORDS, _random_pairs
 
 N_DRAWS = 100_000
 SIGMAS = 5.0
@@ -543,6 +546,119 @@ def test_world_descriptions_in_the_lectures_style():
     assert custom.responses[0].startswith("Fun 0.")
     many = rlhf.make_world(n_features=10, random_state=0)
     assert many.feature_names[8:] == ("feature_8", "feature_9")
+
+
+def describe_column_by_column(features, names):
+    """The descriptions as make_world wrote them before they were made on
+    first read (adding one column of words at a time): the oracle."""
+    text = None
+    for j, name in enumerate(names):
+        levels = _FEATURE_WORDS.get(name)
+        if levels is None:
+            escaped = name.replace("%", "%%")
+            if j == 0:
+                escaped = escaped[:1].upper() + escaped[1:]
+            words = np.char.mod(escaped + " %.1f", features[:, j]).astype(
+                object)
+        else:
+            if j == 0:
+                levels = tuple(w[:1].upper() + w[1:] for w in levels)
+            quarter = np.minimum((features[:, j] * 4).astype(np.int64), 3)
+            words = np.array(levels, dtype=object)[quarter]
+        text = words if text is None else text + ", " + words
+    return text + " answer."
+
+
+def world_without_responses(features, names):
+    """A World whose responses are described when first read."""
+    n = features.shape[0]
+    return rlhf.World(np.array(["Prompt 0"], dtype=object), None, features,
+                      tuple(names), np.ones(len(names)), features.sum(1),
+                      np.arange(n, dtype=np.int64).reshape(1, n))
+
+
+def test_world_describes_its_responses_only_when_read(monkeypatch):
+    """make_world builds no description (a million take seconds); the
+    first read of world.responses builds them all, once."""
+    calls = []
+
+    def counting_describe(features, names):
+        calls.append(features.shape)
+        return describe(features, names)
+
+    describe = rlhf.preferences._describe
+    monkeypatch.setattr(rlhf.preferences, "_describe", counting_describe)
+    world = rlhf.make_world(n_prompts=50, n_features=10, random_state=0)
+    assert calls == []
+    assert "n_prompts=50" in repr(world) and world.pairs.shape == (300, 2)
+    responses = world.responses
+    assert calls == [(200, 10)]
+    assert world.responses is responses and calls == [(200, 10)]
+    assert isinstance(responses, np.ndarray)
+    assert responses.dtype == object and responses.shape == (200,)
+    assert all(type(text) is str for text in responses)
+    assert responses.tolist() == describe_column_by_column(
+        world.features, world.feature_names).tolist()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"n_prompts": 30, "n_features": 8},
+    {"n_prompts": 30, "n_features": 12},
+    {"n_features": 1, "feature_names": ["fun"]},
+    {"n_features": 3, "feature_names": ["100%", "", "safety"]},
+    {"n_features": 2, "feature_names": ["%s %%d", "relevance"]},
+    {"n_prompts": 3, "n_features": 1500},
+])
+def test_world_descriptions_are_those_of_the_column_by_column_formula(
+        kwargs):
+    world = rlhf.make_world(random_state=5, **kwargs)
+    assert world.responses.tolist() == describe_column_by_column(
+        world.features, world.feature_names).tolist()
+
+
+def test_world_descriptions_round_values_as_percent_formatting_does():
+    """An unnamed feature's value is written as "%.1f" writes it, for the
+    values where a table of tenths could go wrong: halves of a tenth and
+    their neighbours, ties to even (0.25), 0.0 and -0.0, 1.0, and, in a
+    World made by hand, values outside [0, 1], inf and NaN."""
+    halves = (2 * np.arange(10) + 1) / 20
+    values = np.concatenate([
+        halves, np.nextafter(halves, 0.0), np.nextafter(halves, 1.0),
+        [0.0, -0.0, 1.0, np.nextafter(1.0, 0.0), 0.25, 0.75, 1.04, 1.06,
+         -0.04, -0.06, 12.35, 1e300, np.inf, -np.inf, np.nan]])
+    rng = np.random.default_rng(0)
+    features = np.column_stack([values, rng.permutation(values),
+                                rng.random(len(values))])
+    names = ("feature_0", "x%", "relevance")
+    world = world_without_responses(features, names)
+    assert world.responses.tolist() == describe_column_by_column(
+        features, names).tolist()
+    first_words = [text.split(", ")[0] for text in world.responses]
+    assert first_words == [f"Feature_0 {v:.1f}" for v in values.tolist()]
+    assert "Feature_0 0.2" == first_words[values.tolist().index(0.25)]
+
+
+def test_world_pickles_and_copies_before_and_after_its_responses_are_read():
+    world = rlhf.make_world(n_prompts=20, n_features=9, random_state=2)
+    expected = describe_column_by_column(world.features,
+                                         world.feature_names).tolist()
+    for clone in (pickle.loads(pickle.dumps(world)), copy.deepcopy(world),
+                  copy.copy(world)):
+        assert repr(clone) == repr(world)
+        np.testing.assert_array_equal(clone.features, world.features)
+        assert clone.responses.tolist() == expected
+    responses = world.responses
+    clone = pickle.loads(pickle.dumps(world))
+    assert clone.responses.tolist() == responses.tolist() == expected
+    assert world == world and world != clone  # eq=False: identity
+    with pytest.raises(AttributeError, match="'World' object has no "
+                                             "attribute 'description'"):
+        world.description
+    given = rlhf.World(world.prompts, responses, world.features,
+                       world.feature_names, world.weights, world.rewards,
+                       world.candidates)
+    assert given.responses is responses
 
 
 def test_world_is_reproducible_and_reward_noise_is_unexplained():
