@@ -22,9 +22,11 @@ from ._validation import (
     _is_sparse,
     check_array,
     check_is_fitted,
+    check_n_threads,
     check_option,
     check_sample_weight,
     check_scalar,
+    kernel_max_iter,
 )
 from .exceptions import ConvergenceWarning, sklearn_twin
 
@@ -37,6 +39,8 @@ _TIES = {None: 0, "rao-kupper": 1, "davidson": 2}
 _NEWTON_MAX_PARAMS = 1000
 _NEWTON_MAX_INTERMEDIATE = 50_000_000
 _NEWTON_AUTO_FEATURES = 16
+# reward_std inverts a dense Hessian of the parameters: at most this many
+_LAPLACE_MAX_PARAMS = 4 * _NEWTON_MAX_PARAMS
 _STOPS = {
     0: "the largest gradient component fell below tol",
     1: "the objective stopped decreasing (rounding level)",
@@ -144,6 +148,30 @@ def _kernel_features(F):
     return F
 
 
+def _problem_arrays(problem):
+    """The arrays of a kernel problem tuple: the features (or the three
+    arrays of sparse ones), the comparisons or rankings, and the weights,
+    margins and ties that were given."""
+    features = problem[0]
+    parts = list(features) if isinstance(features, tuple) else [features]
+    return [a for a in parts + list(problem[3:7])
+            if isinstance(a, np.ndarray)]
+
+
+def _private_problem(problem):
+    """The problem tuple with a copy of each of its arrays.  Those of fit
+    are, where no conversion was needed, the caller's own buffers (the
+    kernel only reads them); a fitted model must not depend on them."""
+    def own(value):
+        return value.copy() if isinstance(value, np.ndarray) else value
+
+    features = problem[0]
+    features = (tuple(own(a) for a in features)
+                if isinstance(features, tuple) else own(features))
+    return ((features,) + problem[1:3] + tuple(own(a) for a in problem[3:7])
+            + problem[7:])
+
+
 class RewardModel(ParamsMixin):
     """Bradley-Terry (or Plackett-Luce) reward model over item features.
 
@@ -201,6 +229,28 @@ class RewardModel(ParamsMixin):
     n_features_in_ : int
         Only when fitted with features.
 
+    Notes
+    -----
+    A fitted model never refers to the arrays passed to ``fit``: changing
+    them afterwards changes neither its predictions nor ``reward_std``.
+    Besides the attributes above it holds what ``reward_std`` needs, the
+    Hessian of the objective at the optimum, in one of two forms (and
+    nothing with more than 4000 parameters, where ``reward_std`` is not
+    available):
+
+    - the Hessian itself, ``n_params x n_params`` (``n_params`` =
+      ``len(coef_)``, plus one with a tie model), formed at the end of
+      ``fit`` when the solver was Newton's method (which formed it at every
+      iteration anyway) or for free strengths (one pass over the
+      comparisons), provided it is no larger than the training data;
+    - otherwise a private copy of the training data (features, comparisons
+      or rankings, weights, margins, ties), from which the first call to
+      ``reward_std`` forms the Hessian, keeping it instead of the copy
+      when it is the smaller.
+
+    A pickle holds the same: with few parameters it is small however many
+    comparisons were fitted.
+
     Examples
     --------
     >>> import numpy as np, rlhf
@@ -238,8 +288,7 @@ class RewardModel(ParamsMixin):
         check_option(self.ties, "ties", name, [None, "rao-kupper",
                                                "davidson"])
         if self.n_threads is not None:
-            check_scalar(self.n_threads, "n_threads", name, kind="int",
-                         low=1)
+            check_n_threads(self.n_threads, "n_threads", name)
         check_scalar(self.verbose, "verbose", name, kind="int", low=0)
         if self.likelihood == "plackett-luce" and self.ties is not None:
             raise ValueError(
@@ -428,8 +477,8 @@ class RewardModel(ParamsMixin):
         n_threads = 0 if self.n_threads is None else int(self.n_threads)
         try:
             x, loss, grad, n_iter, n_fev, status = _core.bt_fit(
-                problem, x0, solver, float(self.tol), int(self.max_iter),
-                n_threads=n_threads)
+                problem, x0, solver, float(self.tol),
+                kernel_max_iter(self.max_iter), n_threads=n_threads)
         except ValueError:
             if F is not None:
                 _check_finite(F.data if _is_sparse(F) else F, "features")
@@ -448,7 +497,7 @@ class RewardModel(ParamsMixin):
             self.tie_param_ = (math.exp(math.exp(u)) if self.ties ==
                                "rao-kupper" else math.exp(u))
         self._x = x
-        self._problem_tuple = problem
+        self._laplace = self._laplace_state(problem, x, solver, F is None)
         self._fitted_with_features = F is not None
         self.n_iter_ = int(n_iter)
         self.objective_ = float(loss)
@@ -474,6 +523,32 @@ class RewardModel(ParamsMixin):
                 "loses somewhere in a connected comparison graph.",
                 sklearn_twin(ConvergenceWarning), stacklevel=2)
         return self
+
+    @staticmethod
+    def _laplace_state(problem, x, solver, free):
+        """What reward_std needs, sharing no memory with fit's arguments
+        (see the class's Notes): ("hessian", H), ("problem", a private
+        copy of the problem), or None beyond reward_std's size limit."""
+        n_params = len(x)
+        if n_params > _LAPLACE_MAX_PARAMS:
+            return None
+        data_bytes = sum(a.nbytes for a in _problem_arrays(problem))
+        cheap = solver == "newton" or free
+        if cheap and 8 * n_params * n_params <= data_bytes:
+            return ("hessian", _core.bt_hessian(problem, x))
+        return ("problem", _private_problem(problem))
+
+    def _laplace_hessian(self):
+        """The Hessian at the optimum, formed from the private copy of the
+        problem on first use (then kept instead of the copy if smaller)."""
+        # one attribute, read once: a concurrent call may replace it
+        kind, value = self._laplace
+        if kind == "hessian":
+            return value
+        H = _core.bt_hessian(value, self._x)
+        if H.nbytes <= sum(a.nbytes for a in _problem_arrays(value)):
+            self._laplace = ("hessian", H)
+        return H
 
     @staticmethod
     def _warn_if_no_maximum(problem):
@@ -573,7 +648,11 @@ class RewardModel(ParamsMixin):
                 f"features has {F.shape[1]} columns, but "
                 f"{type(self).__name__} was fitted with "
                 f"{self.n_features_in_}.")
-        return np.asarray(F @ self.coef_).ravel()
+        if _is_sparse(F):
+            return np.asarray(F @ self.coef_).ravel()
+        # einsum sums each row in one fixed order; a BLAS product splits
+        # the rows between threads and its last bits depend on how many
+        return np.einsum("ij,j->i", F, self.coef_)
 
     def predict(self, features=None):
         """Rewards of items: ``features @ coef_`` (or the fitted strengths
@@ -653,7 +732,9 @@ class RewardModel(ParamsMixin):
         objective (MacKay 1992); a reward ``f . w`` then has variance
         ``f^T H^-1 f``.  Free strengths without a penalty are identified
         up to a shift: the covariance is that of the mean-zero strengths
-        (the pseudo-inverse of the Hessian).
+        (the pseudo-inverse of the Hessian).  H comes from what the model
+        kept at fit (see the class's Notes), never from the arrays passed
+        to ``fit``; it is available for at most 4000 parameters.
 
         Returns
         -------
@@ -661,12 +742,12 @@ class RewardModel(ParamsMixin):
         """
         check_is_fitted(self, "coef_")
         n_params = len(self._x)
-        if n_params > 4 * _NEWTON_MAX_PARAMS:
+        if n_params > _LAPLACE_MAX_PARAMS:
             raise ValueError(
                 f"reward_std inverts the ({n_params} x {n_params}) Hessian; "
-                f"it is available for at most {4 * _NEWTON_MAX_PARAMS} "
+                f"it is available for at most {_LAPLACE_MAX_PARAMS} "
                 "parameters.")
-        H = _core.bt_hessian(self._problem_tuple, self._x)
+        H = self._laplace_hessian()
         n_coef = len(self._x) - (self.ties is not None)
         free = not self._fitted_with_features and self._alpha() == 0.0
         # a Hessian singular to rounding makes inv return huge, meaningless

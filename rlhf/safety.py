@@ -23,7 +23,8 @@ import numpy as np
 from . import _core
 from ._base import ParamsMixin
 from ._validation import (_as_float_array, _check_finite, check_array,
-                          check_is_fitted, check_sample_weight, check_scalar)
+                          check_is_fitted, check_sample_weight, check_scalar,
+                          kernel_max_iter)
 from .exceptions import ConvergenceWarning, sklearn_twin
 
 __all__ = ["shape_rewards", "constrained_policy", "mask_policy", "CostModel"]
@@ -383,6 +384,12 @@ def _sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _costs(features, coef, intercept):
+    """features @ coef + intercept, summed in a fixed order (einsum never
+    calls BLAS): the same bits for any number of threads."""
+    return np.einsum("ij,j->i", features, coef) + intercept
+
+
 def _cost_loss_grad(params, features, comparisons, comparison_weight,
                     labelled, signs, label_weight, alpha, fit_intercept):
     """The Safe RLHF cost-model objective and its gradient.
@@ -392,14 +399,19 @@ def _cost_loss_grad(params, features, comparisons, comparison_weight,
     + label_weight sum_i softplus(-sign_i c[i]) + alpha / 2 ||w||^2``
     over comparisons p = (a_p more harmful, b_p less harmful) and labelled
     items i (sign +1 unsafe, -1 safe).  -log sigmoid(z) = softplus(-z).
+
+    Every product is an einsum, which sums in one fixed order in this
+    thread: a BLAS product (``@``, ``np.dot``) splits its sums between
+    OpenBLAS's threads, so its last bits, and the fit they steer, would
+    depend on the number of threads.
     """
     n_features = features.shape[1]
     w = params[:n_features]
     b = params[n_features] if fit_intercept else 0.0
-    costs = features @ w + b
+    costs = _costs(features, w, b)
     more, less = comparisons[:, 0], comparisons[:, 1]
     z = costs[more] - costs[less]
-    loss = comparison_weight @ _softplus(-z)
+    loss = np.einsum("i,i->", comparison_weight, _softplus(-z))
     # d/dz softplus(-z) = -sigmoid(-z)
     dz = -comparison_weight * _sigmoid(-z)
     # dL/dc; np.bincount of no weights is an int array, hence the zeros
@@ -412,9 +424,10 @@ def _cost_loss_grad(params, features, comparisons, comparison_weight,
         dcost += np.bincount(labelled,
                              weights=-label_weight * signs * _sigmoid(-zl),
                              minlength=costs.size)
-    loss += 0.5 * alpha * (w @ w)
+    loss += 0.5 * alpha * np.einsum("i,i->", w, w)
     grad = np.empty_like(params)
-    grad[:n_features] = features.T @ dcost + alpha * w
+    # features.T @ dcost
+    grad[:n_features] = np.einsum("ij,i->j", features, dcost) + alpha * w
     if fit_intercept:
         grad[n_features] = dcost.sum()
     return float(loss), grad
@@ -444,8 +457,9 @@ class CostModel(ParamsMixin):
           + ||coef_||^2 / (2 C)
 
     with the intercept unpenalised, by L-BFGS (rlhf's C minimiser, with the
-    objective in NumPy).  The paper puts a sign term on each response of
-    each labelled pair; here each labelled item counts once.  Comparisons
+    objective in NumPy, summed in a fixed order: the fit is bitwise the
+    same for any number of threads).  The paper puts a sign term on each
+    response of each labelled pair; here each labelled item counts once.  Comparisons
     alone do not see a shift of all costs, so without ``safe`` labels
     ``intercept_`` is 0 and costs are meaningful only as differences.
 
@@ -596,8 +610,8 @@ class CostModel(ParamsMixin):
         x0 = np.zeros(n_features + (1 if fit_intercept else 0))
         params, loss, grad, n_iter, _, status = _core.lbfgs_minimize(
             objective, x0, gtol=float(self.tol),
-            ftol=64 * np.finfo(np.float64).eps, max_iter=int(self.max_iter),
-            maxls=50)
+            ftol=64 * np.finfo(np.float64).eps,
+            max_iter=kernel_max_iter(self.max_iter), maxls=50)
         if status == 1 and not params.any() and np.abs(grad).max() > self.tol:
             # the relative-decrease test passed without a single step taken:
             # features near the float range make every trial step overshoot
@@ -632,7 +646,8 @@ class CostModel(ParamsMixin):
 
     def predict(self, features):
         """Costs ``features @ coef_ + intercept_``, shape (n_items,)."""
-        return self._check_features(features) @ self.coef_ + self.intercept_
+        return _costs(self._check_features(features), self.coef_,
+                      self.intercept_)
 
     def predict_safe(self, features):
         """True where the predicted cost is <= 0 (meaningful only when

@@ -230,3 +230,23 @@ def test_not_fitted_and_wrong_width():
     model = rlhf.CostModel().fit([[0.0], [1.0]], [[1, 0]])
     with pytest.raises(ValueError, match="features has 2 features"):
         model.predict([[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("max_iter", [2**31, 2**64])
+def test_max_iter_beyond_a_c_int(max_iter):
+    """Regression: max_iter went to the minimiser as a C int, so 2**31
+    raised OverflowError.  The minimiser gets at most 2**31 - 1 (no limit
+    in practice); the parameter keeps the value given, and n_iter_ counts
+    the iterations that ran."""
+    _, features, comparisons, weight, labelled, signs = problem(4)
+    safe = np.full(30, np.nan)
+    safe[labelled] = (signs < 0).astype(float)
+    expected = rlhf.CostModel().fit(features, comparisons, safe=safe,
+                                    sample_weight=weight)
+    model = rlhf.CostModel(max_iter=max_iter).fit(
+        features, comparisons, safe=safe, sample_weight=weight)
+    assert model.max_iter == max_iter
+    assert model.get_params()["max_iter"] == max_iter
+    assert 0 < model.n_iter_ == expected.n_iter_ < 1000
+    assert model.coef_.tobytes() == expected.coef_.tobytes()
+    assert model.intercept_ == expected.intercept_

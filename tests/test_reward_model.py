@@ -1212,6 +1212,94 @@ def test_pickle_round_trip():
     np.testing.assert_array_equal(again.reward_std(F), model.reward_std(F))
 
 
+def _pickled_size(model):
+    import pickle
+    return len(pickle.dumps(model))
+
+
+def pickle_round_trip(model):
+    import pickle
+    return pickle.loads(pickle.dumps(model))
+
+
+def _parameter_bound(n_params):
+    """Bytes a pickle of a fitted model may take: its Hessian, a few
+    vectors of parameters, and the estimator's names and settings."""
+    return 8 * n_params ** 2 + 8 * 4 * n_params + 4096
+
+
+def test_pickle_holds_the_parameters_not_the_data():
+    """Regression: a fitted model kept the caller's features and
+    comparisons for reward_std, so its pickle grew with the data (32.8 MB
+    for 10 weights fitted on 2M comparisons).  It keeps the Hessian of
+    its parameters instead: after a Newton fit or with free strengths at
+    once, after an L-BFGS fit once reward_std has formed it; with more
+    parameters than reward_std handles, nothing."""
+    rng = np.random.default_rng(21)
+    n_items, n = 2000, 400_000
+    F = rng.normal(size=(n_items, 10))
+    pairs = simulate_bt(rng, F @ rng.normal(size=10),
+                        random_pairs(rng, n_items, n))
+    assert F.nbytes + pairs.nbytes > 6e6
+    model = rlhf.RewardModel().fit(F, pairs)
+    assert model.solver_ == "newton"
+    assert _pickled_size(model) < _parameter_bound(10)
+    std = model.reward_std(F)
+    again = pickle_round_trip(model)
+    assert again.reward_std(F).tobytes() == std.tobytes()
+
+    strengths = rlhf.RewardModel().fit(None, random_pairs(rng, 50, n))
+    assert _pickled_size(strengths) < _parameter_bound(50)
+
+    G = rng.normal(size=(n_items, 40))
+    wide = rlhf.RewardModel().fit(G, pairs)
+    assert wide.solver_ == "lbfgs"
+    std = wide.reward_std(G)
+    assert _pickled_size(wide) < _parameter_bound(40)
+    assert pickle_round_trip(wide).reward_std(G).tobytes() == std.tobytes()
+
+    with pytest.warns(rlhf.ConvergenceWarning):  # kept short: max_iter=5
+        large = rlhf.RewardModel(max_iter=5).fit(
+            None, random_pairs(rng, 4001, 12_000))
+    assert _pickled_size(large) < 8 * 4 * 4001 + 4096
+
+
+def test_n_threads_is_at_most_four_per_core():
+    """Regression: any n_threads was passed on to OpenMP, which can end
+    the process when it fails to create that many threads."""
+    import os
+    limit = max(16, 4 * (os.cpu_count() or 1))
+    for n_threads in {limit + 1, max(1000, limit + 1)}:
+        with pytest.raises(ValueError, match=(
+                "The 'n_threads' parameter of RewardModel must be an int "
+                rf"in \[1, {limit}\]. Got {n_threads} instead.")):
+            rlhf.RewardModel(n_threads=n_threads).fit(F4, PAIRS4)
+    one = rlhf.RewardModel(n_threads=1).fit(F4, PAIRS4)
+    most = rlhf.RewardModel(n_threads=limit).fit(F4, PAIRS4)
+    assert most.coef_.tobytes() == one.coef_.tobytes()
+
+
+@pytest.mark.parametrize("max_iter", [2**31, 2**64])
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_max_iter_beyond_a_c_int(max_iter, solver):
+    """Regression: max_iter went to the kernel as a C int, so 2**31 raised
+    OverflowError.  The kernel gets at most 2**31 - 1 (no limit in
+    practice); the parameter keeps the value given, and n_iter_ counts
+    the iterations that ran."""
+    F, pairs, weight = feature_problem(5)
+    expected = rlhf.RewardModel(solver=solver).fit(F, pairs, weight)
+    model = rlhf.RewardModel(solver=solver, max_iter=max_iter).fit(
+        F, pairs, weight)
+    assert model.max_iter == max_iter
+    assert model.get_params()["max_iter"] == max_iter
+    assert 0 < model.n_iter_ == expected.n_iter_ < 1000
+    assert model.coef_.tobytes() == expected.coef_.tobytes()
+    free = rlhf.RewardModel(solver=solver, max_iter=max_iter).fit(None,
+                                                                  pairs)
+    assert free.n_iter_ == rlhf.RewardModel(solver=solver).fit(
+        None, pairs).n_iter_
+
+
 def test_warns_when_a_group_never_loses_to_the_rest():
     """0 and 1 beat each other (a strongly connected pair), and both beat 2,
     which never wins: the connected graph is not strongly connected, so

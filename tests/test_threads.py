@@ -8,6 +8,10 @@ policy optimisers (PPO, REINFORCE, DPO, SFT), the cost model and the
 closed forms (constrained, KL-regularised and best-of-n policies) run four
 at a time on different problems and must give the serial bits.
 """
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +122,57 @@ def test_bitwise_the_same_for_any_thread_count(n_threads):
     many = _core.logistic_loss_grad(X, y, np.ones(len(y)), w, True, 1.0, 0.1,
                                     n_threads=n_threads)
     assert one[0] == many[0] and one[1].tobytes() == many[1].tobytes()
+
+
+BLAS_SCRIPT = textwrap.dedent("""
+    import hashlib
+    import numpy as np
+    import rlhf
+
+    def digest(*arrays):
+        h = hashlib.sha256()
+        for a in arrays:
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(20_000, 40))
+    costs = features @ rng.normal(size=40)
+    pairs = rng.integers(0, 20_000, size=(80_000, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    pairs = np.where((costs[pairs[:, 0]] >= costs[pairs[:, 1]])[:, None],
+                     pairs, pairs[:, ::-1])
+    cost = rlhf.CostModel(C=10.0).fit(features, pairs, safe=costs <= 0)
+    print("CostModel", digest(cost.coef_, [cost.intercept_, cost.loss_],
+                              cost.predict(features)))
+    # rows of F @ w split between OpenBLAS's threads differ in the last bit
+    wide = rng.normal(size=(100_003, 13))
+    reward = rlhf.RewardModel(C=1.0).fit(wide, pairs[:20_000] * 5)
+    print("RewardModel.predict", digest(reward.predict(wide)))
+""")
+
+
+def test_bitwise_the_same_for_any_blas_thread_count():
+    """Regression: CostModel's objective used BLAS products (features @ w,
+    features.T @ dcost, weight @ loss), whose sums OpenBLAS splits between
+    its threads: the fit moved by ~1e-8 between OMP_NUM_THREADS=1 and 2.
+    The same for RewardModel.predict of dense features.  Each thread
+    count runs in its own process (OpenBLAS reads it at start-up)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outputs = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads,
+                   OPENBLAS_NUM_THREADS=threads,
+                   PYTHONPATH=os.pathsep.join(
+                       [root] + [os.environ.get("PYTHONPATH", "")]))
+        out = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], env=env,
+                             capture_output=True, text=True, check=True,
+                             timeout=300)
+        outputs.append(dict(line.split() for line in
+                            out.stdout.strip().splitlines()))
+    assert outputs[0].keys() == {"CostModel", "RewardModel.predict"}
+    for name in outputs[0]:
+        assert outputs[0][name] == outputs[1][name], name
 
 
 def test_same_random_state_same_bits():
