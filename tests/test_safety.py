@@ -518,7 +518,9 @@ def test_kkt_and_twin_on_wide_ranges(problem):
     assert excess <= 1e-13 * spread
     if lam == 0:
         free = rlhf.reweight(reference, rewards, eta=1 / beta, eps=0.0)
-        np.testing.assert_allclose(policy, free, rtol=1e-12, atol=1e-300)
+        # the two compute the exponent differently: a few ulps of an
+        # argument near -700 are a relative error of a few 1e-13 in exp
+        np.testing.assert_allclose(policy, free, rtol=1e-11, atol=1e-300)
     elif np.isfinite(lam):
         assert abs(excess) <= 1e-13 * spread  # the budget binds
     twin, twin_lam = twin_row(reference, rewards, costs, beta, budget)
