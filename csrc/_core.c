@@ -16,6 +16,9 @@
 #include <numpy/arrayobject.h>
 
 #include <stdlib.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
 #include "rlhf.h"
 
@@ -45,6 +48,12 @@ static PyObject *raise_status(int status, const char *where)
         PyErr_Format(PyExc_ArithmeticError,
                      "%s: the Hessian is not positive definite", where);
         return NULL;
+    case RLHF_EINTR:
+        /* the interrupt hook left the signal handler's exception set */
+        if (!PyErr_Occurred()) {
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
+        }
+        return NULL;
     default:
         PyErr_Format(PyExc_SystemError, "%s: unknown status %d", where,
                      status);
@@ -58,6 +67,31 @@ static PyArrayObject *as_array(PyObject *obj, int typenum, int ndim,
 {
     PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
         obj, typenum, NPY_ARRAY_IN_ARRAY);
+    if (arr == NULL) {
+        return NULL;
+    }
+    if (PyArray_NDIM(arr) != ndim) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a %d-dimensional array, got %d dimensions",
+                     name, ndim, PyArray_NDIM(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/*
+ * An array the kernels index with: always a private copy, so that the
+ * indices checked here are the ones read with the GIL released, whatever
+ * another thread writes into the caller's array meanwhile.  (Values that
+ * are only computed with, never used as indices or sizes, are read from
+ * the caller's buffer: a change there changes numbers, never addresses.)
+ */
+static PyArrayObject *as_owned_array(PyObject *obj, int typenum, int ndim,
+                                     const char *name)
+{
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
+        obj, typenum, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY);
     if (arr == NULL) {
         return NULL;
     }
@@ -162,8 +196,8 @@ static int parse_matrix(PyObject *X, rlhf_matrix *m, matrix_refs *refs)
         return -1;
     }
     refs->data = as_array(data, NPY_DOUBLE, 1, "X.data");
-    refs->indices = as_array(indices, NPY_INT64, 1, "X.indices");
-    refs->indptr = as_array(indptr, NPY_INT64, 1, "X.indptr");
+    refs->indices = as_owned_array(indices, NPY_INT64, 1, "X.indices");
+    refs->indptr = as_owned_array(indptr, NPY_INT64, 1, "X.indptr");
     if (refs->data == NULL || refs->indices == NULL || refs->indptr == NULL) {
         release_matrix(refs);
         return -1;
@@ -279,7 +313,7 @@ static PyObject *py_logistic_loss_grad(PyObject *Py_UNUSED(self), PyObject *args
     static char *kwlist[] = {"X", "y", "sample_weight", "w", "fit_intercept",
                              "scale", "alpha", "n_threads", NULL};
     PyObject *X, *y, *sw, *w_obj;
-    int fit_intercept, n_threads = 0;
+    int fit_intercept, n_threads = 0, status;
     double scale, alpha, loss = 0.0;
     logistic_args a = {0};
     PyArrayObject *w = NULL, *grad = NULL;
@@ -303,9 +337,13 @@ static PyObject *py_logistic_loss_grad(PyObject *Py_UNUSED(self), PyObject *args
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
-    rlhf_logistic_loss_grad(&a.problem, PyArray_DATA(w), &loss,
-                            PyArray_DATA(grad));
+    status = rlhf_logistic_loss_grad(&a.problem, PyArray_DATA(w), &loss,
+                                     PyArray_DATA(grad));
     Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "logistic_loss_grad");
+        goto fail;
+    }
     result = Py_BuildValue("dO", loss, grad);
 fail:
     release_logistic(&a);
@@ -324,7 +362,7 @@ static PyObject *py_logistic_hessian(PyObject *Py_UNUSED(self), PyObject *args,
     static char *kwlist[] = {"X", "y", "sample_weight", "w", "fit_intercept",
                              "scale", "alpha", NULL};
     PyObject *X, *y, *sw, *w_obj;
-    int fit_intercept;
+    int fit_intercept, status;
     double scale, alpha;
     logistic_args a = {0};
     PyArrayObject *w = NULL, *hessian = NULL;
@@ -347,8 +385,13 @@ static PyObject *py_logistic_hessian(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
-    rlhf_logistic_hessian(&a.problem, PyArray_DATA(w), PyArray_DATA(hessian));
+    status = rlhf_logistic_hessian(&a.problem, PyArray_DATA(w),
+                                   PyArray_DATA(hessian));
     Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "logistic_hessian");
+        goto fail;
+    }
     release_logistic(&a);
     Py_DECREF(w);
     return (PyObject *)hessian;
@@ -936,7 +979,7 @@ static PyObject *py_shape_rewards(PyObject *Py_UNUSED(self), PyObject *args)
     rewards = as_array(r_obj, NPY_DOUBLE, 2, "rewards");
     logp = as_array(lp_obj, NPY_DOUBLE, 2, "logp");
     ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
-    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    actions = as_owned_array(a_obj, NPY_INT64, 2, "actions");
     if (rewards == NULL || logp == NULL || ref == NULL || actions == NULL) {
         goto fail;
     }
@@ -1048,8 +1091,8 @@ static PyObject *py_ppo_loss_grad(PyObject *Py_UNUSED(self), PyObject *args)
     }
     logits = as_array(z_obj, NPY_DOUBLE, 2, "logits");
     ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
-    rows = as_array(rows_obj, NPY_INT64, 1, "rows");
-    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    rows = as_owned_array(rows_obj, NPY_INT64, 1, "rows");
+    actions = as_owned_array(a_obj, NPY_INT64, 2, "actions");
     weights = as_array(w_obj, NPY_DOUBLE, 2, "weights");
     old = as_array(old_obj, NPY_DOUBLE, 2, "old_logp");
     adv = as_array(adv_obj, NPY_DOUBLE, 2, "advantages");
@@ -1143,7 +1186,7 @@ static PyObject *py_dpo_loss_grad(PyObject *Py_UNUSED(self), PyObject *args)
     }
     logits = as_array(z_obj, NPY_DOUBLE, 2, "logits");
     ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
-    comparisons = as_array(c_obj, NPY_INT64, 2, "comparisons");
+    comparisons = as_owned_array(c_obj, NPY_INT64, 2, "comparisons");
     weights = as_array(w_obj, NPY_DOUBLE, 1, "weights");
     if (logits == NULL || ref == NULL || comparisons == NULL ||
         weights == NULL) {
@@ -1338,8 +1381,8 @@ static PyObject *py_ppo_adam_step(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     }
     ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
-    rows = as_array(rows_obj, NPY_INT64, 1, "rows");
-    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    rows = as_owned_array(rows_obj, NPY_INT64, 1, "rows");
+    actions = as_owned_array(a_obj, NPY_INT64, 2, "actions");
     weights = as_array(w_obj, NPY_DOUBLE, 2, "weights");
     old = as_array(old_obj, NPY_DOUBLE, 2, "old_logp");
     adv = as_array(adv_obj, NPY_DOUBLE, 2, "advantages");
@@ -1512,7 +1555,7 @@ static int parse_bt(bt_args *a, PyObject *problem, int n_threads)
             return -1;
         }
     }
-    a->data = as_array(data, NPY_INT64, 2, "comparisons");
+    a->data = as_owned_array(data, NPY_INT64, 2, "comparisons");
     if (a->data == NULL) {
         return -1;
     }
@@ -1614,7 +1657,7 @@ static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
 {
     static char *kwlist[] = {"problem", "x", "n_threads", NULL};
     PyObject *problem, *x_obj, *result = NULL;
-    int n_threads = 0;
+    int n_threads = 0, status;
     double loss = 0.0;
     bt_args a;
     PyArrayObject *x = NULL, *grad = NULL;
@@ -1636,8 +1679,13 @@ static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
-    rlhf_bt_loss_grad(&a.problem, PyArray_DATA(x), &loss, PyArray_DATA(grad));
+    status = rlhf_bt_loss_grad(&a.problem, PyArray_DATA(x), &loss,
+                               PyArray_DATA(grad));
     Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "bt_loss_grad");
+        goto fail;
+    }
     result = Py_BuildValue("dO", loss, grad);
 fail:
     release_bt(&a);
@@ -1814,10 +1862,41 @@ static struct PyModuleDef core_module = {
     core_methods, NULL, NULL, NULL, NULL,
 };
 
+/*
+ * The kernels' interrupt hook: with the GIL taken back for a moment, run
+ * Python's pending signal handlers.  Ctrl-C's raises KeyboardInterrupt,
+ * which stays set for the wrapper to return once the kernel has stopped.
+ * Handlers run in the main thread only, so a kernel in another thread is
+ * never stopped this way (as Python code in that thread is not).
+ */
+static int python_signal_pending(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    const int pending = PyErr_CheckSignals() < 0;
+    PyGILState_Release(gil);
+    return pending;
+}
+
+#ifndef _WIN32
+/* A child made by fork() runs every kernel on one thread (see rlhf.h). */
+static void after_fork_in_child(void)
+{
+    rlhf_set_serial();
+}
+#endif
+
 PyMODINIT_FUNC PyInit__core(void)
 {
     if (PyArray_ImportNumPyAPI() < 0) {
         return NULL;
     }
+#ifndef _WIN32
+    if (pthread_atfork(NULL, NULL, after_fork_in_child) != 0) {
+        PyErr_SetString(PyExc_ImportError,
+                        "rlhf._core: could not register its fork handler");
+        return NULL;
+    }
+#endif
+    rlhf_set_interrupt_hook(python_signal_pending);
     return PyModule_Create(&core_module);
 }
