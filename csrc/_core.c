@@ -27,7 +27,10 @@ static PyObject *raise_status(int status, const char *where)
 {
     switch (status) {
     case RLHF_ENOMEM:
-        return PyErr_NoMemory();
+        PyErr_Format(PyExc_MemoryError,
+                     "%s: a scratch buffer the kernel allocates could not "
+                     "be had", where);
+        return NULL;
     case RLHF_EVALUE:
         PyErr_Format(PyExc_ValueError, "%s: an argument is out of range",
                      where);
@@ -133,15 +136,33 @@ static int fits_doubles(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t extra)
            (rows == 0 || cols <= (MAX_DOUBLES - extra) / rows);
 }
 
-/* n doubles of scratch (at least one), or NULL with MemoryError. */
-static double *alloc_doubles(ptrdiff_t n)
+/* A MemoryError that says what could not be had and how large it was
+ * (n doubles; n < 0 when the size itself overflows). */
+static void no_memory_for(const char *what, ptrdiff_t n)
+{
+    if (n < 0) {
+        PyErr_Format(PyExc_MemoryError,
+                     "cannot allocate %s: its size overflows", what);
+        return;
+    }
+    char gib[32]; /* PyErr_Format has no float conversions */
+    snprintf(gib, sizeof gib, "%.3g",
+             (double)n * sizeof(double) / 1073741824.0);
+    PyErr_Format(PyExc_MemoryError,
+                 "cannot allocate %s: %zd float64 values (%s GiB)", what,
+                 (Py_ssize_t)n, gib);
+}
+
+/* n doubles of scratch (at least one) for what, or NULL with a
+ * MemoryError naming it. */
+static double *alloc_doubles(ptrdiff_t n, const char *what)
 {
     double *p = NULL;
     if (n >= 0 && n <= MAX_DOUBLES) {
         p = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
     }
     if (p == NULL) {
-        PyErr_NoMemory();
+        no_memory_for(what, n <= MAX_DOUBLES ? n : -1);
     }
     return p;
 }
@@ -283,7 +304,8 @@ static int parse_logistic(logistic_args *a, PyObject *X, PyObject *y,
     a->problem.scale = scale;
     a->problem.alpha = alpha;
     a->problem.n_threads = n_threads;
-    a->scratch = alloc_doubles(rlhf_logistic_scratch_size(&a->problem));
+    a->scratch = alloc_doubles(rlhf_logistic_scratch_size(&a->problem),
+                               "the logistic objective's scratch");
     if (a->scratch == NULL) {
         return -1;
     }
@@ -456,13 +478,16 @@ static PyObject *py_logistic_fit(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     /* newton: np * (np + 3); lbfgs: np * (2m + 3) + 2m doubles */
+    const char *work_name = newton ? "Newton's work space (the Hessian "
+                                     "and its factor)"
+                                   : "L-BFGS's work space";
     if (newton ? !fits_doubles(np, np + 3, 0)
                : !fits_doubles(np, 2 * (ptrdiff_t)m + 3, 2 * (ptrdiff_t)m)) {
-        PyErr_NoMemory();
+        no_memory_for(work_name, -1);
         goto fail;
     }
     work = alloc_doubles(newton ? rlhf_newton_work_size(np)
-                                : rlhf_lbfgs_work_size(np, m));
+                                : rlhf_lbfgs_work_size(np, m), work_name);
     if (work == NULL) {
         goto fail;
     }
@@ -581,10 +606,10 @@ static PyObject *py_lbfgs_minimize(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     if (!fits_doubles(n, 2 * (ptrdiff_t)m + 3, 2 * (ptrdiff_t)m)) {
-        PyErr_NoMemory();
+        no_memory_for("L-BFGS's work space", -1);
         goto fail;
     }
-    work = alloc_doubles(rlhf_lbfgs_work_size(n, m));
+    work = alloc_doubles(rlhf_lbfgs_work_size(n, m), "L-BFGS's work space");
     if (work == NULL) {
         goto fail;
     }
@@ -1114,7 +1139,9 @@ static PyObject *py_ppo_loss_grad(PyObject *Py_UNUSED(self), PyObject *args)
     /* each batch row is written by one thread: rows must be distinct */
     seen = calloc((size_t)(n > 0 ? n : 1), 1);
     if (seen == NULL) {
-        PyErr_NoMemory();
+        PyErr_Format(PyExc_MemoryError,
+                     "cannot allocate %zd bytes to check that rows are "
+                     "distinct", (Py_ssize_t)n);
         goto fail;
     }
     const int64_t *r = PyArray_DATA(rows);
@@ -1410,7 +1437,9 @@ static PyObject *py_ppo_adam_step(PyObject *Py_UNUSED(self), PyObject *args)
     }
     seen = calloc((size_t)(n > 0 ? n : 1), 1);
     if (seen == NULL) {
-        PyErr_NoMemory();
+        PyErr_Format(PyExc_MemoryError,
+                     "cannot allocate %zd bytes to check that rows are "
+                     "distinct", (Py_ssize_t)n);
         goto fail;
     }
     const int64_t *r = PyArray_DATA(rows);
@@ -1628,7 +1657,10 @@ static int parse_bt(bt_args *a, PyObject *problem, int n_threads)
                         "only");
         return -1;
     }
-    a->scratch = alloc_doubles(rlhf_bt_scratch_size(p));
+    a->scratch = alloc_doubles(rlhf_bt_scratch_size(p),
+                               "the preference objective's scratch "
+                               "(scores and gradients per item and "
+                               "comparison)");
     if (a->scratch == NULL) {
         return -1;
     }
@@ -1797,11 +1829,14 @@ static PyObject *py_bt_fit(PyObject *Py_UNUSED(self), PyObject *args,
     }
     memcpy(PyArray_DATA(x), PyArray_DATA(x0), (size_t)np * sizeof(double));
     /* newton: np * (np + 3); lbfgs (m = 10): np * 23 + 20 doubles */
+    const char *work_name = newton ? "Newton's work space (the Hessian "
+                                     "and its factor)"
+                                   : "L-BFGS's work space";
     if (newton ? !fits_doubles(np, np + 3, 0) : !fits_doubles(np, 23, 20)) {
-        PyErr_NoMemory();
+        no_memory_for(work_name, -1);
         goto fail;
     }
-    work = alloc_doubles(rlhf_bt_work_size(&a.problem, newton));
+    work = alloc_doubles(rlhf_bt_work_size(&a.problem, newton), work_name);
     if (work == NULL) {
         goto fail;
     }

@@ -86,7 +86,7 @@ typedef int (*rlhf_objective)(void *ctx, const double *x, double *f,
  * an interrupt stays an interrupt, anything else is the callback's
  * failure. */
 #define RLHF_CALLBACK_STATUS(s) \
-    ((s) == RLHF_EINTR || (s) == RLHF_ENOMEM ? (s) : RLHF_ECALLBACK)
+    ((s) == RLHF_EINTR ? (s) : RLHF_ECALLBACK)
 
 /* An objective's Hessian at x, into the upper triangle of the row-major
  * n x n matrix H.  Returns 0, or non-zero on failure. */
