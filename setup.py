@@ -13,9 +13,10 @@ import numpy
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = ["csrc/_core.c", "csrc/logistic.c", "csrc/lbfgs.c",
-           "csrc/newton.c", "csrc/reweight.c", "csrc/bradley_terry.c",
-           "csrc/constrained.c", "csrc/policy_opt.c"]
+SOURCES = ["csrc/_core.c", "csrc/runtime.c", "csrc/logistic.c",
+           "csrc/lbfgs.c", "csrc/newton.c", "csrc/reweight.c",
+           "csrc/bradley_terry.c", "csrc/constrained.c",
+           "csrc/policy_opt.c"]
 
 
 def compiler_accepts(compiler, flags):

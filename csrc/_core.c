@@ -16,6 +16,9 @@
 #include <numpy/arrayobject.h>
 
 #include <stdlib.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
 #include "rlhf.h"
 
@@ -24,7 +27,10 @@ static PyObject *raise_status(int status, const char *where)
 {
     switch (status) {
     case RLHF_ENOMEM:
-        return PyErr_NoMemory();
+        PyErr_Format(PyExc_MemoryError,
+                     "%s: a scratch buffer the kernel allocates could not "
+                     "be had", where);
+        return NULL;
     case RLHF_EVALUE:
         PyErr_Format(PyExc_ValueError, "%s: an argument is out of range",
                      where);
@@ -45,6 +51,12 @@ static PyObject *raise_status(int status, const char *where)
         PyErr_Format(PyExc_ArithmeticError,
                      "%s: the Hessian is not positive definite", where);
         return NULL;
+    case RLHF_EINTR:
+        /* the interrupt hook left the signal handler's exception set */
+        if (!PyErr_Occurred()) {
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
+        }
+        return NULL;
     default:
         PyErr_Format(PyExc_SystemError, "%s: unknown status %d", where,
                      status);
@@ -58,6 +70,31 @@ static PyArrayObject *as_array(PyObject *obj, int typenum, int ndim,
 {
     PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
         obj, typenum, NPY_ARRAY_IN_ARRAY);
+    if (arr == NULL) {
+        return NULL;
+    }
+    if (PyArray_NDIM(arr) != ndim) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a %d-dimensional array, got %d dimensions",
+                     name, ndim, PyArray_NDIM(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/*
+ * An array the kernels index with: always a private copy, so that the
+ * indices checked here are the ones read with the GIL released, whatever
+ * another thread writes into the caller's array meanwhile.  (Values that
+ * are only computed with, never used as indices or sizes, are read from
+ * the caller's buffer: a change there changes numbers, never addresses.)
+ */
+static PyArrayObject *as_owned_array(PyObject *obj, int typenum, int ndim,
+                                     const char *name)
+{
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
+        obj, typenum, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY);
     if (arr == NULL) {
         return NULL;
     }
@@ -99,15 +136,33 @@ static int fits_doubles(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t extra)
            (rows == 0 || cols <= (MAX_DOUBLES - extra) / rows);
 }
 
-/* n doubles of scratch (at least one), or NULL with MemoryError. */
-static double *alloc_doubles(ptrdiff_t n)
+/* A MemoryError that says what could not be had and how large it was
+ * (n doubles; n < 0 when the size itself overflows). */
+static void no_memory_for(const char *what, ptrdiff_t n)
+{
+    if (n < 0) {
+        PyErr_Format(PyExc_MemoryError,
+                     "cannot allocate %s: its size overflows", what);
+        return;
+    }
+    char gib[32]; /* PyErr_Format has no float conversions */
+    snprintf(gib, sizeof gib, "%.3g",
+             (double)n * sizeof(double) / 1073741824.0);
+    PyErr_Format(PyExc_MemoryError,
+                 "cannot allocate %s: %zd float64 values (%s GiB)", what,
+                 (Py_ssize_t)n, gib);
+}
+
+/* n doubles of scratch (at least one) for what, or NULL with a
+ * MemoryError naming it. */
+static double *alloc_doubles(ptrdiff_t n, const char *what)
 {
     double *p = NULL;
     if (n >= 0 && n <= MAX_DOUBLES) {
         p = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
     }
     if (p == NULL) {
-        PyErr_NoMemory();
+        no_memory_for(what, n <= MAX_DOUBLES ? n : -1);
     }
     return p;
 }
@@ -162,8 +217,8 @@ static int parse_matrix(PyObject *X, rlhf_matrix *m, matrix_refs *refs)
         return -1;
     }
     refs->data = as_array(data, NPY_DOUBLE, 1, "X.data");
-    refs->indices = as_array(indices, NPY_INT64, 1, "X.indices");
-    refs->indptr = as_array(indptr, NPY_INT64, 1, "X.indptr");
+    refs->indices = as_owned_array(indices, NPY_INT64, 1, "X.indices");
+    refs->indptr = as_owned_array(indptr, NPY_INT64, 1, "X.indptr");
     if (refs->data == NULL || refs->indices == NULL || refs->indptr == NULL) {
         release_matrix(refs);
         return -1;
@@ -249,7 +304,8 @@ static int parse_logistic(logistic_args *a, PyObject *X, PyObject *y,
     a->problem.scale = scale;
     a->problem.alpha = alpha;
     a->problem.n_threads = n_threads;
-    a->scratch = alloc_doubles(rlhf_logistic_scratch_size(&a->problem));
+    a->scratch = alloc_doubles(rlhf_logistic_scratch_size(&a->problem),
+                               "the logistic objective's scratch");
     if (a->scratch == NULL) {
         return -1;
     }
@@ -279,7 +335,7 @@ static PyObject *py_logistic_loss_grad(PyObject *Py_UNUSED(self), PyObject *args
     static char *kwlist[] = {"X", "y", "sample_weight", "w", "fit_intercept",
                              "scale", "alpha", "n_threads", NULL};
     PyObject *X, *y, *sw, *w_obj;
-    int fit_intercept, n_threads = 0;
+    int fit_intercept, n_threads = 0, status;
     double scale, alpha, loss = 0.0;
     logistic_args a = {0};
     PyArrayObject *w = NULL, *grad = NULL;
@@ -303,9 +359,13 @@ static PyObject *py_logistic_loss_grad(PyObject *Py_UNUSED(self), PyObject *args
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
-    rlhf_logistic_loss_grad(&a.problem, PyArray_DATA(w), &loss,
-                            PyArray_DATA(grad));
+    status = rlhf_logistic_loss_grad(&a.problem, PyArray_DATA(w), &loss,
+                                     PyArray_DATA(grad));
     Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "logistic_loss_grad");
+        goto fail;
+    }
     result = Py_BuildValue("dO", loss, grad);
 fail:
     release_logistic(&a);
@@ -324,7 +384,7 @@ static PyObject *py_logistic_hessian(PyObject *Py_UNUSED(self), PyObject *args,
     static char *kwlist[] = {"X", "y", "sample_weight", "w", "fit_intercept",
                              "scale", "alpha", NULL};
     PyObject *X, *y, *sw, *w_obj;
-    int fit_intercept;
+    int fit_intercept, status;
     double scale, alpha;
     logistic_args a = {0};
     PyArrayObject *w = NULL, *hessian = NULL;
@@ -347,8 +407,13 @@ static PyObject *py_logistic_hessian(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
-    rlhf_logistic_hessian(&a.problem, PyArray_DATA(w), PyArray_DATA(hessian));
+    status = rlhf_logistic_hessian(&a.problem, PyArray_DATA(w),
+                                   PyArray_DATA(hessian));
     Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "logistic_hessian");
+        goto fail;
+    }
     release_logistic(&a);
     Py_DECREF(w);
     return (PyObject *)hessian;
@@ -413,13 +478,16 @@ static PyObject *py_logistic_fit(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     /* newton: np * (np + 3); lbfgs: np * (2m + 3) + 2m doubles */
+    const char *work_name = newton ? "Newton's work space (the Hessian "
+                                     "and its factor)"
+                                   : "L-BFGS's work space";
     if (newton ? !fits_doubles(np, np + 3, 0)
                : !fits_doubles(np, 2 * (ptrdiff_t)m + 3, 2 * (ptrdiff_t)m)) {
-        PyErr_NoMemory();
+        no_memory_for(work_name, -1);
         goto fail;
     }
     work = alloc_doubles(newton ? rlhf_newton_work_size(np)
-                                : rlhf_lbfgs_work_size(np, m));
+                                : rlhf_lbfgs_work_size(np, m), work_name);
     if (work == NULL) {
         goto fail;
     }
@@ -538,10 +606,10 @@ static PyObject *py_lbfgs_minimize(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     if (!fits_doubles(n, 2 * (ptrdiff_t)m + 3, 2 * (ptrdiff_t)m)) {
-        PyErr_NoMemory();
+        no_memory_for("L-BFGS's work space", -1);
         goto fail;
     }
-    work = alloc_doubles(rlhf_lbfgs_work_size(n, m));
+    work = alloc_doubles(rlhf_lbfgs_work_size(n, m), "L-BFGS's work space");
     if (work == NULL) {
         goto fail;
     }
@@ -936,7 +1004,7 @@ static PyObject *py_shape_rewards(PyObject *Py_UNUSED(self), PyObject *args)
     rewards = as_array(r_obj, NPY_DOUBLE, 2, "rewards");
     logp = as_array(lp_obj, NPY_DOUBLE, 2, "logp");
     ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
-    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    actions = as_owned_array(a_obj, NPY_INT64, 2, "actions");
     if (rewards == NULL || logp == NULL || ref == NULL || actions == NULL) {
         goto fail;
     }
@@ -1048,8 +1116,8 @@ static PyObject *py_ppo_loss_grad(PyObject *Py_UNUSED(self), PyObject *args)
     }
     logits = as_array(z_obj, NPY_DOUBLE, 2, "logits");
     ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
-    rows = as_array(rows_obj, NPY_INT64, 1, "rows");
-    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    rows = as_owned_array(rows_obj, NPY_INT64, 1, "rows");
+    actions = as_owned_array(a_obj, NPY_INT64, 2, "actions");
     weights = as_array(w_obj, NPY_DOUBLE, 2, "weights");
     old = as_array(old_obj, NPY_DOUBLE, 2, "old_logp");
     adv = as_array(adv_obj, NPY_DOUBLE, 2, "advantages");
@@ -1071,7 +1139,9 @@ static PyObject *py_ppo_loss_grad(PyObject *Py_UNUSED(self), PyObject *args)
     /* each batch row is written by one thread: rows must be distinct */
     seen = calloc((size_t)(n > 0 ? n : 1), 1);
     if (seen == NULL) {
-        PyErr_NoMemory();
+        PyErr_Format(PyExc_MemoryError,
+                     "cannot allocate %zd bytes to check that rows are "
+                     "distinct", (Py_ssize_t)n);
         goto fail;
     }
     const int64_t *r = PyArray_DATA(rows);
@@ -1143,7 +1213,7 @@ static PyObject *py_dpo_loss_grad(PyObject *Py_UNUSED(self), PyObject *args)
     }
     logits = as_array(z_obj, NPY_DOUBLE, 2, "logits");
     ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
-    comparisons = as_array(c_obj, NPY_INT64, 2, "comparisons");
+    comparisons = as_owned_array(c_obj, NPY_INT64, 2, "comparisons");
     weights = as_array(w_obj, NPY_DOUBLE, 1, "weights");
     if (logits == NULL || ref == NULL || comparisons == NULL ||
         weights == NULL) {
@@ -1338,8 +1408,8 @@ static PyObject *py_ppo_adam_step(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     }
     ref = as_array(ref_obj, NPY_DOUBLE, 2, "ref_logp");
-    rows = as_array(rows_obj, NPY_INT64, 1, "rows");
-    actions = as_array(a_obj, NPY_INT64, 2, "actions");
+    rows = as_owned_array(rows_obj, NPY_INT64, 1, "rows");
+    actions = as_owned_array(a_obj, NPY_INT64, 2, "actions");
     weights = as_array(w_obj, NPY_DOUBLE, 2, "weights");
     old = as_array(old_obj, NPY_DOUBLE, 2, "old_logp");
     adv = as_array(adv_obj, NPY_DOUBLE, 2, "advantages");
@@ -1367,7 +1437,9 @@ static PyObject *py_ppo_adam_step(PyObject *Py_UNUSED(self), PyObject *args)
     }
     seen = calloc((size_t)(n > 0 ? n : 1), 1);
     if (seen == NULL) {
-        PyErr_NoMemory();
+        PyErr_Format(PyExc_MemoryError,
+                     "cannot allocate %zd bytes to check that rows are "
+                     "distinct", (Py_ssize_t)n);
         goto fail;
     }
     const int64_t *r = PyArray_DATA(rows);
@@ -1512,7 +1584,7 @@ static int parse_bt(bt_args *a, PyObject *problem, int n_threads)
             return -1;
         }
     }
-    a->data = as_array(data, NPY_INT64, 2, "comparisons");
+    a->data = as_owned_array(data, NPY_INT64, 2, "comparisons");
     if (a->data == NULL) {
         return -1;
     }
@@ -1585,7 +1657,10 @@ static int parse_bt(bt_args *a, PyObject *problem, int n_threads)
                         "only");
         return -1;
     }
-    a->scratch = alloc_doubles(rlhf_bt_scratch_size(p));
+    a->scratch = alloc_doubles(rlhf_bt_scratch_size(p),
+                               "the preference objective's scratch "
+                               "(scores and gradients per item and "
+                               "comparison)");
     if (a->scratch == NULL) {
         return -1;
     }
@@ -1614,7 +1689,7 @@ static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
 {
     static char *kwlist[] = {"problem", "x", "n_threads", NULL};
     PyObject *problem, *x_obj, *result = NULL;
-    int n_threads = 0;
+    int n_threads = 0, status;
     double loss = 0.0;
     bt_args a;
     PyArrayObject *x = NULL, *grad = NULL;
@@ -1636,8 +1711,13 @@ static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
-    rlhf_bt_loss_grad(&a.problem, PyArray_DATA(x), &loss, PyArray_DATA(grad));
+    status = rlhf_bt_loss_grad(&a.problem, PyArray_DATA(x), &loss,
+                               PyArray_DATA(grad));
     Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "bt_loss_grad");
+        goto fail;
+    }
     result = Py_BuildValue("dO", loss, grad);
 fail:
     release_bt(&a);
@@ -1749,11 +1829,14 @@ static PyObject *py_bt_fit(PyObject *Py_UNUSED(self), PyObject *args,
     }
     memcpy(PyArray_DATA(x), PyArray_DATA(x0), (size_t)np * sizeof(double));
     /* newton: np * (np + 3); lbfgs (m = 10): np * 23 + 20 doubles */
+    const char *work_name = newton ? "Newton's work space (the Hessian "
+                                     "and its factor)"
+                                   : "L-BFGS's work space";
     if (newton ? !fits_doubles(np, np + 3, 0) : !fits_doubles(np, 23, 20)) {
-        PyErr_NoMemory();
+        no_memory_for(work_name, -1);
         goto fail;
     }
-    work = alloc_doubles(rlhf_bt_work_size(&a.problem, newton));
+    work = alloc_doubles(rlhf_bt_work_size(&a.problem, newton), work_name);
     if (work == NULL) {
         goto fail;
     }
@@ -1814,10 +1897,41 @@ static struct PyModuleDef core_module = {
     core_methods, NULL, NULL, NULL, NULL,
 };
 
+/*
+ * The kernels' interrupt hook: with the GIL taken back for a moment, run
+ * Python's pending signal handlers.  Ctrl-C's raises KeyboardInterrupt,
+ * which stays set for the wrapper to return once the kernel has stopped.
+ * Handlers run in the main thread only, so a kernel in another thread is
+ * never stopped this way (as Python code in that thread is not).
+ */
+static int python_signal_pending(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    const int pending = PyErr_CheckSignals() < 0;
+    PyGILState_Release(gil);
+    return pending;
+}
+
+#ifndef _WIN32
+/* A child made by fork() runs every kernel on one thread (see rlhf.h). */
+static void after_fork_in_child(void)
+{
+    rlhf_set_serial();
+}
+#endif
+
 PyMODINIT_FUNC PyInit__core(void)
 {
     if (PyArray_ImportNumPyAPI() < 0) {
         return NULL;
     }
+#ifndef _WIN32
+    if (pthread_atfork(NULL, NULL, after_fork_in_child) != 0) {
+        PyErr_SetString(PyExc_ImportError,
+                        "rlhf._core: could not register its fork handler");
+        return NULL;
+    }
+#endif
+    rlhf_set_interrupt_hook(python_signal_pending);
     return PyModule_Create(&core_module);
 }

@@ -208,8 +208,7 @@ ptrdiff_t rlhf_bt_scratch_size(const rlhf_bt *p)
 #ifdef _OPENMP
 static int n_threads_for(const rlhf_bt *p, ptrdiff_t n_block)
 {
-    int n = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
-    return n_block < 2 ? 1 : n;
+    return n_block < 2 ? 1 : rlhf_threads(p->n_threads);
 }
 #endif
 
@@ -336,9 +335,14 @@ static double group_term(const rlhf_bt *p, ptrdiff_t g, const double *r,
     return loss;
 }
 
-/* Loss and the gradient in item space g (and d/du) at scores r. */
-static double item_loss_grad(const rlhf_bt *p, const double *r, double u,
-                             double *g, double *du)
+/*
+ * Loss (into *loss_out) and the gradient in item space g (and d/du) at
+ * scores r.  Blocks go a group at a time (about RLHF_CHECK_ENTRIES
+ * comparisons or ranking entries), with an interrupt check between
+ * groups.  Returns 0 or RLHF_EINTR.
+ */
+static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
+                          double *g, double *du, double *loss_out)
 {
     const ptrdiff_t n = n_units(p), width = unit_width(p);
     const ptrdiff_t nb = n_blocks(n);
@@ -346,47 +350,55 @@ static double item_loss_grad(const rlhf_bt *p, const double *r, double u,
     double *lse = coef + n * width;
     double *sums = p->likelihood == RLHF_PLACKETT_LUCE ? lse + n * width
                                                        : lse;
+    const ptrdiff_t group = rlhf_check_rows(BT_BLOCK * width);
 
+    for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
+        if (b0 > 0 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
+        const ptrdiff_t b1 = b0 + group < nb ? b0 + group : nb;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(n_threads_for(p, nb))
 #endif
-    for (ptrdiff_t b = 0; b < nb; b++) {
-        const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK
-                                                      : n;
-        double loss = 0.0, dsum = 0.0;
-        for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
-            const double s = weight_of(p, q);
-            if (p->likelihood == RLHF_PLACKETT_LUCE) {
-                double *c = coef + q * width;
-                loss += s * group_term(p, q, r, c, lse + q * width);
-                for (ptrdiff_t k = 0; k < width; k++) {
-                    c[k] *= s;
+        for (ptrdiff_t b = b0; b < b1; b++) {
+            const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK
+                                                          : n;
+            double loss = 0.0, dsum = 0.0;
+            for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
+                const double s = weight_of(p, q);
+                if (p->likelihood == RLHF_PLACKETT_LUCE) {
+                    double *c = coef + q * width;
+                    loss += s * group_term(p, q, r, c, lse + q * width);
+                    for (ptrdiff_t k = 0; k < width; k++) {
+                        c[k] *= s;
+                    }
+                    continue;
                 }
-                continue;
+                const int64_t a = p->comparisons[2 * q];
+                const int64_t o = p->comparisons[2 * q + 1];
+                const int tied = p->tie != NULL && p->tie[q];
+                double d = r[a] - r[o];
+                if (p->margin != NULL && !tied) {
+                    d -= p->margin[q];
+                }
+                if (p->tie_model == RLHF_TIES_NONE && !tied) {
+                    /* the common case, inline: pair_term's first branch
+                     * without the derivatives the gradient does not need */
+                    const double e = exp(-fabs(d));
+                    loss += s * ((d < 0.0 ? -d : 0.0) + log1p_nonneg(e));
+                    coef[q] = -s * (d < 0.0 ? 1.0 / (1.0 + e)
+                                            : e / (1.0 + e));
+                    continue;
+                }
+                bt_term t;
+                pair_term(p->tie_model, tied, d, u, &t);
+                loss += s * t.l;
+                dsum += s * t.lu;
+                coef[q] = s * t.ld;
             }
-            const int64_t a = p->comparisons[2 * q];
-            const int64_t o = p->comparisons[2 * q + 1];
-            const int tied = p->tie != NULL && p->tie[q];
-            double d = r[a] - r[o];
-            if (p->margin != NULL && !tied) {
-                d -= p->margin[q];
-            }
-            if (p->tie_model == RLHF_TIES_NONE && !tied) {
-                /* the common case, inline: pair_term's first branch
-                 * without the derivatives the gradient does not need */
-                const double e = exp(-fabs(d));
-                loss += s * ((d < 0.0 ? -d : 0.0) + log1p_nonneg(e));
-                coef[q] = -s * (d < 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e));
-                continue;
-            }
-            bt_term t;
-            pair_term(p->tie_model, tied, d, u, &t);
-            loss += s * t.l;
-            dsum += s * t.lu;
-            coef[q] = s * t.ld;
+            sums[2 * b] = loss;
+            sums[2 * b + 1] = dsum;
         }
-        sums[2 * b] = loss;
-        sums[2 * b + 1] = dsum;
     }
 
     /* serial scatter into item space: the order is the comparisons' */
@@ -411,12 +423,14 @@ static double item_loss_grad(const rlhf_bt *p, const double *r, double u,
             g[p->comparisons[2 * q + 1]] -= coef[q];
         }
     }
-    return loss;
+    *loss_out = loss;
+    return 0;
 }
 
 /*
  * The objective as an rlhf_objective: problem is an rlhf_bt*, x holds the
- * n_coef coefficients then u when a tie model is on.  Returns 0.
+ * n_coef coefficients then u when a tie model is on.  Returns 0, or
+ * RLHF_EINTR.
  */
 int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
                       double *grad)
@@ -432,7 +446,11 @@ int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
     double du = 0.0;
 
     scores(p, x, r);
-    double data_loss = item_loss_grad(p, r, u, g, &du);
+    double data_loss = 0.0;
+    const int status = item_loss_grad(p, r, u, g, &du, &data_loss);
+    if (status != 0) {
+        return status;
+    }
     features_t(p, g, grad, parts);
     double norm2 = 0.0;
     for (ptrdiff_t j = 0; j < nc; j++) {
@@ -454,9 +472,9 @@ int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
  * the caller's buffer) and the cross terms v (n_items) with u, and the
  * (u, u) entry.
  */
-static double item_hessian(const rlhf_bt *p, const double *r, double u,
-                           double *H, ptrdiff_t np, double *G, double *v,
-                           double *Bpl)
+static int item_hessian(const rlhf_bt *p, const double *r, double u,
+                        double *H, ptrdiff_t np, double *G, double *v,
+                        double *Bpl, double *huu_out)
 {
     const ptrdiff_t d = p->F_identity ? 0 : p->F.n_cols;
     const int dense = !p->F_identity && p->F.dense != NULL;
@@ -465,6 +483,9 @@ static double item_hessian(const rlhf_bt *p, const double *r, double u,
 
     /* local item indices and Hessian block of one unit */
     for (ptrdiff_t q = 0; q < n_units(p); q++) {
+        if ((q & 4095) == 4095 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
         const double s = weight_of(p, q);
         int64_t idx[2];
         const int64_t *items;
@@ -570,7 +591,8 @@ static double item_hessian(const rlhf_bt *p, const double *r, double u,
             }
         }
     }
-    return huu;
+    *huu_out = huu;
+    return 0;
 }
 
 /*
@@ -587,22 +609,30 @@ static int hessian_dense_ftg(const rlhf_bt *p, const double *G,
     if (parts == NULL) {
         return RLHF_ENOMEM;
     }
+    const ptrdiff_t group = rlhf_check_rows(BT_BLOCK * d * w / 2 + 1);
+    for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
+        if (b0 > 0 && rlhf_interrupted()) {
+            free(parts);
+            return RLHF_EINTR;
+        }
+        const ptrdiff_t b1 = b0 + group < nb ? b0 + group : nb;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(n_threads_for(p, nb))
 #endif
-    for (ptrdiff_t blk = 0; blk < nb; blk++) {
-        double *part = parts + blk * d * w;
-        const ptrdiff_t stop = (blk + 1) * BT_BLOCK < p->n_items
-                                   ? (blk + 1) * BT_BLOCK : p->n_items;
-        for (ptrdiff_t i = blk * BT_BLOCK; i < stop; i++) {
-            const double *fi = p->F.dense + i * d, *gi = G + i * d;
-            for (ptrdiff_t a = 0; a < d; a++) {
-                double *row = part + a * w;
-                const double fa = fi[a];
-                for (ptrdiff_t b = a; b < d; b++) {
-                    row[b] += fa * gi[b];
+        for (ptrdiff_t blk = b0; blk < b1; blk++) {
+            double *part = parts + blk * d * w;
+            const ptrdiff_t stop = (blk + 1) * BT_BLOCK < p->n_items
+                                       ? (blk + 1) * BT_BLOCK : p->n_items;
+            for (ptrdiff_t i = blk * BT_BLOCK; i < stop; i++) {
+                const double *fi = p->F.dense + i * d, *gi = G + i * d;
+                for (ptrdiff_t a = 0; a < d; a++) {
+                    double *row = part + a * w;
+                    const double fa = fi[a];
+                    for (ptrdiff_t b = a; b < d; b++) {
+                        row[b] += fa * gi[b];
+                    }
+                    row[d] += fa * v[i];
                 }
-                row[d] += fa * v[i];
             }
         }
     }
@@ -640,7 +670,7 @@ static ptrdiff_t hessian_buffer_size(const rlhf_bt *p)
  * strengths; the returned matrix then adds mean(diag) * 1 1^T / n_items,
  * which fixes the mean strength without changing the Newton step within
  * the mean-zero subspace the gradient lives in.
- * Returns 0, or RLHF_ENOMEM.
+ * Returns 0, RLHF_ENOMEM, or RLHF_EINTR (H is then incomplete).
  */
 int rlhf_bt_hessian(void *problem, const double *x, double *H)
 {
@@ -660,17 +690,27 @@ int rlhf_bt_hessian(void *problem, const double *x, double *H)
 
     memset(H, 0, (size_t)(np * np) * sizeof(double));
     scores(p, x, r);
-    const double huu = item_hessian(p, r, u, H, np, G, v, Bpl);
+    double huu = 0.0;
+    int status = item_hessian(p, r, u, H, np, G, v, Bpl, &huu);
+    if (status != 0) {
+        free(buf);
+        return status;
+    }
     if (!p->F_identity && p->F.dense != NULL) {
-        if (hessian_dense_ftg(p, G, v, H, np, ties) != 0) {
+        status = hessian_dense_ftg(p, G, v, H, np, ties);
+        if (status != 0) {
             free(buf);
-            return RLHF_ENOMEM;
+            return status;
         }
     }
     else if (!p->F_identity) {
         /* H_ww = F^T G, H_wu = F^T v (upper triangle) */
         const ptrdiff_t d = nc;
         for (ptrdiff_t i = 0; i < p->n_items; i++) {
+            if ((i & 1023) == 1023 && rlhf_interrupted()) {
+                free(buf);
+                return RLHF_EINTR;
+            }
             const double *gi = G + i * d;
             for (int64_t k = p->F.indptr[i]; k < p->F.indptr[i + 1]; k++) {
                 const ptrdiff_t a = p->F.indices[k];

@@ -431,38 +431,46 @@ int rlhf_constrained_policy(const double *reference_policy,
     }
     int status = 0;
     ptrdiff_t first_bad = n_rows;
+    const ptrdiff_t chunk = rlhf_check_rows(n_actions);
+    for (ptrdiff_t i0 = 0; i0 < n_rows && status == 0; i0 += chunk) {
+        if (i0 > 0 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
+        const ptrdiff_t i1 = i0 + chunk < n_rows ? i0 + chunk : n_rows;
 #ifdef _OPENMP
-#pragma omp parallel if (n_rows * n_actions > 16384)
+#pragma omp parallel num_threads(rlhf_threads(0)) \
+    if ((i1 - i0) * n_actions > 16384)
 #endif
-    {
-        double *work = malloc((size_t)n_actions * 8 * sizeof(double));
-        int mine = work == NULL ? RLHF_ENOMEM : 0;
-        ptrdiff_t my_bad = work == NULL ? 0 : n_rows;
-        if (work != NULL) {
+        {
+            double *work = malloc((size_t)n_actions * 8 * sizeof(double));
+            int mine = work == NULL ? RLHF_ENOMEM : 0;
+            ptrdiff_t my_bad = work == NULL ? i0 : n_rows;
+            if (work != NULL) {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (ptrdiff_t i = 0; i < n_rows; i++) {
-                ptrdiff_t at = i * n_actions;
-                int s = row(reference_policy + at, rewards + at, costs + at,
-                            n_actions, beta, budget[i], policy + at,
-                            multiplier + i, work);
-                if (s != 0 && i < my_bad) {
-                    my_bad = i;
-                    mine = s;
+                for (ptrdiff_t i = i0; i < i1; i++) {
+                    ptrdiff_t at = i * n_actions;
+                    int s = row(reference_policy + at, rewards + at,
+                                costs + at, n_actions, beta, budget[i],
+                                policy + at, multiplier + i, work);
+                    if (s != 0 && i < my_bad) {
+                        my_bad = i;
+                        mine = s;
+                    }
                 }
             }
-        }
-        free(work);
+            free(work);
 #ifdef _OPENMP
 #pragma omp critical(rlhf_constrained_status)
 #endif
-        {
-            /* the error of the first failing row (a failed allocation
-             * counts as row 0) */
-            if (my_bad < first_bad) {
-                first_bad = my_bad;
-                status = mine;
+            {
+                /* the error of the first failing row (a failed
+                 * allocation counts as the chunk's first row) */
+                if (my_bad < first_bad) {
+                    first_bad = my_bad;
+                    status = mine;
+                }
             }
         }
     }

@@ -347,8 +347,10 @@ static void two_loop(ptrdiff_t n, int n_pairs, int head, int m,
  *   n_iter     out: iterations counted; n_fev: out: evaluations
  *
  * Returns RLHF_CONVERGED_GTOL, RLHF_CONVERGED_FTOL, RLHF_MAX_ITER,
- * RLHF_LINESEARCH, RLHF_ECALLBACK when fun failed, or RLHF_ENONFINITE when
- * the starting point has a non-finite value or gradient.
+ * RLHF_LINESEARCH, RLHF_ECALLBACK when fun failed, RLHF_EINTR when fun or
+ * rlhf_interrupted() (asked every iteration) said to stop, or
+ * RLHF_ENONFINITE when the starting point has a non-finite value or
+ * gradient.  After RLHF_EINTR, x holds the last point evaluated.
  */
 int rlhf_lbfgs_minimize(rlhf_objective fun, void *ctx, ptrdiff_t n,
                         double *x, double *f, double *g, int m, double gtol,
@@ -367,8 +369,9 @@ int rlhf_lbfgs_minimize(rlhf_objective fun, void *ctx, ptrdiff_t n,
 
     *n_iter = 0;
     *n_fev = 1;
-    if (fun(ctx, x, f, g) != 0) {
-        return RLHF_ECALLBACK;
+    int status = fun(ctx, x, f, g);
+    if (status != 0) {
+        return RLHF_CALLBACK_STATUS(status);
     }
     if (!isfinite(*f) || !isfinite(max_abs(g, n))) {
         return RLHF_ENONFINITE;
@@ -381,6 +384,9 @@ int rlhf_lbfgs_minimize(rlhf_objective fun, void *ctx, ptrdiff_t n,
     }
 
     for (;;) {
+        if (rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
         if (n_pairs == 0) {
             for (ptrdiff_t i = 0; i < n; i++) {
                 d[i] = -g[i];
@@ -413,8 +419,9 @@ int rlhf_lbfgs_minimize(rlhf_objective fun, void *ctx, ptrdiff_t n,
                     x[i] = x_old[i] + stp * d[i];
                 }
                 ++*n_fev;
-                if (fun(ctx, x, f, g) != 0) {
-                    return RLHF_ECALLBACK;
+                status = fun(ctx, x, f, g);
+                if (status != 0) {
+                    return RLHF_CALLBACK_STATUS(status);
                 }
                 gd = dot(g, d, n);
                 int task = ls_next(&ls, *f, gd, &stp);

@@ -116,47 +116,63 @@ static double dense_block(const rlhf_logistic *p, const double *w,
     return loss;
 }
 
-static double dense_loss_grad(const rlhf_logistic *p, const double *w,
-                              double intercept, double *grad)
+/*
+ * The data term and its gradient for dense X into *loss and grad.  Blocks
+ * are handled a group at a time, about RLHF_CHECK_ENTRIES values of X per
+ * group, with an interrupt check between groups; the grouping does not
+ * change which block sums what.  Returns 0 or RLHF_EINTR.
+ */
+static int dense_loss_grad(const rlhf_logistic *p, const double *w,
+                           double intercept, double *loss, double *grad)
 {
     const ptrdiff_t nb = n_blocks(p->X.n_rows);
     const ptrdiff_t np = n_params(p);
     double *parts = p->scratch;          /* nb * np partial gradients */
     double *losses = p->scratch + nb * np; /* nb partial losses */
+    const ptrdiff_t group = rlhf_check_rows(RLHF_BLOCK * (np > 0 ? np : 1));
+    const int n_threads = nb < 2 ? 1 : rlhf_threads(p->n_threads);
 
+    for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
+        if (b0 > 0 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
+        const ptrdiff_t b1 = b0 + group < nb ? b0 + group : nb;
 #ifdef _OPENMP
-    int n_threads = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
-    if (nb < 2) {
-        n_threads = 1;
-    }
 #pragma omp parallel for schedule(static) num_threads(n_threads)
 #endif
-    for (ptrdiff_t b = 0; b < nb; b++) {
-        const ptrdiff_t start = b * RLHF_BLOCK;
-        const ptrdiff_t stop = start + RLHF_BLOCK < p->X.n_rows
-                                   ? start + RLHF_BLOCK : p->X.n_rows;
-        losses[b] = dense_block(p, w, intercept, start, stop, parts + b * np);
+        for (ptrdiff_t b = b0; b < b1; b++) {
+            const ptrdiff_t start = b * RLHF_BLOCK;
+            const ptrdiff_t stop = start + RLHF_BLOCK < p->X.n_rows
+                                       ? start + RLHF_BLOCK : p->X.n_rows;
+            losses[b] = dense_block(p, w, intercept, start, stop,
+                                    parts + b * np);
+        }
     }
+    (void)n_threads;
 
     /* the blocks are added in order whatever the thread count */
-    double loss = 0.0;
+    *loss = 0.0;
     memset(grad, 0, (size_t)np * sizeof(double));
     for (ptrdiff_t b = 0; b < nb; b++) {
-        loss += losses[b];
+        *loss += losses[b];
         for (ptrdiff_t j = 0; j < np; j++) {
             grad[j] += parts[b * np + j];
         }
     }
-    return loss;
+    return 0;
 }
 
-static double csr_loss_grad(const rlhf_logistic *p, const double *w,
-                            double intercept, double *grad)
+/* The same for CSR X, one row after another.  Returns 0 or RLHF_EINTR. */
+static int csr_loss_grad(const rlhf_logistic *p, const double *w,
+                         double intercept, double *loss_out, double *grad)
 {
     const rlhf_matrix *X = &p->X;
     double loss = 0.0;
     memset(grad, 0, (size_t)n_params(p) * sizeof(double));
     for (ptrdiff_t i = 0; i < X->n_rows; i++) {
+        if ((i & 8191) == 8191 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
         double z = intercept;
         for (int64_t k = X->indptr[i]; k < X->indptr[i + 1]; k++) {
             z += X->data[k] * w[X->indices[k]];
@@ -171,13 +187,14 @@ static double csr_loss_grad(const rlhf_logistic *p, const double *w,
             grad[X->n_cols] += r;
         }
     }
-    return loss;
+    *loss_out = loss;
+    return 0;
 }
 
 /*
  * The objective as an rlhf_objective: problem is an rlhf_logistic*, w holds
  * n_cols coefficients then the intercept when fit_intercept; writes f into
- * *loss and df into grad (same length as w).  Returns 0.
+ * *loss and df into grad (same length as w).  Returns 0, or RLHF_EINTR.
  */
 int rlhf_logistic_loss_grad(void *problem, const double *w, double *loss,
                             double *grad)
@@ -185,9 +202,13 @@ int rlhf_logistic_loss_grad(void *problem, const double *w, double *loss,
     const rlhf_logistic *p = problem;
     const ptrdiff_t d = p->X.n_cols;
     const double intercept = p->fit_intercept ? w[d] : 0.0;
-    double data_loss = p->X.dense != NULL
-                           ? dense_loss_grad(p, w, intercept, grad)
-                           : csr_loss_grad(p, w, intercept, grad);
+    double data_loss = 0.0;
+    const int status = p->X.dense != NULL
+                           ? dense_loss_grad(p, w, intercept, &data_loss, grad)
+                           : csr_loss_grad(p, w, intercept, &data_loss, grad);
+    if (status != 0) {
+        return status;
+    }
 
     double norm2 = 0.0;
     for (ptrdiff_t j = 0; j < d; j++) {
@@ -209,7 +230,7 @@ int rlhf_logistic_loss_grad(void *problem, const double *w, double *loss,
  * The Hessian of f at w, written row-major into hessian (np * np with
  * np = n_cols + fit_intercept):
  *   scale * [X 1]^T diag(s * sigma * (1 - sigma)) [X 1] + alpha * I_w.
- * Returns 0.
+ * Returns 0, or RLHF_EINTR (the matrix is then incomplete).
  */
 int rlhf_logistic_hessian(const rlhf_logistic *p, const double *w,
                           double *hessian)
@@ -221,6 +242,10 @@ int rlhf_logistic_hessian(const rlhf_logistic *p, const double *w,
 
     memset(hessian, 0, (size_t)(np * np) * sizeof(double));
     for (ptrdiff_t i = 0; i < X->n_rows; i++) {
+        /* a row costs about np^2 / 2 operations */
+        if ((i & 1023) == 1023 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
         double z = intercept;
         if (X->dense != NULL) {
             z += dot4(X->dense + i * d, w, d);

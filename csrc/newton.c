@@ -24,10 +24,14 @@ ptrdiff_t rlhf_newton_work_size(ptrdiff_t n)
 }
 
 /* In-place lower Cholesky factor of the row-major n x n matrix A + tau I.
- * Returns 0, or -1 when a pivot is not positive. */
+ * Returns 0, -1 when a pivot is not positive, or RLHF_EINTR. */
 static int cholesky(double *A, ptrdiff_t n, double tau)
 {
     for (ptrdiff_t j = 0; j < n; j++) {
+        /* column j costs about (n - j) j operations */
+        if ((j & 63) == 63 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
         double diag = A[j * n + j] + tau;
         for (ptrdiff_t k = 0; k < j; k++) {
             diag -= A[j * n + k] * A[j * n + k];
@@ -95,7 +99,9 @@ static double max_abs(const double *a, ptrdiff_t n)
  * decrease is below rounding (|g'd| <= 4 eps max(1, |f|)) and a full step
  * no longer shrinks the gradient: the optimum to machine precision;
  * RLHF_MAX_ITER; RLHF_LINESEARCH when backtracking fails above that level;
- * RLHF_ENONFINITE; RLHF_ECALLBACK when fun or hess fails.
+ * RLHF_ENONFINITE; RLHF_ECALLBACK when fun or hess fails; RLHF_EINTR
+ * when fun, hess or rlhf_interrupted() (asked every iteration and during
+ * the factorisation) said to stop.
  */
 int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
                          ptrdiff_t np, double *x, double *f, double *g,
@@ -109,8 +115,9 @@ int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
 
     *n_iter = 0;
     *n_fev = 1;
-    if (fun(ctx, x, f, g) != 0) {
-        return RLHF_ECALLBACK;
+    int status = fun(ctx, x, f, g);
+    if (status != 0) {
+        return RLHF_CALLBACK_STATUS(status);
     }
     if (!isfinite(*f) || !isfinite(max_abs(g, np))) {
         return RLHF_ENONFINITE;
@@ -124,9 +131,12 @@ int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
         if (*n_iter >= max_iter) {
             return RLHF_MAX_ITER;
         }
-        const int hs = hess(ctx, x, H);
-        if (hs != 0) {
-            return hs < 0 ? hs : RLHF_ECALLBACK;
+        if (rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
+        status = hess(ctx, x, H);
+        if (status != 0) {
+            return status < 0 ? status : RLHF_ECALLBACK;
         }
         double max_diag = 0.0;
         for (ptrdiff_t i = 0; i < np; i++) {
@@ -148,8 +158,12 @@ int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
             for (ptrdiff_t i = 0; i < np; i++) {
                 diag[i] = H[i * np + i];
             }
-            if (cholesky(H, np, tau) == 0) {
+            status = cholesky(H, np, tau);
+            if (status == 0) {
                 break;
+            }
+            if (status == RLHF_EINTR) {
+                return RLHF_EINTR;
             }
             for (ptrdiff_t i = 0; i < np; i++) {
                 H[i * np + i] = diag[i];
@@ -178,8 +192,9 @@ int rlhf_newton_minimize(rlhf_objective fun, rlhf_hessian hess, void *ctx,
                 x_trial[i] = x[i] + t * d[i];
             }
             ++*n_fev;
-            if (fun(ctx, x_trial, &f_trial, g_trial) != 0) {
-                return RLHF_ECALLBACK;
+            status = fun(ctx, x_trial, &f_trial, g_trial);
+            if (status != 0) {
+                return RLHF_CALLBACK_STATUS(status);
             }
             if (unmeasurable) {
                 if (!(max_abs(g_trial, np) < max_abs(g, np))) {

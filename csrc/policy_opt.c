@@ -148,7 +148,8 @@ int rlhf_log_softmax(const double *logits, ptrdiff_t n_rows, ptrdiff_t k,
 {
     int status = 0;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n_rows * k > RLHF_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
+    if (n_rows * k > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
         if (log_softmax_row(logits + i * k, k, logp + i * k, p + i * k) < 0) {
@@ -193,7 +194,7 @@ int rlhf_sample_categorical(const double *policy, ptrdiff_t n_rows,
 {
     int status = 0;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
     if (n_rows * (k + n_samples) > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
@@ -261,7 +262,7 @@ int rlhf_shape_rewards(const double *rewards, const double *logp,
                        double *sample_logp)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
     if (n_rows * n_samples > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
@@ -298,7 +299,7 @@ int rlhf_advantages(const double *rewards, ptrdiff_t n_groups,
         return RLHF_EVALUE;
     }
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
     if (n_groups * group_size > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t g = 0; g < n_groups; g++) {
@@ -459,7 +460,7 @@ int rlhf_ppo_loss_grad(const double *logits, const double *ref_logp,
     int status = 0;
     const double scale = 1.0 / (double)m;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
     if (n_batch * (k + n_samples) > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t b = 0; b < n_batch; b++) {
@@ -531,7 +532,8 @@ int rlhf_dpo_loss_grad(const double *logits, const double *ref_logp,
     }
     int status = 0;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n_rows * k > RLHF_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
+    if (n_rows * k > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
         if (row_logsumexp(logits + i * k, k, &lse[2 * i], &lse[2 * i + 1]) <
@@ -641,7 +643,8 @@ int rlhf_policy_stats(const double *logp, const double *ref_logp,
         return RLHF_ENOMEM;
     }
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n_rows * k > RLHF_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
+    if (n_rows * k > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t i = 0; i < n_rows; i++) {
         stats_row(logp + i * k, ref_logp + i * k, rewards + i * k, k,
@@ -697,7 +700,8 @@ int rlhf_adam_step(double *theta, const double *grad, double *m, double *v,
     const double c2 = 1.0 - pow(beta2, (double)t);
     const ptrdiff_t n_chunks = (n + RLHF_ADAM_CHUNK - 1) / RLHF_ADAM_CHUNK;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n > RLHF_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
+    if (n > RLHF_PARALLEL_MIN)
 #endif
     for (ptrdiff_t c = 0; c < n_chunks; c++) {
         const ptrdiff_t lo = c * RLHF_ADAM_CHUNK;
@@ -783,7 +787,8 @@ int rlhf_ppo_adam_step(double *theta, double *m, double *v,
     }
     int status = 0;
 #ifdef _OPENMP
-#pragma omp parallel if (n_rows * k > RLHF_PARALLEL_MIN)
+#pragma omp parallel num_threads(rlhf_threads(0)) \
+    if (n_rows * k > RLHF_PARALLEL_MIN)
 #endif
     {
         /* per thread: logits, gradient and sample coefficients of a row */

@@ -176,23 +176,33 @@ static int row(const double *p, const double *r, ptrdiff_t k, double eta,
  * row's logits are all -inf (every policy entry 0 with eps = 0);
  * RLHF_EVALUE when policy holds a negative, NaN or infinite entry.  The
  * inputs are checked in the passes that read them, not beforehand.
+ * RLHF_EINTR when rlhf_interrupted() said to stop (asked every
+ * RLHF_CHECK_ENTRIES entries); out is then incomplete.
  */
 int rlhf_reweight(const double *policy, const double *rewards,
                   ptrdiff_t n_rows, ptrdiff_t n_actions, double eta,
                   double eps, double *out)
 {
     int status = 0;
+    const ptrdiff_t chunk = rlhf_check_rows(n_actions);
+    for (ptrdiff_t i0 = 0; i0 < n_rows && status == 0; i0 += chunk) {
+        if (i0 > 0 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
+        const ptrdiff_t i1 = i0 + chunk < n_rows ? i0 + chunk : n_rows;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n_rows * n_actions > 65536)
+#pragma omp parallel for schedule(static) num_threads(rlhf_threads(0)) \
+    if ((i1 - i0) * n_actions > 65536)
 #endif
-    for (ptrdiff_t i = 0; i < n_rows; i++) {
-        int s = row(policy + i * n_actions, rewards + i * n_actions,
-                    n_actions, eta, eps, out + i * n_actions);
-        if (s != 0) {
+        for (ptrdiff_t i = i0; i < i1; i++) {
+            int s = row(policy + i * n_actions, rewards + i * n_actions,
+                        n_actions, eta, eps, out + i * n_actions);
+            if (s != 0) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
-            status = s;
+                status = s;
+            }
         }
     }
     return status;

@@ -19,6 +19,7 @@
 #define RLHF_ENONFINITE (-3)  /* a NaN or infinity appeared where it must not */
 #define RLHF_ECALLBACK  (-4)  /* a user objective reported failure */
 #define RLHF_ENOTPD     (-5)  /* a Hessian was not positive definite */
+#define RLHF_EINTR      (-6)  /* the host asked the kernel to stop */
 
 /*
  * Hot loops built for AVX2 and AVX-512 as well where GCC can choose at load
@@ -33,6 +34,40 @@
 #define RLHF_CLONES
 #endif
 
+/* runtime.c ---------------------------------------------------------- */
+
+/*
+ * What a kernel asks of its host.  A long kernel calls rlhf_interrupted()
+ * between units of work (solver iterations, blocks of a few million
+ * entries), outside any parallel region, and returns RLHF_EINTR when it
+ * says yes.  The call is cheap: the host's hook runs at most every
+ * RLHF_INTERRUPT_PERIOD_MS milliseconds of wall time per thread.  With no
+ * hook set nothing is ever interrupted.
+ */
+typedef int (*rlhf_interrupt_hook)(void);  /* non-zero: stop */
+#define RLHF_INTERRUPT_PERIOD_MS 50
+void rlhf_set_interrupt_hook(rlhf_interrupt_hook hook);
+int rlhf_interrupted(void);
+
+/*
+ * Threads: rlhf_threads(requested) is the team size a parallel region
+ * uses, requested when > 0, else the OpenMP default, and always 1 once
+ * rlhf_set_serial() was called.  The host calls it in a child process
+ * made by fork(): the OpenMP runtime's thread pool does not survive a
+ * fork, and a parallel region in the child would wait for it forever.
+ * Results never depend on the thread count, so the serial path gives the
+ * same bits.
+ */
+int rlhf_threads(int requested);
+void rlhf_set_serial(void);
+
+/*
+ * Rows of an (n_rows, k) array a one-call kernel handles between two
+ * interrupt checks: about RLHF_CHECK_ENTRIES entries, at least one row.
+ */
+#define RLHF_CHECK_ENTRIES ((ptrdiff_t)1 << 21)
+ptrdiff_t rlhf_check_rows(ptrdiff_t k);
+
 /* Ways a solver finishes (non-negative). */
 #define RLHF_CONVERGED_GTOL 0  /* largest |gradient component| <= gtol */
 #define RLHF_CONVERGED_FTOL 1  /* relative decrease of f <= ftol */
@@ -42,10 +77,16 @@
 /*
  * An objective for the minimisers: writes f(x) into *f and its gradient
  * into g (length n).  Returns 0, or non-zero to stop the solver, which then
- * returns RLHF_ECALLBACK.
+ * returns RLHF_CALLBACK_STATUS of it.
  */
 typedef int (*rlhf_objective)(void *ctx, const double *x, double *f,
                               double *g);
+
+/* A solver's status when an objective or Hessian callback returned s != 0:
+ * an interrupt stays an interrupt, anything else is the callback's
+ * failure. */
+#define RLHF_CALLBACK_STATUS(s) \
+    ((s) == RLHF_EINTR ? (s) : RLHF_ECALLBACK)
 
 /* An objective's Hessian at x, into the upper triangle of the row-major
  * n x n matrix H.  Returns 0, or non-zero on failure. */

@@ -1,0 +1,88 @@
+/*
+ * runtime.c - the two things a kernel asks of its host: whether to stop
+ * (an interrupt such as Ctrl-C is pending) and how many threads it may
+ * use (one, in a child process made by fork()).  See rlhf.h.
+ */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
+#endif
+#include <time.h>
+
+#ifdef _WIN32
+#include <windows.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "rlhf.h"
+
+#if defined(_MSC_VER)
+#define RLHF_THREAD_LOCAL __declspec(thread)
+#elif defined(__GNUC__) || defined(__clang__)
+#define RLHF_THREAD_LOCAL __thread
+#endif
+
+static rlhf_interrupt_hook interrupt_hook = NULL;
+static volatile int serial_only = 0;
+
+void rlhf_set_interrupt_hook(rlhf_interrupt_hook hook)
+{
+    interrupt_hook = hook;
+}
+
+/* Milliseconds on a clock that never goes back. */
+static double now_ms(void)
+{
+#ifdef _WIN32
+    return (double)GetTickCount64();
+#else
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return 1e3 * (double)t.tv_sec + 1e-6 * (double)t.tv_nsec;
+#endif
+}
+
+int rlhf_interrupted(void)
+{
+    if (interrupt_hook == NULL) {
+        return 0;
+    }
+#ifdef RLHF_THREAD_LOCAL
+    /* the hook takes the host's lock (Python's GIL): ask it only every
+     * RLHF_INTERRUPT_PERIOD_MS, and measure that per thread, since each
+     * thread runs its own kernel */
+    static RLHF_THREAD_LOCAL double next_check = 0.0;
+    const double t = now_ms();
+    if (t < next_check) {
+        return 0;
+    }
+    next_check = t + RLHF_INTERRUPT_PERIOD_MS;
+#endif
+    return interrupt_hook() != 0;
+}
+
+void rlhf_set_serial(void)
+{
+    serial_only = 1;
+}
+
+int rlhf_threads(int requested)
+{
+    if (serial_only) {
+        return 1;
+    }
+    if (requested > 0) {
+        return requested;
+    }
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+ptrdiff_t rlhf_check_rows(ptrdiff_t k)
+{
+    return k >= RLHF_CHECK_ENTRIES ? 1 : RLHF_CHECK_ENTRIES / (k > 0 ? k : 1);
+}

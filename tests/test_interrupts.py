@@ -1,0 +1,207 @@
+"""Ctrl-C reaches every long kernel.
+
+Each case runs in a child process: it builds its data, says it is ready,
+then starts a computation that would run for many seconds (or minutes).
+The test sends SIGINT one second later; the child must stop with
+KeyboardInterrupt, show that the estimator was left unfitted, and exit
+within two seconds of the signal.  A child that finishes its work instead
+fails the test, so a case that became too short is noticed.
+"""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="SIGINT to a child process is POSIX"
+)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+PRELUDE = """
+import sys, time, warnings
+import numpy as np
+import rlhf
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(0)
+"""
+
+# (setup, call, after): after runs once KeyboardInterrupt was caught
+CASES = {
+    "logistic_dense": (
+        # badly scaled features and random labels: L-BFGS needs thousands
+        # of iterations to meet scikit-learn 1.4's ftol (64 eps)
+        """
+X = rng.normal(size=(200_000, 50)) * np.logspace(0, 3, 50)
+y = (rng.random(200_000) < 0.5).astype(int)
+est = rlhf.LogisticRegression(C=1e12, tol=1e-300, max_iter=10**7,
+                              compat="1.4")
+""",
+        "est.fit(X, y)",
+        "assert not hasattr(est, 'coef_')",
+    ),
+    "logistic_sparse": (
+        # CSR with 10 values a row, one in each tenth of the columns (so
+        # sorted and distinct without a sort), badly scaled
+        """
+import scipy.sparse as sp
+n, d = 400_000, 2000
+cols = np.arange(10) * 200 + rng.integers(0, 200, size=(n, 10))
+X = sp.csr_matrix((rng.normal(size=10 * n) * np.logspace(0, 3, d)[cols.ravel()],
+                   cols.ravel(), np.arange(0, 10 * n + 1, 10)), shape=(n, d))
+y = (rng.random(n) < 0.5).astype(int)
+est = rlhf.LogisticRegression(C=1e12, tol=1e-300, max_iter=10**7,
+                              compat="1.4")
+""",
+        "est.fit(X, y)",
+        "assert not hasattr(est, 'coef_')",
+    ),
+    "reward_no_features": (
+        # a chain of 200,000 items: the path graph's Laplacian is badly
+        # conditioned, L-BFGS creeps
+        """
+n = 200_000
+pairs = np.stack([np.arange(n - 1), np.arange(1, n)], 1)
+est = rlhf.RewardModel(C=1e6, tol=1e-300, max_iter=10**6, solver="lbfgs")
+""",
+        "est.fit(None, pairs, n_items=n)",
+        "assert not hasattr(est, 'coef_')",
+    ),
+    "reward_newton": (
+        # 3,000 free strengths: each Newton step factors a 3000 x 3000
+        # Hessian (seconds), so the check inside the factorisation counts
+        """
+n = 3000
+pairs = rng.integers(0, n, size=(200_000, 2))
+pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+est = rlhf.RewardModel(C=10.0, solver="newton", tol=1e-300, max_iter=1000)
+""",
+        "est.fit(None, pairs, n_items=n)",
+        "assert not hasattr(est, 'coef_')",
+    ),
+    "reward_dense": (
+        """
+F = rng.normal(size=(2000, 40)) * np.logspace(0, 3, 40)
+pairs = rng.integers(0, 2000, size=(2_000_000, 2))
+pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+est = rlhf.RewardModel(C=1e12, tol=1e-300, max_iter=10**6, solver="lbfgs")
+""",
+        "est.fit(F, pairs)",
+        "assert not hasattr(est, 'coef_')",
+    ),
+    "reward_sparse": (
+        """
+import scipy.sparse as sp
+n, d = 20_000, 3000
+cols = np.arange(30) * 100 + rng.integers(0, 100, size=(n, 30))
+F = sp.csr_matrix((rng.normal(size=30 * n) * np.logspace(0, 3, d)[cols.ravel()],
+                   cols.ravel(), np.arange(0, 30 * n + 1, 30)), shape=(n, d))
+pairs = rng.integers(0, n, size=(2_000_000, 2))
+pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+est = rlhf.RewardModel(C=1e12, tol=1e-300, max_iter=10**6, solver="lbfgs")
+""",
+        "est.fit(F, pairs)",
+        "assert not hasattr(est, 'coef_')",
+    ),
+    "reweight": (
+        # one call over 100 million entries (rewards tiled: drawing them
+        # all would take longer than the test)
+        """
+policy = np.full((1_000_000, 100), 0.01)
+rewards = np.tile(rng.normal(size=(1000, 100)), (1000, 1))
+""",
+        "rlhf.reweight(policy, rewards, eta=0.5)",
+        "pass",
+    ),
+    "constrained_policy": (
+        """
+reference = np.full((1_000_000, 50), 1 / 50)
+rewards = np.tile(rng.normal(size=(1000, 50)), (1000, 1))
+costs = np.tile(rng.random(size=(1000, 50)), (1000, 1))
+""",
+        "rlhf.constrained_policy(reference, rewards, costs, budget=0.3, "
+        "beta=0.1)",
+        "pass",
+    ),
+}
+
+
+def child_script(setup, call, after):
+    return PRELUDE + setup + textwrap.dedent(f"""
+print("ready", flush=True)
+started = time.monotonic()
+try:
+    {call}
+except KeyboardInterrupt:
+    {after}
+    print("interrupted", flush=True)
+    sys.exit(0)
+print("finished after", time.monotonic() - started, "s", flush=True)
+sys.exit(3)
+""")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sigint_stops_a_long_kernel(case):
+    if "sparse" in case:
+        pytest.importorskip("scipy.sparse")
+    child = subprocess.Popen(
+        [sys.executable, "-c", child_script(*CASES[case])],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "ready", line + child.stderr.read()
+        time.sleep(1.0)
+        assert child.poll() is None, "the child stopped before the signal"
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        try:
+            out, err = child.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{case}: the child ignored SIGINT for 30 s")
+        latency = time.monotonic() - sent
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0, (case, child.returncode, out, err)
+    assert out.strip() == "interrupted", (out, err)
+    # the brief's budget is half a second from the signal to the kernel
+    # stopping; the child must also unwind and exit, on a shared machine
+    assert latency < 2.0, f"{case}: exited {latency:.2f} s after SIGINT"
+
+
+def test_a_fit_after_an_interrupted_one_is_whole():
+    """An interrupt leaves nothing behind that spoils the next fit: the
+    same estimator refits to the same numbers as a fresh one."""
+    script = PRELUDE + textwrap.dedent("""
+        import os, signal, threading
+        n = 200_000
+        pairs = np.stack([np.arange(n - 1), np.arange(1, n)], 1)
+        est = rlhf.RewardModel(C=1e6, tol=1e-300, max_iter=10**6,
+                               solver="lbfgs")
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            est.fit(None, pairs, n_items=n)
+            sys.exit(3)
+        except KeyboardInterrupt:
+            pass
+        small = pairs[:50]
+        est.set_params(max_iter=200, tol=1e-8, C=1.0)
+        a = est.fit(None, small, n_items=51).coef_
+        b = rlhf.RewardModel(max_iter=200, tol=1e-8, C=1.0,
+                             solver="lbfgs").fit(None, small, n_items=51).coef_
+        assert np.array_equal(a, b)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
