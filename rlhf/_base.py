@@ -4,11 +4,39 @@ An estimator's parameters are exactly the keyword arguments of its
 ``__init__``, stored unchanged under the same names; ``get_params`` and
 ``set_params`` read and write them, which is all ``sklearn.base.clone``,
 ``Pipeline`` and ``GridSearchCV`` need.
+
+What ``fit`` learns is stored under public names ending in ``_``; asking
+for one of them before ``fit`` raises ``NotFittedError`` (an
+``AttributeError`` too, so ``hasattr`` and ``getattr(est, name, default)``
+work as before).
 """
 import inspect
 
+from .exceptions import NotFittedError, sklearn_twin
+
 
 class ParamsMixin:
+    def __getattr__(self, name):
+        # only called when normal lookup failed.  Private and special
+        # names (copy, pickle and IPython probe __setstate__,
+        # __deepcopy__, _repr_html_ ...) get the plain AttributeError;
+        # a public name ending in "_" is a fitted attribute, missing
+        # because fit has not run -- or, once it has, because this fit
+        # does not set it (feature_names_in_ without a DataFrame)
+        if name.startswith("_") or not name.endswith("_"):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}")
+        fitted = any(key.endswith("_") and not key.startswith("__")
+                     for key in self.__dict__)
+        if fitted:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}: "
+                "this fit did not set it.")
+        raise sklearn_twin(NotFittedError)(
+            f"This {type(self).__name__} instance is not fitted yet: "
+            f"{name!r} is set by fit. Call 'fit' with appropriate arguments "
+            "before using this estimator.")
+
     @classmethod
     def _get_param_names(cls):
         signature = inspect.signature(cls.__init__)

@@ -217,43 +217,74 @@ def check_sample_weight(sample_weight, n_samples):
     if (sample_weight < 0).any():
         raise ValueError(
             "sample_weight must be non-negative; got a minimum of "
-            f"{sample_weight.min()!r}."
+            f"{format_value(sample_weight.min())}."
         )
     return sample_weight
 
 
+def format_value(value):
+    """repr(value) for a message, with a NumPy scalar shown as the Python
+    number it holds: NumPy 2 writes np.float64(-0.1) where a user wrote
+    -0.1."""
+    if isinstance(value, np.generic):
+        return repr(value.item())
+    if type(value) is dict:
+        return "{" + ", ".join(f"{format_value(k)}: {format_value(v)}"
+                               for k, v in value.items()) + "}"
+    if type(value) in (list, tuple):
+        items = [format_value(v) for v in value]
+        if type(value) is list:
+            return "[" + ", ".join(items) + "]"
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return repr(value)
+
+
 def check_scalar(value, name, owner, *, kind="float", low=None, high=None,
                  low_open=False, high_open=False):
-    """A number within bounds, with a scikit-learn style message."""
+    """A number within bounds, with a scikit-learn style message; returns
+    it as a Python float (kind='float') or int (kind='int').
+
+    One rule for every scalar parameter: a float is any numbers.Real but
+    bool (int, float, fractions.Fraction, NumPy's integer and floating
+    scalars); an int is any numbers.Integral but bool.  decimal.Decimal is
+    not a numbers.Real (it does not mix with float arithmetic) and is
+    refused, as scikit-learn refuses it.  The bounds apply to the float
+    the value converts to, which is what the computation uses, so a
+    Fraction too small for a float is not taken for a positive number.
+    Infinity passes only when high is None and closed: pass high=np.inf,
+    high_open=True to require a finite float.
+    """
+    number = None
     if kind == "int":
-        ok = isinstance(value, numbers.Integral) and not isinstance(
-            value, bool)
         what = "an int"
+        if isinstance(value, numbers.Integral) and not isinstance(
+                value, bool):
+            number = int(value)
     else:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         what = "a float"
-    if ok:
-        try:
-            # math, not NumPy: np.isfinite refuses ints beyond int64
-            finite = math.isfinite(value)
-        except OverflowError:  # an int too large for a float
-            finite = kind == "int"
-        ok = finite or (high is None and not high_open
-                        and value == np.inf and kind != "int")
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an int or a Fraction beyond float range
+                number = None
+            if number is not None and not math.isfinite(number) and not (
+                    number == math.inf and high is None and not high_open):
+                number = None
+    ok = number is not None
     if ok and low is not None:
-        ok = value > low if low_open else value >= low
+        ok = number > low if low_open else number >= low
     if ok and high is not None:
-        ok = value < high if high_open else value <= high
+        ok = number < high if high_open else number <= high
     if not ok:
-        lo = "-inf" if low is None else repr(low)
-        hi = "inf" if high is None else repr(high)
+        lo = "-inf" if low is None else format_value(low)
+        hi = "inf" if high is None else format_value(high)
         left = "(" if (low is None or low_open) else "["
         right = ")" if (high is None or high_open) else "]"
         raise ValueError(
             f"The '{name}' parameter of {owner} must be {what} in "
-            f"{left}{lo}, {hi}{right}. Got {value!r} instead."
+            f"{left}{lo}, {hi}{right}. Got {format_value(value)} instead."
         )
-    return value
+    return number
 
 
 def check_option(value, name, owner, options):
@@ -262,7 +293,7 @@ def check_option(value, name, owner, options):
         shown = ", ".join(repr(o) for o in options)
         raise ValueError(
             f"The '{name}' parameter of {owner} must be one of {shown}. "
-            f"Got {value!r} instead."
+            f"Got {format_value(value)} instead."
         )
     return value
 
@@ -274,6 +305,14 @@ def check_is_fitted(estimator, attribute):
             "Call 'fit' with appropriate arguments before using this "
             "estimator."
         )
+
+
+#: The most entries of an array whose size a parameter sets (16 GiB of
+#: float64): the policy table of SFT, the samples PPO draws per iteration,
+#: the features of a world.  Beyond it a size is far more likely a mistake
+#: than a request, and refusing it names the parameter instead of failing
+#: in the allocation (or, for sizes beyond 2**63, in NumPy's conversion).
+MAX_TABLE_ENTRIES = 2**31
 
 
 #: The most iterations a kernel counts (its counters are C ints).  A larger

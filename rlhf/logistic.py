@@ -19,9 +19,13 @@ from ._validation import (
     check_finite_values,
     check_is_fitted,
     check_labels,
+    check_n_threads,
     check_option,
     check_sample_weight,
     check_scalar,
+    format_value,
+    kernel_max_iter,
+    max_threads,
 )
 from .exceptions import ConvergenceWarning, sklearn_twin
 
@@ -127,6 +131,9 @@ class LogisticRegression(ParamsMixin):
         Weights by class label, multiplied into ``sample_weight``;
         ``'balanced'`` uses ``n_samples / (2 * count(class))``.
     max_iter : int >= 0, default=100
+        Any int is accepted; the kernel counts at most ``2**31 - 1``
+        iterations (``n_iter_`` says how many ran), as scikit-learn accepts
+        ``max_iter=2**31``.
     solver : {'lbfgs', 'newton'}, default='lbfgs'
         ``'lbfgs'``: limited-memory BFGS exactly as scikit-learn runs it.
         ``'newton'``: Newton's method with a Cholesky factorisation of the
@@ -136,8 +143,8 @@ class LogisticRegression(ParamsMixin):
     verbose : int, default=0
         When positive, print how the solver stopped.
     n_jobs : int or None, default=None
-        Threads for the dense kernels (``None`` or ``-1``: all); results do
-        not depend on it.
+        Threads for the dense kernels (``None`` or ``-1``: all), at most
+        ``max(16, 4 * cores)``; results do not depend on it.
     compat : {'1.2', '1.4', '1.7'}, default='1.2'
         Which scikit-learn's lbfgs to reproduce.
 
@@ -208,22 +215,33 @@ class LogisticRegression(ParamsMixin):
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise ValueError(
                 f"The 'fit_intercept' parameter of {owner} must be an "
-                f"instance of bool. Got {self.fit_intercept!r} instead."
+                "instance of bool. Got "
+                f"{format_value(self.fit_intercept)} instead."
             )
         cw = self.class_weight
         if not (cw is None or isinstance(cw, dict)
                 or (isinstance(cw, str) and cw == "balanced")):
             raise ValueError(
                 f"The 'class_weight' parameter of {owner} must be a dict, "
-                f"'balanced' or None. Got {cw!r} instead."
+                f"'balanced' or None. Got {format_value(cw)} instead."
             )
-        if self.n_jobs is not None:
-            check_scalar(self.n_jobs, "n_jobs", owner, kind="int", low=-1)
-            if self.n_jobs == 0:
-                raise ValueError(
-                    f"The 'n_jobs' parameter of {owner} must be None, -1 or "
-                    "a positive int. Got 0 instead."
-                )
+        self._n_threads()
+
+    def _n_threads(self):
+        """n_jobs as the kernel's thread count (0: the OpenMP default)."""
+        n_jobs = self.n_jobs
+        if n_jobs is None or (isinstance(n_jobs, numbers.Integral)
+                              and not isinstance(n_jobs, bool)
+                              and n_jobs == -1):
+            return 0
+        try:
+            return check_n_threads(n_jobs, "n_jobs", type(self).__name__)
+        except ValueError:
+            raise ValueError(
+                f"The 'n_jobs' parameter of {type(self).__name__} must be "
+                f"None, -1 or an int in [1, {max_threads()}] (at most four "
+                f"threads per core). Got {format_value(n_jobs)} instead."
+            ) from None
 
     def _class_weights(self, classes, y_index, sample_weight, user_weight):
         """Per-class weights (length 2, in the order of classes),
@@ -245,8 +263,8 @@ class LogisticRegression(ParamsMixin):
                 raise ValueError(
                     "class_weight='balanced' divides by the summed "
                     "sample_weight of each class, which is zero for class "
-                    f"{empty!r}; give its samples a positive sample_weight "
-                    "or pass class_weight as a dict."
+                    f"{format_value(empty)}; give its samples a positive "
+                    "sample_weight or pass class_weight as a dict."
                 )
             return total / (2 * counts)
         missing = []
@@ -266,7 +284,7 @@ class LogisticRegression(ParamsMixin):
         if not np.isfinite(weights).all() or (weights < 0).any():
             raise ValueError(
                 "class_weight values must be finite and non-negative; got "
-                f"{cw!r}."
+                f"{format_value(cw)}."
             )
         return weights
 
@@ -308,7 +326,7 @@ class LogisticRegression(ParamsMixin):
             raise ValueError(
                 "This solver needs samples of at least 2 classes in the "
                 "data, but y contains only one class: "
-                f"{classes.tolist()[0]!r}." if len(classes) else
+                f"{format_value(classes.tolist()[0])}." if len(classes) else
                 "y contains no class at all."
             )
         if len(classes) > 2:
@@ -334,8 +352,9 @@ class LogisticRegression(ParamsMixin):
                 "sample; at least one sample needs a positive weight."
             )
         compat = _COMPAT[self.compat]
-        no_penalty = self.penalty is None or self.C == np.inf
-        alpha = 0.0 if no_penalty else 1.0 / self.C
+        C = float(self.C)
+        no_penalty = self.penalty is None or C == np.inf
+        alpha = 0.0 if no_penalty else 1.0 / C
         scale = 1.0
         if compat["mean"]:
             scale = 1.0 / total
@@ -347,7 +366,7 @@ class LogisticRegression(ParamsMixin):
                 f"Hessian; with more than {_NEWTON_MAX_PARAMS - 1} features "
                 "use solver='lbfgs'."
             )
-        n_threads = 0 if self.n_jobs in (None, -1) else int(self.n_jobs)
+        n_threads = self._n_threads()
         gtol = _NEWTON_GTOL if self.solver == "newton" else float(self.tol)
         try:
             w, loss, grad, n_iter, n_fev, status = _core.logistic_fit(
@@ -360,7 +379,7 @@ class LogisticRegression(ParamsMixin):
                 self.solver,
                 gtol,
                 compat["ftol"],
-                int(self.max_iter),
+                kernel_max_iter(self.max_iter),
                 compat["maxls"],
                 n_threads=n_threads,
             )
@@ -371,7 +390,10 @@ class LogisticRegression(ParamsMixin):
         self.coef_ = w[:n_features].reshape(1, n_features)
         self.intercept_ = (w[n_features:] if self.fit_intercept
                            else np.zeros(1))
-        self.n_iter_ = np.array([min(n_iter, self.max_iter)], dtype=np.int32)
+        # the iterations that ran: at most max_iter, and at most the
+        # kernel's limit when max_iter is beyond it
+        self.n_iter_ = np.array([min(n_iter, kernel_max_iter(self.max_iter))],
+                                dtype=np.int32)
         self.n_features_in_ = n_features
         if names is not None:
             self.feature_names_in_ = names

@@ -27,8 +27,9 @@ import numpy as np
 
 from . import _core
 from ._base import ParamsMixin
-from ._validation import (_as_float_array, _check_finite, check_option,
-                          check_sample_weight, check_scalar)
+from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
+                          check_option, check_sample_weight, check_scalar,
+                          format_value, kernel_max_iter)
 from .policy import _check_policy_table, _check_rewards
 
 __all__ = ["DPO", "PPO", "REINFORCE", "SFT"]
@@ -37,9 +38,6 @@ _KL_KINDS = {"k1": 1, "k3": 3}
 _BASELINES = {"mean": 0, "rloo": 1, "grpo": 2}
 _DPO_LOSSES = {"sigmoid": 0, "robust": 1, "hinge": 2, "ipo": 3}
 _ADAM = (0.9, 0.999, 1e-8)
-# the largest policy table SFT allocates (16 GiB of float64): beyond it an
-# index is far more likely a mistake than a table
-_MAX_TABLE = 2 ** 31
 
 
 def _random_generator(random_state, owner):
@@ -51,7 +49,7 @@ def _random_generator(random_state, owner):
     raise ValueError(
         f"The 'random_state' parameter of {owner} must be None, a "
         f"non-negative int or a numpy.random.Generator. Got "
-        f"{random_state!r} instead.")
+        f"{format_value(random_state)} instead.")
 
 
 def _log_reference(reference):
@@ -117,7 +115,8 @@ def _check_diverged(logits, est, iteration):
         raise ValueError(
             f"{owner} diverged in iteration {iteration + 1}: the policy's "
             "logits are no longer finite. Lower the 'learning_rate' "
-            f"parameter (got {est.learning_rate!r}) or rescale the rewards "
+            f"parameter (got {format_value(est.learning_rate)}) or rescale "
+            "the rewards "
             "and the features.")
     return logits
 
@@ -136,25 +135,27 @@ def _check_second_moment(v, est, iteration):
 
 def _check_common(est, owner):
     check_option(est.policy, "policy", owner, ["tabular", "linear"])
-    check_scalar(est.learning_rate, "learning_rate", owner, low=0.0,
-                 low_open=True)
+    _check_positive_finite(est.learning_rate, "learning_rate", owner)
     check_scalar(est.n_iterations, "n_iterations", owner, kind="int", low=1)
     check_option(est.lr_schedule, "lr_schedule", owner,
                  ["linear", "constant"])
     check_scalar(est.verbose, "verbose", owner, kind="int", low=0)
-    if not np.isfinite(est.learning_rate):
-        raise ValueError(
-            f"The 'learning_rate' parameter of {owner} must be a float in "
-            f"(0, inf). Got {est.learning_rate!r} instead.")
 
 
 def _check_positive_finite(value, name, owner):
-    check_scalar(value, name, owner, low=0.0, low_open=True)
-    if not np.isfinite(value):
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be a float in (0, inf). "
-            f"Got {value!r} instead.")
-    return float(value)
+    """value as a float in (0, inf)."""
+    return check_scalar(value, name, owner, low=0.0, low_open=True,
+                        high=np.inf, high_open=True)
+
+
+def _check_batch_size(est, owner):
+    if est.batch_size is not None:
+        check_scalar(est.batch_size, "batch_size", owner, kind="int", low=1)
+
+
+def _batch(est, n):
+    """Rows per minibatch: batch_size (any int >= 1), at most n."""
+    return n if est.batch_size is None else min(int(est.batch_size), n)
 
 
 class _PolicyGradient(ParamsMixin):
@@ -187,9 +188,7 @@ class _PolicyGradient(ParamsMixin):
         check_option(self.kl_in_reward, "kl_in_reward", owner, [True, False])
         check_option(self.exact, "exact", owner, [True, False])
         check_scalar(self.n_samples, "n_samples", owner, kind="int", low=1)
-        if self.batch_size is not None:
-            check_scalar(self.batch_size, "batch_size", owner, kind="int",
-                         low=1)
+        _check_batch_size(self, owner)
 
     def fit(self, reference_policy, rewards, features=None, costs=None):
         """Optimise the policy from the reference.
@@ -216,6 +215,14 @@ n_features), optional
         reference = _check_policy_table(reference_policy, "reference_policy",
                                         owner)
         rewards = _check_rewards(rewards, reference.shape, owner)
+        n_prompts = reference.shape[0]
+        if not self.exact and n_prompts * int(self.n_samples) > \
+                MAX_TABLE_ENTRIES:
+            raise ValueError(
+                f"The 'n_samples' parameter of {owner} draws n_prompts x "
+                f"n_samples = {n_prompts} x {int(self.n_samples)} responses "
+                f"per iteration, more than {MAX_TABLE_ENTRIES}; draw fewer "
+                "samples (or use exact=True for the full expectation).")
         budget = getattr(self, "cost_budget", None)
         if costs is not None:
             if budget is None:
@@ -248,8 +255,8 @@ n_features), optional
         clip = self._clip_value()
         seed = int(rng.integers(0, 2 ** 63))
         counter = 0
-        batch = n if self.batch_size is None else min(self.batch_size, n)
-        samples = n_resp if self.exact else self.n_samples
+        batch = _batch(self, n)
+        samples = n_resp if self.exact else int(self.n_samples)
         if self.exact:
             actions = np.ascontiguousarray(
                 np.broadcast_to(np.arange(n_resp, dtype=np.int64),
@@ -277,7 +284,9 @@ n_features), optional
         # cost page faults comparable to the softmax itself)
         logits = model.logits(theta)
         logp, p = k.log_softmax(logits)
-        for iteration in range(self.n_iterations):
+        n_iterations = int(self.n_iterations)
+        n_epochs = int(self._epochs())
+        for iteration in range(n_iterations):
             if costs is not None:
                 lam = float(np.exp(log_lambda[0]))
                 step_rewards = rewards - lam * costs
@@ -307,7 +316,7 @@ n_features), optional
                                                         actions, kl_kind)))
             learning_rate = _scheduled(self, iteration)
             losses, clipped = [], []
-            for _ in range(self._epochs()):
+            for _ in range(n_epochs):
                 order = all_rows if batch == n else rng.permutation(
                     n).astype(np.int64)
                 for start in range(0, n, batch):
@@ -352,7 +361,7 @@ n_features), optional
                 # derivative term of a PID Lagrangian (Stooke et al. 2020),
                 # which damps the lag between policy and multiplier; Adam
                 # without momentum (beta1 = 0) for the same reason
-                error = cost_now - self.cost_budget
+                error = cost_now - float(self.cost_budget)
                 if previous_error is None:
                     previous_error = error
                 dual_grad = np.array([-(2.0 * error - previous_error)])
@@ -361,8 +370,8 @@ n_features), optional
                     log_lambda, dual_grad, dual_m, dual_v,
                     _scheduled(self, iteration, self.lambda_learning_rate),
                     0.0, _ADAM[1], _ADAM[2], iteration + 1)
-            if self.verbose and (iteration % max(1, self.n_iterations // 10)
-                                 == 0 or iteration == self.n_iterations - 1):
+            if self.verbose and (iteration % max(1, n_iterations // 10)
+                                 == 0 or iteration == n_iterations - 1):
                 print(f"{owner} iteration {iteration + 1}: reward "
                       f"{reward:.4f}, KL {kl:.4f}, entropy {entropy:.4f}, "
                       f"beta {beta:.4g}")
@@ -370,7 +379,8 @@ n_features), optional
                 # Ziegler et al. 2019, "Fine-tuning language models from
                 # human preferences", section 2.2: a proportional controller
                 # on log beta with the error clipped to +-0.2
-                error = np.clip(kl_now / self.target_kl - 1.0, -0.2, 0.2)
+                error = np.clip(kl_now / float(self.target_kl) - 1.0, -0.2,
+                                0.2)
                 beta *= 1.0 + error * (n * samples) / horizon
         self.theta_ = theta
         self.policy_ = p
@@ -379,7 +389,7 @@ n_features), optional
             self.lambda_ = float(np.exp(log_lambda[0]))
         self.history_ = {key: np.asarray(value)
                          for key, value in history.items()}
-        self.n_iter_ = self.n_iterations
+        self.n_iter_ = n_iterations
         return self
 
     def _controls_beta(self):
@@ -397,7 +407,7 @@ def _scheduled(est, iteration, learning_rate=None):
                  learning_rate)
     if est.lr_schedule == "constant":
         return rate
-    return rate * (1.0 - iteration / est.n_iterations)
+    return rate * (1.0 - iteration / int(est.n_iterations))
 
 
 def _kl_estimate(sample_logp, ref_logp, actions, kl_kind):
@@ -438,7 +448,8 @@ class PPO(_PolicyGradient):
     batch_size : int or None, default=None
         Prompts per minibatch; None: all prompts, one step per epoch.
     n_samples : int, default=4
-        Responses sampled per prompt and iteration.
+        Responses sampled per prompt and iteration (at most ``2**31`` in
+        all, n_prompts times n_samples).
     kl_estimator : {'k1', 'k3'}, default='k1'
         Per-sample estimate of ``KL(pi || pi_ref)``: ``k1 = log(pi /
         pi_ref)`` or ``k3 = pi_ref / pi - 1 - log(pi_ref / pi)``
@@ -560,7 +571,10 @@ class PPO(_PolicyGradient):
         if self.horizon is not None:
             _check_positive_finite(self.horizon, "horizon", owner)
         if self.cost_budget is not None:
-            check_scalar(self.cost_budget, "cost_budget", owner)
+            # finite: an infinite budget makes the multiplier's gradient
+            # infinite and lambda NaN (leave cost_budget=None instead)
+            check_scalar(self.cost_budget, "cost_budget", owner,
+                         high=np.inf, high_open=True)
         _check_positive_finite(self.lambda_init, "lambda_init", owner)
         _check_positive_finite(self.lambda_learning_rate,
                                "lambda_learning_rate", owner)
@@ -626,7 +640,7 @@ class REINFORCE(_PolicyGradient):
             raise ValueError(
                 f"The baseline {self.baseline!r} of {owner} compares each "
                 "response with the others of its prompt: 'n_samples' must be "
-                f">= 2. Got {self.n_samples!r} instead.")
+                f">= 2. Got {format_value(self.n_samples)} instead.")
 
     def _baseline(self):
         return self.baseline
@@ -747,10 +761,9 @@ class DPO(ParamsMixin):
             raise ValueError(
                 f"The 'label_smoothing' parameter of DPO is used by the "
                 f"'sigmoid' and 'robust' losses only; got "
-                f"{self.label_smoothing!r} with loss={self.loss!r}.")
-        if self.batch_size is not None:
-            check_scalar(self.batch_size, "batch_size", owner, kind="int",
-                         low=1)
+                f"{format_value(self.label_smoothing)} with "
+                f"loss={self.loss!r}.")
+        _check_batch_size(self, owner)
 
     def fit(self, reference_policy, comparisons, sample_weight=None,
             features=None):
@@ -801,13 +814,14 @@ n_features), optional
         rng = _random_generator(self.random_state, owner)
         loss_kind = _DPO_LOSSES[self.loss]
         beta, smoothing = float(self.beta), float(self.label_smoothing)
-        batch = m if self.batch_size is None else min(self.batch_size, m)
+        batch = _batch(self, m)
         theta = model.initial()
         mom, var = np.zeros_like(theta), np.zeros_like(theta)
         step = 0
         history = {"loss": [], "chosen_log_ratio": [],
                    "rejected_log_ratio": [], "margin": [], "accuracy": []}
-        for iteration in range(self.n_iterations):
+        n_iterations = int(self.n_iterations)
+        for iteration in range(n_iterations):
             learning_rate = _scheduled(self, iteration)
             order = np.arange(m) if batch == m else rng.permutation(m)
             for start in range(0, m, batch):
@@ -830,8 +844,8 @@ n_features), optional
             history["rejected_log_ratio"].append(rejected)
             history["margin"].append(beta * (chosen - rejected))
             history["accuracy"].append(accuracy)
-            if self.verbose and (iteration % max(1, self.n_iterations // 10)
-                                 == 0 or iteration == self.n_iterations - 1):
+            if self.verbose and (iteration % max(1, n_iterations // 10)
+                                 == 0 or iteration == n_iterations - 1):
                 print(f"DPO iteration {iteration + 1}: loss {loss:.5f}, "
                       f"chosen {chosen:.4f}, rejected {rejected:.4f}, "
                       f"accuracy {accuracy:.3f}")
@@ -839,7 +853,7 @@ n_features), optional
         self.policy_ = k.log_softmax(model.logits(theta))[1]
         self.history_ = {key: np.asarray(value)
                          for key, value in history.items()}
-        self.n_iter_ = self.n_iterations
+        self.n_iter_ = n_iterations
         return self
 
 
@@ -864,7 +878,9 @@ class SFT(ParamsMixin):
     policy : {'tabular', 'linear'}, default='tabular'
     tol : float > 0, default=1e-10
         L-BFGS stops when no gradient component exceeds tol.
-    max_iter : int, default=1000
+    max_iter : int >= 1, default=1000
+        Any such int; L-BFGS counts at most ``2**31 - 1`` iterations
+        (``n_iter_`` says how many ran).
 
     Attributes
     ----------
@@ -910,10 +926,10 @@ n_features), optional
         self
         """
         owner = "SFT"
-        check_scalar(self.smoothing, "smoothing", owner, low=0.0,
-                     high=np.inf, high_open=True)
+        smoothing = check_scalar(self.smoothing, "smoothing", owner, low=0.0,
+                                 high=np.inf, high_open=True)
         check_option(self.policy, "policy", owner, ["tabular", "linear"])
-        _check_positive_finite(self.tol, "tol", owner)
+        tol = _check_positive_finite(self.tol, "tol", owner)
         check_scalar(self.max_iter, "max_iter", owner, kind="int", low=1)
         arr = np.asarray(demonstrations)
         if features is not None:
@@ -931,10 +947,13 @@ n_features), optional
                             ("n_responses", n_responses)):
             if value is not None:
                 check_scalar(value, name, owner, kind="int", low=1)
+        # Python ints from here: NumPy integers would wrap in the product
+        n_prompts = None if n_prompts is None else int(n_prompts)
+        n_responses = None if n_responses is None else int(n_responses)
         if n_prompts is not None and n_responses is not None and \
-                n_prompts * n_responses > _MAX_TABLE:
+                n_prompts * n_responses > MAX_TABLE_ENTRIES:
             raise ValueError(
-                f"SFT's table of n_prompts x n_responses = {n_prompts} x "
+                f"SFT's table of 'n_prompts' x 'n_responses' = {n_prompts} x "
                 f"{n_responses} has more than 2**31 entries; check the "
                 "indices in demonstrations (the sizes default to one more "
                 "than the largest) or pass n_prompts and n_responses.")
@@ -946,7 +965,7 @@ n_features), optional
         counts = np.zeros((n_prompts, n_responses))
         np.add.at(counts, (demonstrations[:, 0], demonstrations[:, 1]),
                   sample_weight)
-        counts += float(self.smoothing)
+        counts += smoothing
         total = counts.sum()
         if not total > 0:
             raise ValueError("SFT has no demonstration of positive weight.")
@@ -962,8 +981,8 @@ n_features), optional
             return loss, np.ascontiguousarray(model.chain(grad)).ravel()
 
         theta, _, _, n_iter, _, status = _core.lbfgs_minimize(
-            objective, model.initial().ravel(), gtol=float(self.tol),
-            ftol=0.0, max_iter=int(self.max_iter))
+            objective, model.initial().ravel(), gtol=tol,
+            ftol=0.0, max_iter=kernel_max_iter(self.max_iter))
         if status == 2:
             import warnings
             from .exceptions import ConvergenceWarning

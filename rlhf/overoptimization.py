@@ -20,12 +20,11 @@ largest.
   preferences.
 """
 import dataclasses
-import numbers
 
 import numpy as np
 
-from ._validation import _as_float_array, _check_finite, check_option, \
-    check_scalar
+from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
+                          check_option, check_scalar, format_value)
 from .optimize import PPO
 from .policy import (_check_policy_table, best_of_n_policy, kl_divergence,
                      kl_regularized_policy)
@@ -168,25 +167,24 @@ def _table(values, name, shape):
 
 
 def _strengths(values, name, default, kind):
-    """A 1-d array of n values (ints >= 1) or betas (floats > 0)."""
+    """A 1-d array of n values (int64 >= 1) or betas (floats > 0)."""
     if values is None:
         values = default
     if isinstance(values, (str, bytes)) or np.ndim(values) != 1:
         raise TypeError(
             f"The '{name}' parameter of {_OWNER} must be a 1-dimensional "
-            f"sequence of numbers. Got {values!r} instead.")
+            f"sequence of numbers. Got {format_value(values)} instead.")
     if len(values) == 0:
         raise ValueError(f"The '{name}' parameter of {_OWNER} is empty.")
-    for value in values:
-        if kind == "int":
-            check_scalar(value, name, _OWNER, kind="int", low=1)
-        else:
-            check_scalar(value, name, _OWNER, low=0.0, low_open=True)
-            if not np.isfinite(value):
-                raise ValueError(
-                    f"The '{name}' parameter of {_OWNER} must hold floats "
-                    f"in (0, inf). Got {value!r} instead.")
-    return np.array(values, dtype=np.int64 if kind == "int" else np.float64)
+    if kind == "int":
+        # the values are kept as int64 (best-of-n is greedy long before)
+        checked = [check_scalar(value, name, _OWNER, kind="int", low=1,
+                                high=np.iinfo(np.int64).max)
+                   for value in values]
+        return np.array(checked, dtype=np.int64)
+    return np.array([check_scalar(value, name, _OWNER, low=0.0,
+                                  low_open=True, high=np.inf, high_open=True)
+                     for value in values], dtype=np.float64)
 
 
 def overoptimization_curves(reference_policy, gold_rewards, proxy_rewards,
@@ -404,8 +402,10 @@ class OveroptimizationWorld:
             item ``p * n_candidates + k``).
         """
         owner = "OveroptimizationWorld.comparisons"
-        check_scalar(n_comparisons, "n_comparisons", owner, kind="int",
-                     low=1)
+        # pairs of shape (n_comparisons, 2), at most MAX_TABLE_ENTRIES
+        n_comparisons = check_scalar(n_comparisons, "n_comparisons", owner,
+                                     kind="int", low=1,
+                                     high=MAX_TABLE_ENTRIES // 2)
         rng = _check_random_state(random_state, owner)
         n_prompts, n_candidates = self.reference_policy.shape
         prompts = rng.integers(0, n_prompts, size=n_comparisons)
@@ -483,7 +483,9 @@ def make_overoptimization_world(n_prompts=64, n_candidates=64, n_styles=6,
     n_candidates : int >= 2, default=64
         Responses per prompt.
     n_styles : int >= 0, default=6
-        Features the gold reward ignores.
+        Features the gold reward ignores.  The features hold
+        ``n_prompts * n_candidates * (2 + n_styles)`` values, at most
+        ``2**31``.
     proxy_features : {'linear', 'quadratic'}, default='linear'
     length_bonus, length_penalty : float >= 0, default=4.0
     length_decay : float >= 0, default=8.0
@@ -505,31 +507,37 @@ def make_overoptimization_world(n_prompts=64, n_candidates=64, n_styles=6,
     (64, 64)
     """
     owner = "make_overoptimization_world"
-    check_scalar(n_styles, "n_styles", owner, kind="int", low=0)
+    n_styles = check_scalar(n_styles, "n_styles", owner, kind="int", low=0)
     check_option(proxy_features, "proxy_features", owner,
                  ["linear", "quadratic"])
-    for name, value in (("length_bonus", length_bonus),
-                        ("length_penalty", length_penalty),
-                        ("length_decay", length_decay),
-                        ("temperature", temperature)):
-        check_scalar(value, name, owner, low=0.0)
-        if not np.isfinite(value):
-            raise ValueError(f"The '{name}' parameter of {owner} must be a "
-                             f"float in [0.0, inf). Got {value!r} instead.")
-    check_scalar(noise, "noise", owner, low=0.0, high=1.0)
-    for name, value, low in (("n_prompts", n_prompts, 1),
-                             ("n_candidates", n_candidates, 2)):
-        check_scalar(value, name, owner, kind="int", low=low)
+    length_bonus, length_penalty, length_decay, temperature = (
+        check_scalar(value, name, owner, low=0.0, high=np.inf,
+                     high_open=True)
+        for name, value in (("length_bonus", length_bonus),
+                            ("length_penalty", length_penalty),
+                            ("length_decay", length_decay),
+                            ("temperature", temperature)))
+    noise = check_scalar(noise, "noise", owner, low=0.0, high=1.0)
+    n_prompts = check_scalar(n_prompts, "n_prompts", owner, kind="int",
+                             low=1)
+    n_candidates = check_scalar(n_candidates, "n_candidates", owner,
+                                kind="int", low=2)
+    if n_prompts * n_candidates * (2 + n_styles) > MAX_TABLE_ENTRIES:
+        raise ValueError(
+            f"The features of {owner} would hold n_prompts x n_candidates x "
+            f"(2 + n_styles) = {n_prompts} x {n_candidates} x "
+            f"{2 + n_styles} values, more than {MAX_TABLE_ENTRIES}; lower "
+            "'n_prompts', 'n_candidates' or 'n_styles'.")
     rng = _check_random_state(random_state, owner)
     names = ("helpfulness", "length") + tuple(
         f"style_{j}" for j in range(n_styles))
-    weights = np.r_[1.0, float(length_bonus), np.zeros(n_styles)]
+    weights = np.r_[1.0, length_bonus, np.zeros(n_styles)]
     world = make_world(n_prompts, n_candidates, feature_names=names,
                        weights=weights, random_state=rng)
     length = world.features[:, 1]
     gold = (world.rewards - length_penalty * length ** 2).reshape(
         n_prompts, n_candidates)
-    logits = (-float(length_decay) * length).reshape(n_prompts, n_candidates)
+    logits = (-length_decay * length).reshape(n_prompts, n_candidates)
     reference = np.exp(logits - logits.max(axis=1, keepdims=True))
     reference /= reference.sum(axis=1, keepdims=True)
     if proxy_features == "quadratic":
@@ -540,5 +548,4 @@ def make_overoptimization_world(n_prompts=64, n_candidates=64, n_styles=6,
         features = world.features.copy()
         feature_names = names
     return OveroptimizationWorld(world, reference, gold, features,
-                                 feature_names, float(temperature),
-                                 float(noise))
+                                 feature_names, temperature, noise)

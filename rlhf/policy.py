@@ -1,10 +1,9 @@
 """Policy updates towards higher reward, staying near a reference."""
-import numbers
-
 import numpy as np
 
 from . import _core
-from ._validation import _as_float_array, _check_finite
+from ._validation import (_as_float_array, _check_finite, check_scalar,
+                          format_value)
 
 __all__ = ["best_of_n_policy", "kl_divergence", "kl_regularized_policy",
            "reweight"]
@@ -50,13 +49,11 @@ def reweight(policy, rewards, eta=0.5, eps=1e-6):
     ...               eta=0.5).round(4)
     array([0.3112, 0.1888, 0.3112, 0.1888])
     """
-    for name, value in (("eta", eta), ("eps", eps)):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) \
-                or not np.isfinite(value):
-            raise ValueError(f"{name} must be a finite real number; got "
-                             f"{value!r}.")
+    # finite floats, by the rule of every scalar parameter
+    eta = check_scalar(eta, "eta", "reweight", high=np.inf, high_open=True)
+    eps = check_scalar(eps, "eps", "reweight", high=np.inf, high_open=True)
     if eps < 0:
-        raise ValueError(f"eps must be >= 0; got {eps!r}.")
+        raise ValueError(f"eps must be >= 0; got {format_value(eps)}.")
     policy = _as_float_array(policy, "policy")
     rewards = _as_float_array(rewards, "rewards")
     if policy.ndim == 0 or policy.shape[-1] == 0:
@@ -78,8 +75,7 @@ def reweight(policy, rewards, eta=0.5, eps=1e-6):
     flat_rewards = np.broadcast_to(rewards, shape).reshape(-1, n_responses)
     try:
         # the kernel checks values in the pass that reads them
-        out = _core.reweight(flat_policy, flat_rewards, float(eta),
-                             float(eps))
+        out = _core.reweight(flat_policy, flat_rewards, eta, eps)
     except ValueError:
         _explain_bad_values(policy, rewards, shape, eps)
         raise
@@ -92,7 +88,8 @@ def _explain_bad_values(policy, rewards, shape, eps):
     _check_finite(rewards, "rewards")
     if (policy < 0).any():
         raise ValueError(
-            f"policy must be non-negative; got a minimum of {policy.min()!r}."
+            "policy must be non-negative; got a minimum of "
+            f"{format_value(policy.min())}."
         )
     if eps == 0 and (np.broadcast_to(policy, shape).max(axis=-1) == 0).any():
         raise ValueError("policy has a row of zeros and eps is 0: that row "
@@ -117,7 +114,7 @@ def _check_policy_table(policy, name, owner, *, ndim=2, atol=1e-6):
     if (policy < 0).any():
         raise ValueError(
             f"{name} of {owner} must be non-negative; got a minimum of "
-            f"{policy.min()!r}.")
+            f"{format_value(policy.min())}.")
     totals = policy.sum(axis=-1, keepdims=True)
     worst = np.abs(totals - 1.0).max()
     if worst > atol:
@@ -138,13 +135,9 @@ def _check_rewards(rewards, shape, owner, name="rewards"):
 
 
 def _check_beta(beta, owner, name="beta"):
-    from ._validation import check_scalar
-    check_scalar(beta, name, owner, low=0.0, low_open=True)
-    if beta == np.inf:
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be a float in (0, inf). "
-            f"Got {beta!r} instead.")
-    return float(beta)
+    """beta as a float in (0, inf)."""
+    return check_scalar(beta, name, owner, low=0.0, low_open=True,
+                        high=np.inf, high_open=True)
 
 
 def _one_or_two_d(reference_policy, owner):
@@ -284,7 +277,7 @@ def best_of_n_policy(reference_policy, rewards, n):
 (n_responses,)
     rewards : array-like of the same shape
     n : int >= 1
-        Number of samples; n = 1 gives the reference back.
+        Number of samples, any int; n = 1 gives the reference back.
 
     Returns
     -------
@@ -296,9 +289,11 @@ def best_of_n_policy(reference_policy, rewards, n):
     >>> rlhf.best_of_n_policy([0.5, 0.5], [1.0, 0.0], n=2)
     array([0.75, 0.25])
     """
-    from ._validation import check_scalar
     owner = "best_of_n_policy"
-    check_scalar(n, "n", owner, kind="int", low=1)
+    n = check_scalar(n, "n", owner, kind="int", low=1)
+    # F^n in float64: n itself is exact up to 2**53, and beyond float range
+    # F^n is 0 for F < 1 and 1 for F = 1 either way
+    exponent = float(min(n, 2**1023))
     table, single = _one_or_two_d(reference_policy, owner)
     rewards = np.asarray(rewards)
     rewards = _check_rewards(rewards[None, :] if single and rewards.ndim == 1
@@ -324,7 +319,7 @@ def best_of_n_policy(reference_policy, rewards, n):
     group_mass = upper - below
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(group_mass > 0, p_sorted / group_mass, 0.0)
-    out_sorted = share * (upper ** n - below ** n)
+    out_sorted = share * (upper ** exponent - below ** exponent)
     out = np.empty_like(out_sorted)
     np.put_along_axis(out, order, out_sorted, axis=1)
     out /= out.sum(axis=1, keepdims=True)
