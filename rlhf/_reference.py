@@ -505,7 +505,10 @@ def _constrained_policy_at(logp, r_shift, c_shift, beta, lam):
     u = np.where(support, r_shift - lam * c_shift, -np.inf)
     u_max = u[support].max()
     z = np.full(logp.shape, -np.inf)
-    z[support] = logp[support] + (u[support] - u_max) / beta
+    # (u - u_max) <= 0 over a tiny beta may overflow to -inf: exp gives the
+    # intended 0
+    with np.errstate(over="ignore"):
+        z[support] = logp[support] + (u[support] - u_max) / beta
     w = np.exp(z - z.max())
     policy = w / w.sum()
     mean = float(policy @ c_shift)
@@ -613,8 +616,8 @@ def _constrained_row(p, r, c, beta, budget):
     support = p > 0
     c_min, c_max = c[support].min(), c[support].max()
     if budget < c_min:
-        raise ValueError(f"budget {budget!r} is below the least achievable "
-                         f"cost {c_min!r}")
+        raise ValueError(f"budget {float(budget)!r} is below the least "
+                         f"achievable cost {float(c_min)!r}")
     with np.errstate(divide="ignore"):
         logp = np.where(support, np.log(p), -np.inf)
     r_shift = r - r[support].max()

@@ -454,7 +454,11 @@ class LogisticRegression(ParamsMixin):
         Positive scores predict ``classes_[1]``.
         """
         X = self._check_X(X)
-        scores = X @ self.coef_.T + self.intercept_
+        if _is_sparse(X):
+            scores = X @ self.coef_.T + self.intercept_
+        else:
+            # einsum, not BLAS: the same bits for any number of threads
+            scores = np.einsum("ij,kj->ik", X, self.coef_) + self.intercept_
         return np.asarray(scores).ravel()
 
     def predict(self, X):

@@ -95,14 +95,18 @@ class _Parametrisation:
         if self.kind == "linear":
             # an overflow to inf is reported by _check_diverged
             with np.errstate(over="ignore", invalid="ignore"):
-                return np.add(self.ref_logp, (self.flat @ theta).reshape(
-                    self.ref_logp.shape), out=out)
+                # einsum, not BLAS: the sums keep one order whatever the
+                # number of BLAS threads, so fits are the same bits
+                scores = np.einsum("ij,j->i", self.flat, theta)
+                return np.add(self.ref_logp,
+                              scores.reshape(self.ref_logp.shape), out=out)
         return np.add(self.ref_logp, theta, out=out)
 
     def chain(self, grad_logits):
         if self.kind == "linear":
             with np.errstate(over="ignore", invalid="ignore"):
-                return grad_logits.reshape(-1) @ self.flat
+                return np.einsum("i,ij->j", grad_logits.reshape(-1),
+                                 self.flat)
         return grad_logits
 
 

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import _as_float_array, _check_finite
+from ._validation import _as_float_array, _check_finite, format_value
 
 __all__ = ["reward_kl_frontier", "cost_reward_tradeoff", "policy_bars",
            "calibration", "training_curves", "overoptimization"]
@@ -218,7 +218,8 @@ def calibration(probabilities, outcomes, *, n_bins=10, ax=None, label=None):
         raise ValueError("outcomes must be 0 or 1 (or booleans).")
     if not isinstance(n_bins, numbers.Integral) or isinstance(n_bins, bool) \
             or n_bins < 1:
-        raise ValueError(f"n_bins must be an int >= 1; got {n_bins!r}.")
+        raise ValueError(
+            f"n_bins must be an int >= 1; got {format_value(n_bins)}.")
     predicted, observed, _ = _calibration_bins(probabilities, outcomes,
                                                int(n_bins))
     ax = _axes(ax)

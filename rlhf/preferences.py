@@ -20,12 +20,13 @@ Comparisons are int64 arrays of shape (m, 2), preferred item first, with a
 boolean tie mask of shape (m,): the inputs of ``rlhf.RewardModel.fit``.
 """
 import dataclasses
+import math
 import numbers
 from typing import Optional
 
 import numpy as np
 
-from ._validation import _as_float_array, _check_finite
+from ._validation import _as_float_array, _check_finite, format_value
 
 __all__ = [
     "Agreement",
@@ -55,7 +56,7 @@ def _check_random_state(random_state, owner):
     raise TypeError(
         f"The 'random_state' parameter of {owner} must be None, a "
         "non-negative int or a numpy.random.Generator. Got "
-        f"{random_state!r} instead."
+        f"{format_value(random_state)} instead."
     )
 
 
@@ -80,7 +81,7 @@ def _check_rewards(rewards, owner, min_items=2):
 
 def _check_real(value, name, owner, low, high=None, allow_array=False):
     """A float (or, with allow_array, a 1-d float array) in [low, high]."""
-    interval = f"[{low!r}, {'inf' if high is None else repr(high)}"
+    interval = f"[{format_value(low)}, {'inf' if high is None else repr(high)}"
     interval += ")" if high is None else "]"
     if allow_array and not isinstance(value, numbers.Number) and \
             np.ndim(value) > 0:
@@ -102,13 +103,18 @@ def _check_real(value, name, owner, low, high=None, allow_array=False):
             )
         return arr
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and value >= low
+    if ok:
+        try:
+            value = float(value)  # Fraction, NumPy scalars: one rule
+        except OverflowError:
+            ok = False
+    ok = ok and math.isfinite(value) and value >= low
     ok = ok and (high is None or value <= high)
     if not ok:
         what = "a float or an array of floats" if allow_array else "a float"
         raise ValueError(
             f"The '{name}' parameter of {owner} must be {what} in "
-            f"{interval}. Got {value!r} instead."
+            f"{interval}. Got {format_value(value)} instead."
         )
     return float(value)
 
@@ -186,7 +192,7 @@ def _random_pairs(n_pairs, n_items, rng, owner):
         raise ValueError(
             f"The 'pairs' parameter of {owner}, as a number of pairs, must be "
             f"an int in [1, {total}] ({n_items} items have {total} distinct "
-            f"pairs). Got {n_pairs!r} instead."
+            f"pairs). Got {format_value(n_pairs)} instead."
         )
     # pair number k <-> (j, i) with i < j and k = j (j - 1) / 2 + i
     k = rng.choice(total, size=n_pairs, replace=False).astype(np.int64)
@@ -569,8 +575,8 @@ default="all"
         if annotators not in ("all", "random"):
             raise ValueError(
                 f"The 'annotators' parameter of {owner} must be 'all', "
-                f"'random' or an array of annotator ids. Got {annotators!r} "
-                "instead.")
+                "'random' or an array of annotator ids. Got "
+                f"{format_value(annotators)} instead.")
         if annotators == "all":
             all_label = True
             who = np.tile(np.arange(n_annotators, dtype=np.int64), n_pairs)
@@ -731,12 +737,12 @@ sequences, default=None
     owner = "rankings_to_comparisons"
     if not isinstance(normalize, (bool, np.bool_)):
         raise TypeError(f"The 'normalize' parameter of {owner} must be a "
-                        f"bool. Got {normalize!r} instead.")
+                        f"bool. Got {format_value(normalize)} instead.")
     if n_items is not None:
         if not isinstance(n_items, numbers.Integral) or isinstance(
                 n_items, bool) or n_items < 1:
             raise ValueError(f"The 'n_items' parameter of {owner} must be an "
-                             f"int >= 1. Got {n_items!r} instead.")
+                             f"int >= 1. Got {format_value(n_items)} instead.")
         n_items = int(n_items)
     blocks = _blocks_by_length(rankings, "rankings", owner)
     n_rankings = sum(ids.shape[0] for ids, _ in blocks)
@@ -1000,8 +1006,9 @@ def make_world(n_prompts=1, n_candidates=4, n_features=2, *,
                              ("n_features", n_features, 1)):
         if not isinstance(value, numbers.Integral) or isinstance(
                 value, bool) or value < low:
-            raise ValueError(f"The '{name}' parameter of {owner} must be an "
-                             f"int >= {low}. Got {value!r} instead.")
+            raise ValueError(
+                f"The '{name}' parameter of {owner} must be an int >= "
+                f"{low}. Got {format_value(value)} instead.")
     if feature_names is None:
         feature_names = tuple(
             _DEFAULT_FEATURES[j] if j < len(_DEFAULT_FEATURES)
@@ -1011,13 +1018,13 @@ def make_world(n_prompts=1, n_candidates=4, n_features=2, *,
                 isinstance(n, str) for n in feature_names):
             raise TypeError(f"The 'feature_names' parameter of {owner} must "
                             "be a sequence of str. Got "
-                            f"{feature_names!r} instead.")
+                            f"{format_value(feature_names)} instead.")
         feature_names = tuple(feature_names)
         if len(feature_names) == 0 or len(set(feature_names)) != len(
                 feature_names):
             raise ValueError(f"The 'feature_names' parameter of {owner} must "
                              "hold distinct names, at least one. Got "
-                             f"{feature_names!r} instead.")
+                             f"{format_value(feature_names)} instead.")
     n_features = len(feature_names)
     reward_noise = _check_real(reward_noise, "reward_noise", owner, 0.0)
     rng = _check_random_state(random_state, owner)
@@ -1033,7 +1040,7 @@ def make_world(n_prompts=1, n_candidates=4, n_features=2, *,
         weights = weights.copy()
     n_responses = n_prompts * n_candidates
     features = rng.random((n_responses, n_features))
-    rewards = features @ weights
+    rewards = np.einsum("ij,j->i", features, weights)  # not BLAS: same bits
     if reward_noise > 0:
         rewards = rewards + reward_noise * rng.standard_normal(n_responses)
     candidates = np.arange(n_responses, dtype=np.int64).reshape(

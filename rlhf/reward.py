@@ -23,6 +23,7 @@ from ._validation import (
     check_array,
     check_is_fitted,
     check_n_threads,
+    format_value,
     check_option,
     check_sample_weight,
     check_scalar,
@@ -107,7 +108,7 @@ def _check_vector(values, name, n, *, nonneg=False):
     _check_finite(arr, name)
     if nonneg and (arr < 0).any():
         raise ValueError(f"{name} must be non-negative; got a minimum of "
-                         f"{arr.min()!r}.")
+                         f"{format_value(arr.min())}.")
     return np.ascontiguousarray(arr)
 
 

@@ -23,8 +23,13 @@ pytestmark = pytest.mark.skipif(
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
+# The child installs Python's own SIGINT handler: a process started in the
+# background by a shell without job control inherits SIGINT ignored, and
+# Python then leaves it ignored (as an interactive session or a Jupyter
+# kernel never does).
 PRELUDE = """
-import sys, time, warnings
+import signal, sys, time, warnings
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 import rlhf
 warnings.simplefilter("ignore")

@@ -149,6 +149,23 @@ BLAS_SCRIPT = textwrap.dedent("""
     wide = rng.normal(size=(100_003, 13))
     reward = rlhf.RewardModel(C=1.0).fit(wide, pairs[:20_000] * 5)
     print("RewardModel.predict", digest(reward.predict(wide)))
+    # a linear policy's logits (features @ theta) and its gradient chain
+    phi = rng.normal(size=(300, 8, 40))
+    demos = np.stack([np.arange(3000) % 300,
+                      rng.integers(0, 8, size=3000)], 1)
+    sft = rlhf.SFT(policy="linear").fit(demos, features=phi)
+    print("SFT.linear", digest(sft.theta_, sft.policy_))
+    reinforce = rlhf.REINFORCE(policy="linear", n_iterations=20,
+                               random_state=0).fit(
+        sft.policy_, rng.normal(size=(300, 8)), features=phi)
+    print("REINFORCE.linear", digest(reinforce.theta_, reinforce.policy_))
+    X = rng.normal(size=(100_003, 13))
+    y = (X[:, 0] > 0).astype(int)
+    lr = rlhf.LogisticRegression().fit(X[:2000], y[:2000])
+    print("LogisticRegression.decision_function",
+          digest(lr.decision_function(X)))
+    world = rlhf.make_world(20_000, 5, n_features=13, random_state=0)
+    print("make_world", digest(world.rewards))
 """)
 
 
@@ -156,7 +173,9 @@ def test_bitwise_the_same_for_any_blas_thread_count():
     """Regression: CostModel's objective used BLAS products (features @ w,
     features.T @ dcost, weight @ loss), whose sums OpenBLAS splits between
     its threads: the fit moved by ~1e-8 between OMP_NUM_THREADS=1 and 2.
-    The same for RewardModel.predict of dense features.  Each thread
+    The same for RewardModel.predict of dense features, a linear policy's
+    logits and gradients (SFT, REINFORCE), LogisticRegression's
+    decision_function and make_world's rewards.  Each thread
     count runs in its own process (OpenBLAS reads it at start-up)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     outputs = []
@@ -170,7 +189,9 @@ def test_bitwise_the_same_for_any_blas_thread_count():
                              timeout=300)
         outputs.append(dict(line.split() for line in
                             out.stdout.strip().splitlines()))
-    assert outputs[0].keys() == {"CostModel", "RewardModel.predict"}
+    assert outputs[0].keys() == {
+        "CostModel", "RewardModel.predict", "SFT.linear", "REINFORCE.linear",
+        "LogisticRegression.decision_function", "make_world"}
     for name in outputs[0]:
         assert outputs[0][name] == outputs[1][name], name
 
