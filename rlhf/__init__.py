@@ -29,6 +29,10 @@ from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
 from .overoptimization import (OveroptimizationCurves, OveroptimizationWorld,
                                make_overoptimization_world,
                                overoptimization_curves)
+from . import sequences
+from .sequences import (KLEstimates, SequencePolicy, Sequences, SequenceWorld,
+                        kl_estimators, make_sequence_world,
+                        soft_optimal_policy)
 
 __version__ = "0.1.0"
 
@@ -39,6 +43,7 @@ __all__ = [
     "CostModel",
     "DPO",
     "DataConversionWarning",
+    "KLEstimates",
     "LogisticRegression",
     "NotFittedError",
     "OveroptimizationCurves",
@@ -47,21 +52,28 @@ __all__ = [
     "REINFORCE",
     "RewardModel",
     "SFT",
+    "SequencePolicy",
+    "SequenceWorld",
+    "Sequences",
     "World",
     "annotator_agreement",
     "best_of_n_policy",
     "constrained_policy",
     "datasets",
     "kl_divergence",
+    "kl_estimators",
     "kl_regularized_policy",
     "make_overoptimization_world",
+    "make_sequence_world",
     "make_world",
     "mask_policy",
     "overoptimization_curves",
     "plot",
     "rankings_to_comparisons",
     "reweight",
+    "sequences",
     "shape_rewards",
     "simulate_preferences",
     "simulate_rankings",
+    "soft_optimal_policy",
 ]
