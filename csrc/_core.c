@@ -1904,8 +1904,15 @@ static struct PyModuleDef core_module = {
  * Handlers run in the main thread only, so a kernel in another thread is
  * never stopped this way (as Python code in that thread is not).
  */
+static unsigned long main_thread_ident = 0;
+
 static int python_signal_pending(void)
 {
+    /* only the main thread runs handlers: elsewhere the GIL would be taken
+     * for nothing */
+    if (PyThread_get_thread_ident() != main_thread_ident) {
+        return 0;
+    }
     PyGILState_STATE gil = PyGILState_Ensure();
     const int pending = PyErr_CheckSignals() < 0;
     PyGILState_Release(gil);
@@ -1932,6 +1939,23 @@ PyMODINIT_FUNC PyInit__core(void)
         return NULL;
     }
 #endif
+    /* the interpreter's main thread, even when this module is first
+     * imported in another one */
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main_thread = threading == NULL ? NULL
+        : PyObject_CallMethod(threading, "main_thread", NULL);
+    PyObject *ident = main_thread == NULL ? NULL
+        : PyObject_GetAttrString(main_thread, "ident");
+    Py_XDECREF(threading);
+    Py_XDECREF(main_thread);
+    if (ident == NULL) {
+        return NULL;
+    }
+    main_thread_ident = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
     rlhf_set_interrupt_hook(python_signal_pending);
     return PyModule_Create(&core_module);
 }

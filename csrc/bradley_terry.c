@@ -205,12 +205,10 @@ ptrdiff_t rlhf_bt_scratch_size(const rlhf_bt *p)
     return size;
 }
 
-#ifdef _OPENMP
 static int n_threads_for(const rlhf_bt *p, ptrdiff_t n_block)
 {
     return n_block < 2 ? 1 : rlhf_threads(p->n_threads);
 }
-#endif
 
 /* r = F @ w: rows are independent, so any split over threads is exact. */
 static void scores(const rlhf_bt *p, const double *w, double *r)
@@ -350,7 +348,8 @@ static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
     double *lse = coef + n * width;
     double *sums = p->likelihood == RLHF_PLACKETT_LUCE ? lse + n * width
                                                        : lse;
-    const ptrdiff_t group = rlhf_check_rows(BT_BLOCK * width);
+    const ptrdiff_t group = rlhf_check_group(BT_BLOCK * width,
+                                             n_threads_for(p, nb));
 
     for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
         if (b0 > 0 && rlhf_interrupted()) {
@@ -609,7 +608,8 @@ static int hessian_dense_ftg(const rlhf_bt *p, const double *G,
     if (parts == NULL) {
         return RLHF_ENOMEM;
     }
-    const ptrdiff_t group = rlhf_check_rows(BT_BLOCK * d * w / 2 + 1);
+    const ptrdiff_t group = rlhf_check_group(BT_BLOCK * d * w / 2 + 1,
+                                             n_threads_for(p, nb));
     for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
         if (b0 > 0 && rlhf_interrupted()) {
             free(parts);

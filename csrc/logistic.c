@@ -129,8 +129,9 @@ static int dense_loss_grad(const rlhf_logistic *p, const double *w,
     const ptrdiff_t np = n_params(p);
     double *parts = p->scratch;          /* nb * np partial gradients */
     double *losses = p->scratch + nb * np; /* nb partial losses */
-    const ptrdiff_t group = rlhf_check_rows(RLHF_BLOCK * (np > 0 ? np : 1));
     const int n_threads = nb < 2 ? 1 : rlhf_threads(p->n_threads);
+    const ptrdiff_t group = rlhf_check_group(RLHF_BLOCK * (np > 0 ? np : 1),
+                                             n_threads);
 
     for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
         if (b0 > 0 && rlhf_interrupted()) {
@@ -240,10 +241,11 @@ int rlhf_logistic_hessian(const rlhf_logistic *p, const double *w,
     const ptrdiff_t np = n_params(p);
     const double intercept = p->fit_intercept ? w[d] : 0.0;
 
+    const ptrdiff_t every = rlhf_check_rows(np * np / 2 + 1);
     memset(hessian, 0, (size_t)(np * np) * sizeof(double));
     for (ptrdiff_t i = 0; i < X->n_rows; i++) {
         /* a row costs about np^2 / 2 operations */
-        if ((i & 1023) == 1023 && rlhf_interrupted()) {
+        if (i % every == every - 1 && rlhf_interrupted()) {
             return RLHF_EINTR;
         }
         double z = intercept;

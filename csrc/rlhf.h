@@ -67,6 +67,9 @@ void rlhf_set_serial(void);
  */
 #define RLHF_CHECK_ENTRIES ((ptrdiff_t)1 << 21)
 ptrdiff_t rlhf_check_rows(ptrdiff_t k);
+/* The same, rounded up to a multiple of a team of n_threads, so that a
+ * parallel region over a group of wide blocks keeps every thread busy. */
+ptrdiff_t rlhf_check_group(ptrdiff_t k, int n_threads);
 
 /* Ways a solver finishes (non-negative). */
 #define RLHF_CONVERGED_GTOL 0  /* largest |gradient component| <= gtol */

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 #endif
 #ifdef _OPENMP
@@ -17,7 +18,10 @@
 
 #include "rlhf.h"
 
-#if defined(_MSC_VER)
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && \
+    !defined(__STDC_NO_THREADS__)
+#define RLHF_THREAD_LOCAL _Thread_local
+#elif defined(_MSC_VER)
 #define RLHF_THREAD_LOCAL __declspec(thread)
 #elif defined(__GNUC__) || defined(__clang__)
 #define RLHF_THREAD_LOCAL __thread
@@ -85,4 +89,10 @@ int rlhf_threads(int requested)
 ptrdiff_t rlhf_check_rows(ptrdiff_t k)
 {
     return k >= RLHF_CHECK_ENTRIES ? 1 : RLHF_CHECK_ENTRIES / (k > 0 ? k : 1);
+}
+
+ptrdiff_t rlhf_check_group(ptrdiff_t k, int n_threads)
+{
+    const ptrdiff_t team = n_threads > 1 ? n_threads : 1;
+    return (rlhf_check_rows(k) + team - 1) / team * team;
 }

@@ -114,11 +114,11 @@ est = rlhf.RewardModel(C=1e12, tol=1e-300, max_iter=10**6, solver="lbfgs")
         "assert not hasattr(est, 'coef_')",
     ),
     "reweight": (
-        # one call over 100 million entries (rewards tiled: drawing them
+        # one call over 150 million entries (rewards tiled: drawing them
         # all would take longer than the test)
         """
-policy = np.full((1_000_000, 100), 0.01)
-rewards = np.tile(rng.normal(size=(1000, 100)), (1000, 1))
+policy = np.full((1_500_000, 100), 0.01)
+rewards = np.tile(rng.normal(size=(1000, 100)), (1500, 1))
 """,
         "rlhf.reweight(policy, rewards, eta=0.5)",
         "pass",
@@ -143,8 +143,9 @@ started = time.monotonic()
 try:
     {call}
 except KeyboardInterrupt:
+    caught = time.monotonic()
     {after}
-    print("interrupted", flush=True)
+    print("interrupted", caught, flush=True)
     sys.exit(0)
 print("finished after", time.monotonic() - started, "s", flush=True)
 sys.exit(3)
@@ -176,10 +177,16 @@ def test_sigint_stops_a_long_kernel(case):
             child.kill()
             child.communicate()
     assert child.returncode == 0, (case, child.returncode, out, err)
-    assert out.strip() == "interrupted", (out, err)
-    # the brief's budget is half a second from the signal to the kernel
-    # stopping; the child must also unwind and exit, on a shared machine
-    assert latency < 2.0, f"{case}: exited {latency:.2f} s after SIGINT"
+    word, caught = out.split()
+    assert word == "interrupted", (out, err)
+    # from the signal to KeyboardInterrupt in the child (one monotonic
+    # clock for both processes): the kernels check every ~0.1 s of work and
+    # at most every 50 ms of time; 1 s leaves room for a loaded machine and
+    # the sanitizer build, and is less than any case's remaining work (a
+    # kernel that never checked would return later than that)
+    assert float(caught) - sent < 1.0, \
+        f"{case}: KeyboardInterrupt {float(caught) - sent:.2f} s after SIGINT"
+    assert latency < 5.0, f"{case}: exited {latency:.2f} s after SIGINT"
 
 
 def test_a_fit_after_an_interrupted_one_is_whole():

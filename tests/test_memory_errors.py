@@ -24,7 +24,10 @@ def test_memory_error_names_what_and_how_much():
         except MemoryError as error:
             print(error)
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT,
+    # one BLAS and OpenMP thread: each thread's stack counts against the
+    # address-space limit, and many cores would use up the margin
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     message = out.stdout.strip()
