@@ -64,12 +64,13 @@ static PyObject *raise_status(int status, const char *where)
     }
 }
 
-/* A read-only, aligned, C-contiguous array of the given type, or NULL. */
-static PyArrayObject *as_array(PyObject *obj, int typenum, int ndim,
-                               const char *name)
+/* An aligned, C-contiguous array of the given type converted with the
+ * given NumPy flags, or NULL. */
+static PyArrayObject *as_array_with(PyObject *obj, int typenum, int ndim,
+                                    const char *name, int flags)
 {
-    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
-        obj, typenum, NPY_ARRAY_IN_ARRAY);
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(obj, typenum,
+                                                           flags);
     if (arr == NULL) {
         return NULL;
     }
@@ -83,6 +84,13 @@ static PyArrayObject *as_array(PyObject *obj, int typenum, int ndim,
     return arr;
 }
 
+/* A read-only, aligned, C-contiguous array of the given type, or NULL. */
+static PyArrayObject *as_array(PyObject *obj, int typenum, int ndim,
+                               const char *name)
+{
+    return as_array_with(obj, typenum, ndim, name, NPY_ARRAY_IN_ARRAY);
+}
+
 /*
  * An array the kernels index with: always a private copy, so that the
  * indices checked here are the ones read with the GIL released, whatever
@@ -93,19 +101,8 @@ static PyArrayObject *as_array(PyObject *obj, int typenum, int ndim,
 static PyArrayObject *as_owned_array(PyObject *obj, int typenum, int ndim,
                                      const char *name)
 {
-    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
-        obj, typenum, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY);
-    if (arr == NULL) {
-        return NULL;
-    }
-    if (PyArray_NDIM(arr) != ndim) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s must be a %d-dimensional array, got %d dimensions",
-                     name, ndim, PyArray_NDIM(arr));
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
+    return as_array_with(obj, typenum, ndim, name,
+                         NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY);
 }
 
 static int check_length(PyArrayObject *arr, npy_intp expected,
