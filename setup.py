@@ -16,7 +16,7 @@ from setuptools.command.build_ext import build_ext
 SOURCES = ["csrc/_core.c", "csrc/runtime.c", "csrc/logistic.c",
            "csrc/lbfgs.c", "csrc/newton.c", "csrc/reweight.c",
            "csrc/bradley_terry.c", "csrc/constrained.c",
-           "csrc/policy_opt.c"]
+           "csrc/policy_opt.c", "csrc/sequences.c"]
 
 
 def compiler_accepts(compiler, flags):

@@ -1856,6 +1856,754 @@ fail:
     return result;
 }
 
+/* -- sequences (sequences.c) ------------------------------------------ */
+
+/* After a failed conversion of argument name: a TypeError or ValueError
+ * of NumPy's says which argument it was about. */
+static void name_conversion_error(const char *name)
+{
+    if (!PyErr_ExceptionMatches(PyExc_TypeError) &&
+        !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    PyErr_Format(type, "%s: %S", name, value);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+}
+
+/* An array of the given type and number of dimensions (as_array, or
+ * as_owned_array when owned), conversion errors naming the argument;
+ * NULL at once when an earlier conversion left an error set. */
+static PyArrayObject *sequence_array(PyObject *obj, int typenum, int ndim,
+                                     const char *name, int owned)
+{
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
+        obj, typenum,
+        NPY_ARRAY_IN_ARRAY | (owned ? NPY_ARRAY_ENSURECOPY : 0));
+    if (arr == NULL) {
+        name_conversion_error(name);
+        return NULL;
+    }
+    if (ndim >= 0 && PyArray_NDIM(arr) != ndim) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a %d-dimensional array, got %d dimensions",
+                     name, ndim, PyArray_NDIM(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* A flat array of tokens: any shape, read raveled (C order). */
+static PyArrayObject *token_array(PyObject *obj, int typenum,
+                                  const char *name, int owned)
+{
+    return sequence_array(obj, typenum, -1, name, owned);
+}
+
+/* Every per-token array holds as many values as states. */
+static int check_token_count(PyArrayObject *arr, npy_intp n, const char *name)
+{
+    if (PyArray_SIZE(arr) != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must have as many values as states (%zd), got %zd",
+                     name, (Py_ssize_t)n, (Py_ssize_t)PyArray_SIZE(arr));
+        return -1;
+    }
+    return 0;
+}
+
+/* states below n_states (negative: a position to skip), and actions in
+ * [0, V) where the state is >= 0; actions may be NULL.  The kernels trust
+ * both. */
+static int check_token_indices(PyArrayObject *states, PyArrayObject *actions,
+                               npy_intp n_states, npy_intp V)
+{
+    const int64_t *s = PyArray_DATA(states);
+    const int64_t *a = actions == NULL ? NULL : PyArray_DATA(actions);
+    const npy_intp n = PyArray_SIZE(states);
+    for (npy_intp q = 0; q < n; q++) {
+        if (s[q] >= n_states) {
+            PyErr_Format(PyExc_ValueError,
+                         "states holds the state %lld at position %zd, "
+                         "outside the table's %zd states (a negative state "
+                         "marks a position to skip)",
+                         (long long)s[q], (Py_ssize_t)q,
+                         (Py_ssize_t)n_states);
+            return -1;
+        }
+        if (a != NULL && s[q] >= 0 && (a[q] < 0 || a[q] >= V)) {
+            PyErr_Format(PyExc_ValueError,
+                         "actions holds the token %lld at position %zd "
+                         "(state %lld), outside [0, %zd)",
+                         (long long)a[q], (Py_ssize_t)q, (long long)s[q],
+                         (Py_ssize_t)V);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* x >= 0 (not NaN), or a ValueError naming it. */
+static int check_nonnegative(double x, const char *name)
+{
+    if (x >= 0.0) {
+        return 0;
+    }
+    PyObject *value = PyFloat_FromDouble(x);
+    if (value != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name,
+                     value);
+        Py_DECREF(value);
+    }
+    return -1;
+}
+
+/* x in [0, 1], or a ValueError naming it. */
+static int check_unit_interval(double x, const char *name)
+{
+    if (x >= 0.0 && x <= 1.0) {
+        return 0;
+    }
+    PyObject *value = PyFloat_FromDouble(x);
+    if (value != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s must be in [0, 1], got %R", name,
+                     value);
+        Py_DECREF(value);
+    }
+    return -1;
+}
+
+/* The vocabulary of a table with V columns: V >= 2 (the end token and at
+ * least one word), end_token in [0, V). */
+static int check_vocabulary(npy_intp V, long long end_token,
+                            const char *table)
+{
+    if (V < 2) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must have at least 2 columns (the end token and a "
+                     "word), got %zd",
+                     table, (Py_ssize_t)V);
+        return -1;
+    }
+    if (end_token < 0 || end_token >= V) {
+        PyErr_Format(PyExc_ValueError,
+                     "end_token must be in [0, %zd) (the columns of %s), "
+                     "got %lld",
+                     (Py_ssize_t)V, table, end_token);
+        return -1;
+    }
+    return 0;
+}
+
+/* A table of context depth has offsets[depth + 1] rows; check it. */
+static int check_table_depth(PyArrayObject *table, long long depth,
+                             const char *name)
+{
+    const npy_intp V = PyArray_DIM(table, 1);
+    if (depth < 0) {
+        PyErr_Format(PyExc_ValueError, "depth must be >= 0, got %lld",
+                     depth);
+        return -1;
+    }
+    const ptrdiff_t rows = depth < INT64_MAX
+                               ? rlhf_n_prefixes(V - 1, (int64_t)depth + 1)
+                               : -1;
+    if (rows < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "depth %lld with %zd words makes more states than can "
+                     "be addressed; %s cannot be its table",
+                     depth, (Py_ssize_t)(V - 1), name);
+        return -1;
+    }
+    if (PyArray_DIM(table, 0) != rows) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must have shape (%zd, %zd): one row per state of "
+                     "contexts of up to depth = %lld words, got (%zd, %zd)",
+                     name, (Py_ssize_t)rows, (Py_ssize_t)V, depth,
+                     (Py_ssize_t)PyArray_DIM(table, 0), (Py_ssize_t)V);
+        return -1;
+    }
+    return 0;
+}
+
+/* A 1-d array the caller hands over to be written in place (as
+ * check_state for 2-d ones). */
+static int check_state_1d(PyObject *obj, npy_intp n, const char *name)
+{
+    if (!PyArray_Check(obj) ||
+        PyArray_TYPE((PyArrayObject *)obj) != NPY_DOUBLE ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
+        !PyArray_ISWRITEABLE((PyArrayObject *)obj) ||
+        PyArray_NDIM((PyArrayObject *)obj) != 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a writeable, C-contiguous 1-d float64 "
+                     "ndarray (it is written in place)",
+                     name);
+        return -1;
+    }
+    return check_length((PyArrayObject *)obj, n, name);
+}
+
+/*
+ * The optimiser's state (names[0..3), written in place) shares no memory
+ * within itself nor with the n_inputs arrays the kernel reads
+ * (names[3..)): a thread's row must not be another's input.
+ */
+static int check_disjoint(PyArrayObject **state, PyArrayObject **inputs,
+                          int n_inputs, const char *const *names)
+{
+    for (int a = 0; a < 3; a++) {
+        for (int b = a + 1; b < 3; b++) {
+            if (overlap(state[a], state[b])) {
+                PyErr_Format(PyExc_ValueError,
+                             "%s, %s and %s must be three different arrays "
+                             "that do not overlap",
+                             names[0], names[1], names[2]);
+                return -1;
+            }
+        }
+    }
+    for (int q = 0; q < n_inputs; q++) {
+        for (int a = 0; a < 3; a++) {
+            if (overlap(inputs[q], state[a])) {
+                PyErr_Format(PyExc_ValueError,
+                             "%s must not share memory with %s, %s or %s "
+                             "(they are updated in place)",
+                             names[3 + q], names[0], names[1], names[2]);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(sample_sequences_doc,
+"sample_sequences(probs, n, max_length, seed, end_token, depth)\n--\n\n"
+"(tokens (n, max_length) int64, lengths (n,) int64): n sequences drawn\n"
+"token by token from the rows of probs (one per state of contexts of up\n"
+"to depth words), token t of sequence i by inverse CDF with output\n"
+"i * max_length + t of SplitMix64 seeded with seed.");
+
+static PyObject *py_sample_sequences(PyObject *Py_UNUSED(self),
+                                     PyObject *args)
+{
+    PyObject *probs_obj;
+    Py_ssize_t n, T;
+    unsigned long long seed;
+    long long end_token, depth;
+    PyArrayObject *probs = NULL, *tokens = NULL, *lengths = NULL;
+    PyObject *result = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OnnKLL", &probs_obj, &n, &T, &seed,
+                          &end_token, &depth)) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "n must be >= 0, got %zd", n);
+        return NULL;
+    }
+    if (T < 1) {
+        PyErr_Format(PyExc_ValueError, "max_length must be >= 1, got %zd",
+                     T);
+        return NULL;
+    }
+    probs = sequence_array(probs_obj, NPY_DOUBLE, 2, "probs", 0);
+    if (probs == NULL) {
+        goto fail;
+    }
+    npy_intp S = PyArray_DIM(probs, 0), V = PyArray_DIM(probs, 1);
+    if (check_vocabulary(V, end_token, "probs") < 0 ||
+        check_table_depth(probs, depth, "probs") < 0) {
+        goto fail;
+    }
+    npy_intp n_sequences = n;
+    tokens = new_array_2d(n, T, NPY_INT64);
+    lengths = (PyArrayObject *)PyArray_ZEROS(1, &n_sequences, NPY_INT64, 0);
+    if (tokens == NULL || lengths == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_sample_sequences(PyArray_DATA(probs), S, V, n, T,
+                                   (uint64_t)seed, (int64_t)end_token,
+                                   (int64_t)depth, PyArray_DATA(tokens),
+                                   PyArray_DATA(lengths));
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_EVALUE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "sample_sequences: every row of probs must be "
+                        "finite, non-negative, with a positive entry");
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "sample_sequences");
+        goto fail;
+    }
+    result = Py_BuildValue("OO", tokens, lengths);
+fail:
+    Py_XDECREF(probs);
+    Py_XDECREF(tokens);
+    Py_XDECREF(lengths);
+    return result;
+}
+
+PyDoc_STRVAR(sequence_log_probs_doc,
+"sequence_log_probs(log_probs, tokens, lengths, end_token, depth)\n--\n\n"
+"(states (n, T) int64, logp (n, T)): the state of every position of the\n"
+"sequences (-1 where it is not a choice) and log_probs[state, token]\n"
+"there (0 elsewhere).");
+
+static PyObject *py_sequence_log_probs(PyObject *Py_UNUSED(self),
+                                       PyObject *args)
+{
+    PyObject *lp_obj, *tokens_obj, *lengths_obj;
+    long long end_token, depth;
+    PyArrayObject *log_probs = NULL, *tokens = NULL, *lengths = NULL;
+    PyArrayObject *states = NULL, *logp = NULL;
+    PyObject *result = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOOLL", &lp_obj, &tokens_obj, &lengths_obj,
+                          &end_token, &depth)) {
+        return NULL;
+    }
+    log_probs = sequence_array(lp_obj, NPY_DOUBLE, 2, "log_probs", 0);
+    tokens = sequence_array(tokens_obj, NPY_INT64, 2, "tokens", 1);
+    lengths = sequence_array(lengths_obj, NPY_INT64, 1, "lengths", 1);
+    if (log_probs == NULL || tokens == NULL || lengths == NULL) {
+        goto fail;
+    }
+    npy_intp S = PyArray_DIM(log_probs, 0), V = PyArray_DIM(log_probs, 1);
+    npy_intp n = PyArray_DIM(tokens, 0), T = PyArray_DIM(tokens, 1);
+    if (check_vocabulary(V, end_token, "log_probs") < 0 ||
+        check_table_depth(log_probs, depth, "log_probs") < 0 ||
+        check_length(lengths, n, "lengths") < 0 ||
+        check_indices(tokens, V, "tokens") < 0) {
+        goto fail;
+    }
+    const int64_t *len = PyArray_DATA(lengths);
+    for (npy_intp i = 0; i < n; i++) {
+        if (len[i] < 1 || len[i] > T) {
+            PyErr_Format(PyExc_ValueError,
+                         "lengths holds %lld at position %zd, outside "
+                         "[1, %zd] (the columns of tokens)",
+                         (long long)len[i], (Py_ssize_t)i, (Py_ssize_t)T);
+            goto fail;
+        }
+    }
+    states = new_array_2d(n, T, NPY_INT64);
+    logp = new_array_2d(n, T, NPY_DOUBLE);
+    if (states == NULL || logp == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_sequence_log_probs(
+        PyArray_DATA(log_probs), S, V, PyArray_DATA(tokens), len, n, T,
+        (int64_t)end_token, (int64_t)depth, PyArray_DATA(states),
+        PyArray_DATA(logp));
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "sequence_log_probs");
+        goto fail;
+    }
+    result = Py_BuildValue("OO", states, logp);
+fail:
+    Py_XDECREF(log_probs);
+    Py_XDECREF(tokens);
+    Py_XDECREF(lengths);
+    Py_XDECREF(states);
+    Py_XDECREF(logp);
+    return result;
+}
+
+PyDoc_STRVAR(soft_backup_doc,
+"soft_backup(ref_log_probs, scaled_rewards, max_length, end_token)\n--\n\n"
+"(optimum (P, V), values (N,)): the soft Bellman backup over the whole-\n"
+"prefix trie, in units of beta; ref_log_probs has one row per prefix of\n"
+"0 .. max_length - 2 words (P of them), scaled_rewards r / beta one value\n"
+"per prefix of 0 .. max_length - 1 words (N).");
+
+static PyObject *py_soft_backup(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *ref_obj, *r_obj;
+    Py_ssize_t T;
+    long long end_token;
+    PyArrayObject *ref = NULL, *rewards = NULL, *optimum = NULL;
+    PyArrayObject *values = NULL;
+    PyObject *result = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOnL", &ref_obj, &r_obj, &T, &end_token)) {
+        return NULL;
+    }
+    if (T < 1) {
+        PyErr_Format(PyExc_ValueError, "max_length must be >= 1, got %zd",
+                     T);
+        return NULL;
+    }
+    ref = sequence_array(ref_obj, NPY_DOUBLE, 2, "ref_log_probs", 0);
+    rewards = sequence_array(r_obj, NPY_DOUBLE, 1, "scaled_rewards", 0);
+    if (ref == NULL || rewards == NULL) {
+        goto fail;
+    }
+    npy_intp V = PyArray_DIM(ref, 1);
+    if (check_vocabulary(V, end_token, "ref_log_probs") < 0) {
+        goto fail;
+    }
+    const ptrdiff_t P = rlhf_n_prefixes(V - 1, T - 1);
+    const ptrdiff_t N = rlhf_n_prefixes(V - 1, T);
+    if (N < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "max_length %zd with %zd words makes more prefixes "
+                     "than can be addressed",
+                     T, (Py_ssize_t)(V - 1));
+        goto fail;
+    }
+    if (check_shape_2d(ref, P, V, "ref_log_probs") < 0 ||
+        check_length(rewards, N, "scaled_rewards") < 0) {
+        goto fail;
+    }
+    optimum = new_array_2d(P, V, NPY_DOUBLE);
+    values = new_vector(N);
+    if (optimum == NULL || values == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_soft_backup(PyArray_DATA(ref), PyArray_DATA(rewards), V, T,
+                              (int64_t)end_token, PyArray_DATA(optimum),
+                              PyArray_DATA(values));
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "soft_backup");
+        goto fail;
+    }
+    result = Py_BuildValue("OO", optimum, values);
+fail:
+    Py_XDECREF(ref);
+    Py_XDECREF(rewards);
+    Py_XDECREF(optimum);
+    Py_XDECREF(values);
+    return result;
+}
+
+PyDoc_STRVAR(gae_doc,
+"gae(rewards, values, n_steps, gamma, lam)\n--\n\n"
+"(advantages, returns), each (n, T): generalised advantage estimation\n"
+"over the first n_steps[i] positions of row i, 0 beyond.");
+
+static PyObject *py_gae(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *r_obj, *v_obj, *steps_obj;
+    double gamma, lam;
+    PyArrayObject *rewards = NULL, *values = NULL, *steps = NULL;
+    PyArrayObject *adv = NULL, *returns = NULL;
+    PyObject *result = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOOdd", &r_obj, &v_obj, &steps_obj, &gamma,
+                          &lam)) {
+        return NULL;
+    }
+    if (check_unit_interval(gamma, "gamma") < 0 ||
+        check_unit_interval(lam, "lam") < 0) {
+        return NULL;
+    }
+    rewards = sequence_array(r_obj, NPY_DOUBLE, 2, "rewards", 0);
+    values = sequence_array(v_obj, NPY_DOUBLE, 2, "values", 0);
+    steps = sequence_array(steps_obj, NPY_INT64, 1, "n_steps", 1);
+    if (rewards == NULL || values == NULL || steps == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_DIM(rewards, 0), T = PyArray_DIM(rewards, 1);
+    if (check_shape_2d(values, n, T, "values") < 0 ||
+        check_length(steps, n, "n_steps") < 0) {
+        goto fail;
+    }
+    const int64_t *s = PyArray_DATA(steps);
+    for (npy_intp i = 0; i < n; i++) {
+        if (s[i] < 0 || s[i] > T) {
+            PyErr_Format(PyExc_ValueError,
+                         "n_steps holds %lld at position %zd, outside "
+                         "[0, %zd] (the columns of rewards)",
+                         (long long)s[i], (Py_ssize_t)i, (Py_ssize_t)T);
+            goto fail;
+        }
+    }
+    adv = new_array_2d(n, T, NPY_DOUBLE);
+    returns = new_array_2d(n, T, NPY_DOUBLE);
+    if (adv == NULL || returns == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_gae(PyArray_DATA(rewards), PyArray_DATA(values), s, n, T,
+                      gamma, lam, PyArray_DATA(adv), PyArray_DATA(returns));
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "gae");
+        goto fail;
+    }
+    result = Py_BuildValue("OO", adv, returns);
+fail:
+    Py_XDECREF(rewards);
+    Py_XDECREF(values);
+    Py_XDECREF(steps);
+    Py_XDECREF(adv);
+    Py_XDECREF(returns);
+    return result;
+}
+
+PyDoc_STRVAR(token_grad_doc,
+"token_grad(log_probs, states, actions, coefs)\n--\n\n"
+"The (S, V) gradient in logits of sum_i coefs_i log pi(a_i | s_i),\n"
+"pi = exp(log_probs): coefs_i (e_{a_i} - pi(. | s_i)) added into row s_i;\n"
+"states, actions and coefs are read raveled, negative states skipped.");
+
+static PyObject *py_token_grad(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *lp_obj, *s_obj, *a_obj, *c_obj;
+    PyArrayObject *log_probs = NULL, *states = NULL, *actions = NULL;
+    PyArrayObject *coefs = NULL, *grad = NULL;
+    int status;
+
+    if (!PyArg_ParseTuple(args, "OOOO", &lp_obj, &s_obj, &a_obj, &c_obj)) {
+        return NULL;
+    }
+    log_probs = sequence_array(lp_obj, NPY_DOUBLE, 2, "log_probs", 0);
+    states = token_array(s_obj, NPY_INT64, "states", 1);
+    actions = token_array(a_obj, NPY_INT64, "actions", 1);
+    coefs = token_array(c_obj, NPY_DOUBLE, "coefs", 0);
+    if (log_probs == NULL || states == NULL || actions == NULL ||
+        coefs == NULL) {
+        goto fail;
+    }
+    npy_intp S = PyArray_DIM(log_probs, 0), V = PyArray_DIM(log_probs, 1);
+    npy_intp n = PyArray_SIZE(states);
+    if (check_token_count(actions, n, "actions") < 0 ||
+        check_token_count(coefs, n, "coefs") < 0 ||
+        check_token_indices(states, actions, S, V) < 0) {
+        goto fail;
+    }
+    grad = new_array_2d(S, V, NPY_DOUBLE);
+    if (grad == NULL) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_token_grad(PyArray_DATA(log_probs), S, V,
+                             PyArray_DATA(states), PyArray_DATA(actions),
+                             PyArray_DATA(coefs), n, PyArray_DATA(grad));
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "token_grad");
+        goto fail;
+    }
+    Py_DECREF(log_probs);
+    Py_DECREF(states);
+    Py_DECREF(actions);
+    Py_DECREF(coefs);
+    return (PyObject *)grad;
+fail:
+    Py_XDECREF(log_probs);
+    Py_XDECREF(states);
+    Py_XDECREF(actions);
+    Py_XDECREF(coefs);
+    Py_XDECREF(grad);
+    return NULL;
+}
+
+PyDoc_STRVAR(token_ppo_adam_step_doc,
+"token_ppo_adam_step(theta, m, v, ref_log_probs, states, actions, weights,\n"
+"                    old_logp, advantages, clip, kl_coef, kl_kind, scale,\n"
+"                    lr, beta1, beta2, eps, t)\n--\n\n"
+"PPO's clipped surrogate summed over tokens (scale times the weighted\n"
+"sum) of a tabular policy with logits ref_log_probs + theta, then one\n"
+"Adam step on the whole (S, V) table.  Updates theta, m and v IN PLACE\n"
+"and returns (loss, clip_fraction).  The per-token arrays are read\n"
+"raveled; negative states and zero weights are skipped.");
+
+static PyObject *py_token_ppo_adam_step(PyObject *Py_UNUSED(self),
+                                        PyObject *args)
+{
+    PyObject *th_obj, *m_obj, *v_obj, *ref_obj, *s_obj, *a_obj, *w_obj;
+    PyObject *old_obj, *adv_obj;
+    double clip, kl_coef, scale, lr, beta1, beta2, eps;
+    double loss = 0.0, clip_fraction = 0.0;
+    int kl_kind, status;
+    long long t;
+    PyArrayObject *ref = NULL, *states = NULL, *actions = NULL;
+    PyArrayObject *weights = NULL, *old = NULL, *adv = NULL;
+    static const char *const names[] = {
+        "theta", "m", "v", "ref_log_probs", "weights", "old_logp",
+        "advantages"};
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOddidddddL", &th_obj, &m_obj,
+                          &v_obj, &ref_obj, &s_obj, &a_obj, &w_obj, &old_obj,
+                          &adv_obj, &clip, &kl_coef, &kl_kind, &scale, &lr,
+                          &beta1, &beta2, &eps, &t)) {
+        return NULL;
+    }
+    if (check_kl_kind(kl_kind) < 0 || check_nonnegative(clip, "clip") < 0) {
+        return NULL;
+    }
+    if (t < 1) {
+        PyErr_SetString(PyExc_ValueError, "t must be >= 1");
+        return NULL;
+    }
+    ref = sequence_array(ref_obj, NPY_DOUBLE, 2, "ref_log_probs", 0);
+    states = token_array(s_obj, NPY_INT64, "states", 1);
+    actions = token_array(a_obj, NPY_INT64, "actions", 1);
+    weights = token_array(w_obj, NPY_DOUBLE, "weights", 0);
+    old = token_array(old_obj, NPY_DOUBLE, "old_logp", 0);
+    adv = token_array(adv_obj, NPY_DOUBLE, "advantages", 0);
+    if (ref == NULL || states == NULL || actions == NULL || weights == NULL ||
+        old == NULL || adv == NULL) {
+        goto fail;
+    }
+    npy_intp S = PyArray_DIM(ref, 0), V = PyArray_DIM(ref, 1);
+    npy_intp n = PyArray_SIZE(states);
+    if (check_state(th_obj, S, V, "theta") < 0 ||
+        check_state(m_obj, S, V, "m") < 0 ||
+        check_state(v_obj, S, V, "v") < 0 ||
+        check_token_count(actions, n, "actions") < 0 ||
+        check_token_count(weights, n, "weights") < 0 ||
+        check_token_count(old, n, "old_logp") < 0 ||
+        check_token_count(adv, n, "advantages") < 0 ||
+        check_token_indices(states, actions, S, V) < 0) {
+        goto fail;
+    }
+    PyArrayObject *state[3] = {(PyArrayObject *)th_obj, (PyArrayObject *)m_obj,
+                               (PyArrayObject *)v_obj};
+    PyArrayObject *inputs[4] = {ref, weights, old, adv};
+    if (check_disjoint(state, inputs, 4, names) < 0) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_token_ppo_adam_step(
+        PyArray_DATA(state[0]), PyArray_DATA(state[1]),
+        PyArray_DATA(state[2]), PyArray_DATA(ref), S, V,
+        PyArray_DATA(states), PyArray_DATA(actions), PyArray_DATA(weights),
+        PyArray_DATA(old), PyArray_DATA(adv), n, clip, kl_coef, kl_kind,
+        scale, lr, beta1, beta2, eps, (int64_t)t, &loss, &clip_fraction);
+    Py_END_ALLOW_THREADS
+    if (status == RLHF_ENONFINITE) {
+        PyErr_SetString(PyExc_ValueError,
+                        "token_ppo_adam_step: a row of the logits "
+                        "ref_log_probs + theta holds NaN or +inf, or is all "
+                        "-inf");
+        goto fail;
+    }
+    if (status < 0) {
+        raise_status(status, "token_ppo_adam_step");
+        goto fail;
+    }
+    result = Py_BuildValue("dd", loss, clip_fraction);
+fail:
+    Py_XDECREF(ref);
+    Py_XDECREF(states);
+    Py_XDECREF(actions);
+    Py_XDECREF(weights);
+    Py_XDECREF(old);
+    Py_XDECREF(adv);
+    return result;
+}
+
+PyDoc_STRVAR(value_adam_step_doc,
+"value_adam_step(values, m, v, states, weights, returns, old_values,\n"
+"                value_clip, scale, lr, beta1, beta2, eps, t)\n--\n\n"
+"PPO's clipped value loss over tokens, scale * sum_i w_i max((V(s_i) -\n"
+"R_i)^2, (V_clip - R_i)^2) / 2, then one Adam step on the (S,) table of\n"
+"values.  Updates values, m and v IN PLACE and returns the loss.  The\n"
+"per-token arrays are read raveled; negative states are skipped.");
+
+static PyObject *py_value_adam_step(PyObject *Py_UNUSED(self),
+                                    PyObject *args)
+{
+    PyObject *values_obj, *m_obj, *v_obj, *s_obj, *w_obj, *r_obj, *old_obj;
+    double value_clip, scale, lr, beta1, beta2, eps, loss = 0.0;
+    long long t;
+    int status;
+    PyArrayObject *states = NULL, *weights = NULL, *returns = NULL;
+    PyArrayObject *old = NULL;
+    static const char *const names[] = {"values", "m", "v", "weights",
+                                        "returns", "old_values"};
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "OOOOOOOddddddL", &values_obj, &m_obj,
+                          &v_obj, &s_obj, &w_obj, &r_obj, &old_obj,
+                          &value_clip, &scale, &lr, &beta1, &beta2, &eps,
+                          &t)) {
+        return NULL;
+    }
+    if (check_nonnegative(value_clip, "value_clip") < 0) {
+        return NULL;
+    }
+    if (t < 1) {
+        PyErr_SetString(PyExc_ValueError, "t must be >= 1");
+        return NULL;
+    }
+    if (!PyArray_Check(values_obj)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "values must be a writeable, C-contiguous 1-d "
+                        "float64 ndarray (it is written in place)");
+        return NULL;
+    }
+    const npy_intp S = PyArray_SIZE((PyArrayObject *)values_obj);
+    if (check_state_1d(values_obj, S, "values") < 0 ||
+        check_state_1d(m_obj, S, "m") < 0 ||
+        check_state_1d(v_obj, S, "v") < 0) {
+        return NULL;
+    }
+    states = token_array(s_obj, NPY_INT64, "states", 1);
+    weights = token_array(w_obj, NPY_DOUBLE, "weights", 0);
+    returns = token_array(r_obj, NPY_DOUBLE, "returns", 0);
+    old = token_array(old_obj, NPY_DOUBLE, "old_values", 0);
+    if (states == NULL || weights == NULL || returns == NULL || old == NULL) {
+        goto fail;
+    }
+    npy_intp n = PyArray_SIZE(states);
+    if (check_token_count(weights, n, "weights") < 0 ||
+        check_token_count(returns, n, "returns") < 0 ||
+        check_token_count(old, n, "old_values") < 0 ||
+        check_token_indices(states, NULL, S, 0) < 0) {
+        goto fail;
+    }
+    PyArrayObject *state[3] = {(PyArrayObject *)values_obj,
+                               (PyArrayObject *)m_obj,
+                               (PyArrayObject *)v_obj};
+    PyArrayObject *inputs[3] = {weights, returns, old};
+    if (check_disjoint(state, inputs, 3, names) < 0) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_value_adam_step(
+        PyArray_DATA(state[0]), PyArray_DATA(state[1]),
+        PyArray_DATA(state[2]), S, PyArray_DATA(states),
+        PyArray_DATA(weights), PyArray_DATA(returns), PyArray_DATA(old), n,
+        value_clip, scale, lr, beta1, beta2, eps, (int64_t)t, &loss);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "value_adam_step");
+        goto fail;
+    }
+    result = PyFloat_FromDouble(loss);
+fail:
+    Py_XDECREF(states);
+    Py_XDECREF(weights);
+    Py_XDECREF(returns);
+    Py_XDECREF(old);
+    return result;
+}
+
+/* -- end of sequences -------------------------------------------------- */
+
 static PyMethodDef core_methods[] = {
     {"logistic_loss_grad", (PyCFunction)(void (*)(void))py_logistic_loss_grad,
      METH_VARARGS | METH_KEYWORDS, logistic_loss_grad_doc},
@@ -1883,6 +2631,17 @@ static PyMethodDef core_methods[] = {
     {"policy_stats", py_policy_stats, METH_VARARGS, policy_stats_doc},
     {"adam_step", py_adam_step, METH_VARARGS, adam_step_doc},
     {"ppo_adam_step", py_ppo_adam_step, METH_VARARGS, ppo_adam_step_doc},
+    {"sample_sequences", py_sample_sequences, METH_VARARGS,
+     sample_sequences_doc},
+    {"sequence_log_probs", py_sequence_log_probs, METH_VARARGS,
+     sequence_log_probs_doc},
+    {"soft_backup", py_soft_backup, METH_VARARGS, soft_backup_doc},
+    {"gae", py_gae, METH_VARARGS, gae_doc},
+    {"token_grad", py_token_grad, METH_VARARGS, token_grad_doc},
+    {"token_ppo_adam_step", py_token_ppo_adam_step, METH_VARARGS,
+     token_ppo_adam_step_doc},
+    {"value_adam_step", py_value_adam_step, METH_VARARGS,
+     value_adam_step_doc},
     {"has_openmp", py_openmp_threads, METH_NOARGS,
      "has_openmp()\n--\n\n1 when the kernels were built with OpenMP."},
     {NULL, NULL, 0, NULL},

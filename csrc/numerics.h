@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* log(1 + exp(z)) without overflow for large z or lost digits for small. */
 static inline double log1pexp(double z)
@@ -48,6 +49,22 @@ static inline double dot4(const double *x, const double *w, ptrdiff_t d)
         s[0] += x[j] * w[j];
     }
     return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/*
+ * The c-th output of SplitMix64 started at seed, as a double in [0, 1):
+ * the state after c + 1 steps is seed + (c + 1) * gamma, so any output is
+ * reached directly, which makes the generator counter-based (Steele, Lea
+ * & Flood 2014, "Fast splittable pseudorandom number generators").  The
+ * top 53 bits give the double.
+ */
+static inline double splitmix_uniform(uint64_t seed, uint64_t c)
+{
+    uint64_t z = seed + (c + 1u) * UINT64_C(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53;
 }
 
 #endif /* RLHF_NUMERICS_H */

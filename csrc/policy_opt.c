@@ -163,22 +163,6 @@ int rlhf_log_softmax(const double *logits, ptrdiff_t n_rows, ptrdiff_t k,
 }
 
 /*
- * The c-th output of SplitMix64 started at seed, as a double in [0, 1):
- * the state after c + 1 steps is seed + (c + 1) * gamma, so any output is
- * reached directly, which makes the generator counter-based (Steele, Lea
- * & Flood 2014, "Fast splittable pseudorandom number generators").  The
- * top 53 bits give the double.
- */
-static double splitmix_uniform(uint64_t seed, uint64_t c)
-{
-    uint64_t z = seed + (c + 1u) * UINT64_C(0x9E3779B97F4A7C15);
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
-}
-
-/*
  * policy      n_rows * k probabilities (rows need not be normalised)
  * out         n_rows * n_samples, written: response indices
  * Sample s of row i uses output counter + i * n_samples + s of the

@@ -251,4 +251,43 @@ int rlhf_adam_step(double *theta, const double *grad, double *m, double *v,
                    ptrdiff_t n, double lr, double beta1, double beta2,
                    double eps, int64_t t);
 
+/* sequences.c -------------------------------------------------------- */
+
+ptrdiff_t rlhf_n_prefixes(ptrdiff_t n_words, int64_t n_levels);
+int rlhf_sample_sequences(const double *probs, ptrdiff_t n_states,
+                          ptrdiff_t V, ptrdiff_t n, ptrdiff_t T,
+                          uint64_t seed, int64_t end_token, int64_t depth,
+                          int64_t *tokens, int64_t *lengths);
+int rlhf_sequence_log_probs(const double *log_probs, ptrdiff_t n_states,
+                            ptrdiff_t V, const int64_t *tokens,
+                            const int64_t *lengths, ptrdiff_t n, ptrdiff_t T,
+                            int64_t end_token, int64_t depth,
+                            int64_t *states, double *logp);
+int rlhf_soft_backup(const double *ref_log_probs, const double *scaled_rewards,
+                     ptrdiff_t V, ptrdiff_t T, int64_t end_token,
+                     double *optimum, double *values);
+int rlhf_gae(const double *rewards, const double *values,
+             const int64_t *n_steps, ptrdiff_t n, ptrdiff_t T, double gamma,
+             double lam, double *advantages, double *returns);
+int rlhf_token_grad(const double *log_probs, ptrdiff_t n_states, ptrdiff_t V,
+                    const int64_t *states, const int64_t *actions,
+                    const double *coefs, ptrdiff_t n_tokens, double *grad);
+int rlhf_token_ppo_adam_step(double *theta, double *m, double *v,
+                             const double *ref_log_probs, ptrdiff_t n_states,
+                             ptrdiff_t V, const int64_t *states,
+                             const int64_t *actions, const double *weights,
+                             const double *old_logp,
+                             const double *advantages, ptrdiff_t n_tokens,
+                             double clip, double kl_coef, int kl_kind,
+                             double scale, double lr, double beta1,
+                             double beta2, double eps, int64_t t,
+                             double *loss, double *clip_fraction);
+int rlhf_value_adam_step(double *values, double *m, double *v,
+                         ptrdiff_t n_states, const int64_t *states,
+                         const double *weights, const double *returns,
+                         const double *old_values, ptrdiff_t n_tokens,
+                         double value_clip, double scale, double lr,
+                         double beta1, double beta2, double eps, int64_t t,
+                         double *loss);
+
 #endif /* RLHF_H */
