@@ -901,3 +901,237 @@ def ppo_adam_step(theta, m, v, ref_logp, rows, actions, weights, old_logp,
     theta[...], m[...], v[...] = adam_step(theta, grad, m, v, lr, beta1,
                                            beta2, eps, t)
     return loss, clip_fraction
+
+
+# --------------------------------------------------------------------------
+# sequences (rlhf.sequences): tokens in [0, V), one of them the end token;
+# the W = V - 1 other tokens are words, word c the c-th smallest of them.
+# A state is the trie index of the last min(t, depth) words of the prefix
+# (offset[j] = sum_{i < j} W**i for a context of j words); a position is a
+# choice when it lies before the end and below T - 1 (the end at T - 1 is
+# forced).  Flat token arrays mark positions that are not choices with the
+# state -1, which every kernel skips.
+
+
+def _word(token, end_token):
+    """The word number of a token (the end token counts as word 0: it never
+    enters a context, since the sequence stops there)."""
+    token = np.asarray(token, dtype=np.int64)
+    return np.where(token > end_token, token - 1,
+                    np.where(token == end_token, 0, token))
+
+
+def _offsets(n_words, n_levels):
+    return np.array([sum(n_words ** i for i in range(j))
+                     for j in range(n_levels + 1)], dtype=np.int64)
+
+
+def sample_sequences(probs, n, max_length, seed, end_token, depth):
+    """(tokens (n, T), lengths (n,)): sequence i's token t drawn by inverse
+    CDF from row state(i, t) of ``probs`` (the first token whose cumulative
+    probability, summed left to right, exceeds u times the row's total; the
+    last token of positive probability when rounding leaves none) with
+    uniform number i T + t of the SplitMix64 stream of ``seed``; tokens
+    after the end are the end token."""
+    probs = np.asarray(probs, dtype=np.float64)
+    T, V = max_length, probs.shape[1]
+    W = V - 1
+    offsets = _offsets(W, max(depth, 0) + 1)
+    full = W ** max(depth, 0)
+    tokens = np.full((n, T), end_token, dtype=np.int64)
+    lengths = np.full(n, T, dtype=np.int64)
+    alive = np.arange(n, dtype=np.int64)  # sequences still writing
+    code = np.zeros(n, dtype=np.int64)     # their context, base W
+    last = V - 1 - np.argmax(probs[:, ::-1] > 0, axis=1)
+    cumulative = np.cumsum(probs, axis=1)
+    for t in range(T - 1):
+        if alive.size == 0:
+            break
+        states = offsets[min(t, depth)] + code
+        cum = cumulative[states]
+        target = _splitmix_uniform(seed, alive * T + t) * cum[:, -1]
+        below = target[:, None] < cum
+        chosen = np.where(below.any(axis=1), below.argmax(axis=1),
+                          last[states])
+        tokens[alive, t] = chosen
+        ended = chosen == end_token
+        lengths[alive[ended]] = t + 1
+        alive, chosen, code = alive[~ended], chosen[~ended], code[~ended]
+        code = code * W + _word(chosen, end_token)
+        if t + 1 > depth:
+            code %= full
+    return tokens, lengths
+
+
+def sequence_log_probs(log_probs, tokens, lengths, end_token, depth):
+    """(states (n, T) int64, logp (n, T)): the state of every position
+    (-1 where it is not a choice) and log pi(a_t | s_t) there (0 elsewhere).
+    """
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n, T = tokens.shape
+    W = log_probs.shape[1] - 1
+    offsets = _offsets(W, max(depth, 0) + 1)
+    full = W ** max(depth, 0)
+    states = np.full((n, T), -1, dtype=np.int64)
+    logp = np.zeros((n, T))
+    code = np.zeros(n, dtype=np.int64)
+    for t in range(T - 1):
+        live = t < lengths
+        states[live, t] = offsets[min(t, depth)] + code[live]
+        logp[live, t] = log_probs[states[live, t], tokens[live, t]]
+        code = code * W + _word(tokens[:, t], end_token)
+        if t + 1 > depth:
+            code %= full
+    return states, logp
+
+
+def _logsumexp_rows(z):
+    top = z.max(axis=1)
+    with np.errstate(invalid="ignore"):
+        return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+
+
+def soft_backup(ref_log_probs, scaled_rewards, max_length, end_token):
+    """(log pi* (P, V), v (N,)): the soft Bellman backup in units of beta,
+    ``v(s) = log sum_a pi_ref(a|s) exp(q(s, a))`` with ``q(s, end) =
+    r(s + end) / beta`` and ``q(s, a) = v(s + a)`` for a word, ``v = r /
+    beta`` at T - 1 words, over the prefixes of the whole-prefix trie;
+    ``log pi*(a|s) = log pi_ref(a|s) + q(s, a) - v(s)``."""
+    ref = np.asarray(ref_log_probs, dtype=np.float64)
+    r = np.asarray(scaled_rewards, dtype=np.float64)
+    T, V = max_length, ref.shape[1]
+    W = V - 1
+    words = np.delete(np.arange(V), end_token)
+    offsets = _offsets(W, T)
+    values = r.copy()
+    optimum = np.empty_like(ref)
+    for t in range(T - 2, -1, -1):
+        nodes = slice(offsets[t], offsets[t + 1])
+        q = np.empty((offsets[t + 1] - offsets[t], V))
+        q[:, end_token] = r[nodes]
+        q[:, words] = values[offsets[t + 1]:offsets[t + 2]].reshape(-1, W)
+        z = ref[nodes] + q
+        values[nodes] = _logsumexp_rows(z)
+        optimum[nodes] = z - values[nodes, None]
+    return optimum, values
+
+
+def gae(rewards, values, n_steps, gamma, lam):
+    """(advantages, returns), each (n, T): generalised advantage estimation
+    (Schulman et al. 2016) over the first n_steps[i] positions of row i,
+    ``delta_t = r_t + gamma V_{t+1} - V_t`` with V = 0 after the last step,
+    ``A_t = delta_t + gamma lam A_{t+1}``, returns ``A + V``; 0 beyond."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    n, T = rewards.shape
+    steps = np.arange(T) < np.asarray(n_steps)[:, None]
+    r = np.where(steps, rewards, 0.0)
+    value = np.where(steps, values, 0.0)
+    adv = np.zeros((n, T))
+    following, next_value = np.zeros(n), np.zeros(n)
+    for t in range(T - 1, -1, -1):
+        delta = r[:, t] + gamma * next_value - value[:, t]
+        following = np.where(steps[:, t], delta + gamma * lam * following,
+                             0.0)
+        adv[:, t] = following
+        next_value = value[:, t]
+    return adv, np.where(steps, adv + value, 0.0)
+
+
+def token_grad(log_probs, states, actions, coefs):
+    """sum_i coefs_i (e_{a_i} - pi(. | s_i)) added into the rows s_i of a
+    (S, V) table: the gradient in logits of sum_i coefs_i log pi(a_i|s_i);
+    positions with a negative state are skipped."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    states = np.asarray(states, dtype=np.int64).ravel()
+    actions = np.asarray(actions, dtype=np.int64).ravel()
+    coefs = np.asarray(coefs, dtype=np.float64).ravel()
+    live = states >= 0
+    s, a, c = states[live], actions[live], coefs[live]
+    grad = np.zeros_like(log_probs)
+    np.add.at(grad, (s, a), c)
+    totals = np.bincount(s, weights=c, minlength=log_probs.shape[0])
+    return grad - totals[:, None] * np.exp(log_probs)
+
+
+def token_ppo_loss_grad(logits, ref_log_probs, states, actions, weights,
+                        old_logp, advantages, clip, kl_coef, kl_kind, scale):
+    """(loss, grad (S, V), clip_fraction) of PPO's clipped surrogate summed
+    over tokens, ``scale * sum_i w_i term_i``, with the terms of
+    ppo_loss_grad; positions with a negative state or a zero weight are
+    skipped."""
+    logits = np.asarray(logits, dtype=np.float64)
+    states = np.asarray(states, dtype=np.int64).ravel()
+    live = states >= 0
+    s = states[live]
+    a = np.asarray(actions, dtype=np.int64).ravel()[live]
+    w = np.asarray(weights, dtype=np.float64).ravel()[live]
+    old = np.asarray(old_logp, dtype=np.float64).ravel()[live]
+    adv = np.asarray(advantages, dtype=np.float64).ravel()[live]
+    logp, _ = log_softmax(logits)
+    lp = logp[s, a]
+    on = w != 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        rho = np.where(on, np.exp(lp - old), 0.0)
+    plain = rho * adv
+    clipped = np.clip(rho, 1 - clip, 1 + clip) * adv
+    term = -np.minimum(plain, clipped)
+    coef = np.where(plain <= clipped, -adv * rho, 0.0)
+    if kl_coef != 0.0:
+        # a skipped token of probability 0 has lp = ref = -inf
+        with np.errstate(invalid="ignore"):
+            d = np.where(on, lp - np.asarray(ref_log_probs)[s, a], 0.0)
+        k = _kl_sample(d, kl_kind)
+        dk = -np.expm1(-d) if kl_kind == _KL_K3 else 1.0
+        term = term + kl_coef * rho * k
+        coef = coef + kl_coef * rho * (k + dk)
+    coef = np.where(on, coef * w * scale, 0.0)
+    grad = token_grad(logp, s, a, coef)
+    loss = scale * np.where(on, w * term, 0.0).sum()
+    clip_fraction = scale * np.where(on & (np.abs(rho - 1) > clip), w,
+                                     0.0).sum()
+    return float(loss), grad, float(clip_fraction)
+
+
+def token_ppo_adam_step(theta, m, v, ref_log_probs, states, actions,
+                        weights, old_logp, advantages, clip, kl_coef,
+                        kl_kind, scale, lr, beta1, beta2, eps, t):
+    """token_ppo_loss_grad at logits ref_log_probs + theta, then adam_step
+    over the whole table; theta, m and v in place; (loss, clip_fraction).
+    """
+    loss, grad, clip_fraction = token_ppo_loss_grad(
+        ref_log_probs + theta, ref_log_probs, states, actions, weights,
+        old_logp, advantages, clip, kl_coef, kl_kind, scale)
+    theta[...], m[...], v[...] = adam_step(theta, grad, m, v, lr, beta1,
+                                           beta2, eps, t)
+    return loss, clip_fraction
+
+
+def value_adam_step(values, m, v, states, weights, returns, old_values,
+                    value_clip, scale, lr, beta1, beta2, eps, t):
+    """PPO's clipped value loss ``scale * sum_i w_i max((V(s_i) - R_i)^2,
+    (V_clip - R_i)^2) / 2`` with ``V_clip = old_i + clip(V(s_i) - old_i,
+    -value_clip, value_clip)``, then Adam on the (S,) value table in place;
+    returns the loss."""
+    states = np.asarray(states, dtype=np.int64).ravel()
+    live = states >= 0
+    s = states[live]
+    w = np.asarray(weights, dtype=np.float64).ravel()[live] * scale
+    ret = np.asarray(returns, dtype=np.float64).ravel()[live]
+    old = np.asarray(old_values, dtype=np.float64).ravel()[live]
+    value = values[s]
+    moved = np.clip(value - old, -value_clip, value_clip)
+    plain = (value - ret) ** 2
+    clipped = (old + moved - ret) ** 2
+    use_plain = plain >= clipped
+    # the clipped branch moves with V only inside the clip range
+    inside = np.abs(value - old) < value_clip
+    dvalue = np.where(use_plain, value - ret,
+                      np.where(inside, old + moved - ret, 0.0))
+    grad = np.bincount(s, weights=w * dvalue, minlength=values.shape[0])
+    loss = 0.5 * float((w * np.maximum(plain, clipped)).sum())
+    values[...], m[...], v[...] = adam_step(values, grad, m, v, lr, beta1,
+                                            beta2, eps, t)
+    return loss

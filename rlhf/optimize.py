@@ -30,7 +30,9 @@ from ._base import ParamsMixin
 from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
                           check_option, check_sample_weight, check_scalar,
                           format_value, kernel_max_iter)
+from . import _token_rl
 from .policy import _check_policy_table, _check_rewards
+from .sequences import SequencePolicy
 
 __all__ = ["DPO", "PPO", "REINFORCE", "SFT"]
 
@@ -199,13 +201,25 @@ class _PolicyGradient(ParamsMixin):
 
         Parameters
         ----------
-        reference_policy : array-like of shape (n_prompts, n_responses)
-            Reference probabilities; non-negative, rows summing to 1.
-        rewards : array-like of shape (n_prompts, n_responses)
-            Rewards of every response, finite.
+        reference_policy : array-like of shape (n_prompts, n_responses) \
+or SequencePolicy
+            Reference probabilities; non-negative, rows summing to 1.  A
+            :class:`rlhf.SequencePolicy` runs the token-level algorithm
+            (:mod:`rlhf._token_rl`): responses written token by token, the
+            KL penalty on every token, and for PPO a value table and GAE;
+            ``n_samples`` is then the number of responses per iteration.
+        rewards : array-like of shape (n_prompts, n_responses), callable \
+or reward model
+            Rewards of every response, finite.  With a SequencePolicy: a
+            function from :class:`rlhf.Sequences` to rewards, an array of
+            the rewards of ``reference_policy.enumerate()``'s sequences, or
+            a fitted model with ``predict`` (such as
+            :class:`rlhf.RewardModel`) together with ``features``.
         features : array-like of shape (n_prompts, n_responses, \
-n_features), optional
-            Response features, required with ``policy='linear'``.
+n_features) or callable, optional
+            Response features, required with ``policy='linear'``.  With a
+            SequencePolicy and a reward model: a function from Sequences to
+            the model's features (such as ``world.features``).
         costs : array-like of shape (n_prompts, n_responses), optional
             Costs of every response for the constraint ``E_pi[c] <=
             cost_budget`` (mean over prompts); requires ``cost_budget``.
@@ -216,6 +230,15 @@ n_features), optional
         """
         owner = type(self).__name__
         self._validate()
+        if isinstance(reference_policy, SequencePolicy):
+            if costs is not None or getattr(self, "cost_budget",
+                                            None) is not None:
+                raise ValueError(
+                    f"{owner} with a SequencePolicy reference takes no costs "
+                    "or cost_budget; rlhf.soft_optimal_policy gives the "
+                    "exact constrained optimum of a sequence world.")
+            return _token_rl.fit_policy_gradient(
+                self, reference_policy, rewards, features, _scheduled)
         reference = _check_policy_table(reference_policy, "reference_policy",
                                         owner)
         rewards = _check_rewards(rewards, reference.shape, owner)
@@ -498,10 +521,28 @@ class PPO(_PolicyGradient):
         Initial Lagrange multiplier.
     lambda_learning_rate : float > 0, default=0.05
         Adam's step size on ``log lambda`` (scheduled as learning_rate).
+    gamma : float in [0, 1], default=1.0
+        Sequences only: the discount of GAE (1, as in RLHF, for a reward
+        that comes at the end of the response).
+    gae_lambda : float in [0, 1], default=0.95
+        Sequences only: GAE's lambda (Schulman et al. 2016); 1 gives the
+        return minus the value, 0 the one-step TD error.
+    value_clip : float > 0 or None, default=0.2
+        Sequences only: the clipped value loss ``max((V - R)^2, (V_old +
+        clip(V - V_old, +-value_clip) - R)^2) / 2``; None: no clipping.
+    value_learning_rate : float > 0 or None, default=None
+        Sequences only: Adam's step size for the value table (scheduled as
+        learning_rate); None: learning_rate.
+    whiten_advantages : bool, default=True
+        Sequences only: standardise the advantages of each iteration's
+        tokens (mean 0, standard deviation 1), as trl and OpenRLHF do.
     exact : bool, default=False
         Replace sampling by the full expectation over the K responses,
         each weighted by its probability under the current policy: the
-        algorithm without sampling noise, for teaching and checking.
+        algorithm without sampling noise, for teaching and checking.  On
+        sequences: every (prefix, token) pair weighted by its probability,
+        with the exact advantages ``Q(s, a) - V(s)`` of the shaped reward
+        in place of GAE and the value table.
     policy : {'tabular', 'linear'}, default='tabular'
         Parametrisation (see :mod:`rlhf.optimize`).
     random_state : None, int or numpy.random.Generator, default=None
@@ -512,18 +553,29 @@ class PPO(_PolicyGradient):
 
     Attributes
     ----------
-    policy_ : ndarray of shape (n_prompts, n_responses)
-        The final policy.
+    policy_ : ndarray of shape (n_prompts, n_responses) or SequencePolicy
+        The final policy (a SequencePolicy on the reference's states when
+        the reference is one).
     theta_ : ndarray
         Its parameters (logits relative to the reference, or weights).
     beta_ : float
         The KL coefficient at the end (differs from beta with target_kl).
+    values_ : ndarray of shape (n_states,) or None
+        Sequences, sampled: the value table, one value per state of the
+        reference (the expected shaped return from there); None otherwise.
     history_ : dict of ndarray of shape (n_iterations,)
         After each iteration: 'reward' (``E_pi[r]``, a mean over prompts),
         'kl' (``KL(pi || pi_ref)``, exact), 'entropy', 'clip_fraction'
         (share of samples with ``|rho - 1| > clip``), 'beta' (used in the
         iteration) and 'loss'; with costs also 'cost' (``E_pi[c]``, exact)
-        and 'lambda' (used in the iteration).
+        and 'lambda' (used in the iteration).  With a SequencePolicy
+        also 'length' (expected tokens per response), 'value_loss' and
+        'explained_variance' (``1 - Var(R - V) / Var(R)`` over the
+        iteration's tokens; NaN with exact=True, which needs no value
+        table); reward, KL, entropy and length are exact when the
+        reference's sequences can be enumerated (at most
+        ``rlhf.MAX_SEQUENCES``) and otherwise estimated from the
+        iteration's samples.
     lambda_ : float
         The Lagrange multiplier at the end (with costs only).
 
@@ -536,6 +588,18 @@ class PPO(_PolicyGradient):
     >>> optimum = rlhf.kl_regularized_policy(reference, rewards, 0.1)
     >>> bool(np.abs(ppo.policy_ - optimum).sum(axis=1).max() < 2e-3)
     True
+
+    Token by token, on the lecture's world as sequences:
+
+    >>> world = rlhf.make_sequence_world()
+    >>> reference = world.reference.to_prefix_policy()
+    >>> ppo = rlhf.PPO(beta=0.5, exact=True).fit(reference,
+    ...                                          world.gold_reward)
+    >>> optimum = rlhf.soft_optimal_policy(reference, world.gold_reward, 0.5)
+    >>> tv = 0.5 * abs(ppo.policy_.enumerate()[1]
+    ...                - optimum.enumerate()[1]).sum()
+    >>> bool(tv < 1e-3)
+    True
     """
 
     def __init__(self, beta=0.1, clip=0.2, learning_rate=0.1,
@@ -543,7 +607,9 @@ class PPO(_PolicyGradient):
                  batch_size=None, n_samples=4,
                  kl_estimator="k1", kl_in_reward=True, target_kl=None,
                  horizon=None, cost_budget=None, lambda_init=1.0,
-                 lambda_learning_rate=0.05, exact=False, policy="tabular",
+                 lambda_learning_rate=0.05, gamma=1.0, gae_lambda=0.95,
+                 value_clip=0.2, value_learning_rate=None,
+                 whiten_advantages=True, exact=False, policy="tabular",
                  random_state=None, verbose=0):
         self.beta = beta
         self.clip = clip
@@ -560,6 +626,11 @@ class PPO(_PolicyGradient):
         self.cost_budget = cost_budget
         self.lambda_init = lambda_init
         self.lambda_learning_rate = lambda_learning_rate
+        self.gamma = gamma
+        self.gae_lambda = gae_lambda
+        self.value_clip = value_clip
+        self.value_learning_rate = value_learning_rate
+        self.whiten_advantages = whiten_advantages
         self.exact = exact
         self.policy = policy
         self.random_state = random_state
@@ -582,6 +653,15 @@ class PPO(_PolicyGradient):
         _check_positive_finite(self.lambda_init, "lambda_init", owner)
         _check_positive_finite(self.lambda_learning_rate,
                                "lambda_learning_rate", owner)
+        check_scalar(self.gamma, "gamma", owner, low=0.0, high=1.0)
+        check_scalar(self.gae_lambda, "gae_lambda", owner, low=0.0, high=1.0)
+        if self.value_clip is not None:
+            _check_positive_finite(self.value_clip, "value_clip", owner)
+        if self.value_learning_rate is not None:
+            _check_positive_finite(self.value_learning_rate,
+                                   "value_learning_rate", owner)
+        check_option(self.whiten_advantages, "whiten_advantages", owner,
+                     [True, False])
 
     def _clip_value(self):
         return float(self.clip)
@@ -608,8 +688,15 @@ class REINFORCE(_PolicyGradient):
     - ``'grpo'``: ``(r - mean(r)) / (std(r) + 1e-4)`` (Shao et al. 2024,
       "DeepSeekMath"); a group of equal rewards gets advantage 0.
 
-    Parameters are those of :class:`PPO` without clipping and epochs, plus
-    ``baseline``.
+    With a :class:`rlhf.SequencePolicy` reference the advantage is
+    sequence-level, as RLOO and GRPO run on language models: each
+    response's reward minus ``beta`` times its summed per-token KL
+    estimate, against the other responses of the iteration (one group of
+    ``n_samples``), on every one of its tokens; the loss is the mean over
+    responses of each one's sum over tokens.
+
+    Parameters are those of :class:`PPO` without clipping, epochs and the
+    value function, plus ``baseline``.
 
     Attributes
     ----------
@@ -775,9 +862,15 @@ class DPO(ParamsMixin):
 
         Parameters
         ----------
-        reference_policy : array-like of shape (n_prompts, n_responses)
-        comparisons : array-like of int, shape (n_comparisons, 3)
-            Rows (prompt, preferred response, other response).
+        reference_policy : array-like of shape (n_prompts, n_responses) \
+or SequencePolicy
+        comparisons : array-like of int, shape (n_comparisons, 3), or pair
+            Rows (prompt, preferred response, other response).  With a
+            SequencePolicy: a pair ``(chosen, rejected)`` of
+            :class:`rlhf.Sequences` (or token arrays) of equal length, the
+            loss then taken on the sequences' log-probabilities ``log pi(y)
+            = sum_t log pi(a_t | s_t)``, and ``policy_`` a SequencePolicy on
+            the reference's states.
         sample_weight : array-like of shape (n_comparisons,), optional
             Non-negative weights, e.g. how often each comparison was made.
         features : array-like of shape (n_prompts, n_responses, \
@@ -790,6 +883,13 @@ n_features), optional
         """
         owner = "DPO"
         self._validate()
+        if isinstance(reference_policy, SequencePolicy):
+            if features is not None:
+                raise ValueError(
+                    "DPO with a SequencePolicy reference takes no features "
+                    "(the policy is a table over the reference's states).")
+            return _token_rl.fit_dpo(self, reference_policy, comparisons,
+                                     sample_weight, _scheduled)
         k = self._kernels
         reference = _check_policy_table(reference_policy, "reference_policy",
                                         owner)

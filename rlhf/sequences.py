@@ -57,15 +57,19 @@ all prefixes of length ``0 .. T - 1`` orders the complete sequences:
 prefix in that order, and the first states of a whole-prefix policy are
 exactly the first rows of that list.
 
-Everything here is vectorised NumPy.  Sampling draws the same random
-numbers as ``rlhf._core.sample_categorical`` (SplitMix64 counters), so a
-compiled sampler can reproduce it exactly.
+Sampling, per-token log-probabilities and the soft Bellman backup are C
+kernels of ``rlhf._core`` (their NumPy twins are in ``rlhf._reference``);
+sampling draws the SplitMix64 counters of
+``rlhf._core.sample_categorical``, token t of sequence i from number
+``i T + t``, so the same seed gives the same sequences for any number of
+threads.  The rest is vectorised NumPy.
 """
 import dataclasses
 import numbers
 
 import numpy as np
 
+from . import _core
 from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
                           check_scalar, format_value)
 from .preferences import _check_random_state
@@ -138,43 +142,6 @@ def _log_softmax(logits):
     top = logits.max(axis=1, keepdims=True)
     shifted = logits - top
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _logsumexp(z):
-    """log sum_a exp(z_a) along the last axis, the max subtracted first
-    (z may hold -inf, but each row has a finite entry)."""
-    top = z.max(axis=-1)
-    return top + np.log(np.exp(z - top[..., None]).sum(axis=-1))
-
-
-# --------------------------------------------------------------------------
-# SplitMix64, the counter-based stream of rlhf._core.sample_categorical
-
-_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix_uniform(seed, counters):
-    """Output number ``counters`` of SplitMix64 from ``seed``, in [0, 1)
-    (Steele, Lea & Flood 2014): any draw computed alone, so a C kernel
-    and this twin give the same sequences."""
-    z = np.uint64(seed) + (np.asarray(counters).astype(np.uint64)
-                           + np.uint64(1)) * _GOLDEN_GAMMA
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
-
-
-def _inverse_cdf(probabilities, uniforms):
-    """One token per row of ``probabilities`` (n, V): the first token whose
-    cumulative probability (summed left to right) exceeds ``u * total``;
-    the last token of positive probability if rounding leaves none."""
-    cumulative = np.cumsum(probabilities, axis=1)
-    target = uniforms * cumulative[:, -1]
-    below = target[:, None] < cumulative
-    last = probabilities.shape[1] - 1 - np.argmax(
-        probabilities[:, ::-1] > 0, axis=1)
-    return np.where(below.any(axis=1), below.argmax(axis=1), last)
 
 
 # --------------------------------------------------------------------------
@@ -474,30 +441,6 @@ def _as_sequences(sequences, vocab_size, end_token, max_length, owner,
     return sequences._with_width(max_length)
 
 
-def _context_states(tokens, lengths, word_of_token, n_words, depth,
-                    max_length):
-    """The state of each position of each sequence, shape (n, T), int64:
-    the trie index of its last min(t, depth) words, or -1 where the token
-    is not a choice (after the end, and the end forced at position T-1).
-
-    The context code is updated as a base-W number,
-    ``code = (code W + c_t) mod W**depth`` once the context is full.
-    """
-    n = tokens.shape[0]
-    offsets = _offsets(n_words, max(depth, 0) + 1)
-    states = np.full((n, max_length), -1, dtype=np.int64)
-    code = np.zeros(n, dtype=np.int64)
-    full = n_words ** max(depth, 0)
-    for t in range(max_length - 1):
-        context = min(t, depth)
-        states[:, t] = offsets[context] + code
-        code = code * n_words + np.maximum(word_of_token[tokens[:, t]], 0)
-        if t + 1 > depth:
-            code %= full
-    states[np.arange(max_length) >= lengths[:, None]] = -1
-    return states
-
-
 def _all_prefixes(n_words, max_length):
     """(level, code) of every prefix of 0 .. T-1 words in trie order."""
     sizes = [n_words ** t for t in range(max_length)]
@@ -651,27 +594,17 @@ class SequencePolicy:
         return self._sample(n, int(rng.integers(0, 2**63)))
 
     def _sample(self, n, seed):
-        """The twin of the sampling kernel: n sequences from a seed."""
-        T, W, end = self.max_length, self.n_words, self.end_token
-        tokens = np.full((n, T), end, dtype=np.int64)
-        lengths = np.full(n, T, dtype=np.int64)
-        alive = np.arange(n, dtype=np.int64)  # sequences still writing
-        code = np.zeros(n, dtype=np.int64)     # their context, base W
-        full = W ** max(self._depth, 0)
-        for t in range(T - 1):
-            if alive.size == 0:
-                break
-            states = self._offsets[min(t, self._depth)] + code
-            uniforms = _splitmix_uniform(seed, alive * T + t)
-            chosen = _inverse_cdf(self._probs[states], uniforms)
-            tokens[alive, t] = chosen
-            ended = chosen == end
-            lengths[alive[ended]] = t + 1
-            alive, chosen, code = alive[~ended], chosen[~ended], code[~ended]
-            code = code * W + self._word_of_token[chosen]
-            if t + 1 > self._depth:
-                code %= full
-        return Sequences._trusted(tokens, lengths, self.vocab_size, end)
+        """n sequences from a seed (the kernel rlhf._core.sample_sequences;
+        its twin is rlhf._reference.sample_sequences)."""
+        if self._depth < 0:  # max_length 1: the end token alone
+            return Sequences._trusted(
+                np.full((n, 1), self.end_token, dtype=np.int64),
+                np.ones(n, dtype=np.int64), self.vocab_size, self.end_token)
+        tokens, lengths = _core.sample_sequences(
+            self._probs, n, self.max_length, seed, self.end_token,
+            self._depth)
+        return Sequences._trusted(tokens, lengths, self.vocab_size,
+                                  self.end_token)
 
     def _sequences(self, sequences, owner):
         return _as_sequences(sequences, self.vocab_size, self.end_token,
@@ -696,9 +629,17 @@ class SequencePolicy:
         return self._states(sequences)
 
     def _states(self, sequences):
-        return _context_states(sequences.tokens, sequences.lengths,
-                               self._word_of_token, self.n_words, self._depth,
-                               self.max_length)
+        return self._states_and_log_probs(sequences)[0]
+
+    def _states_and_log_probs(self, sequences):
+        """(states, per-token log-probabilities), each (n, max_length): the
+        kernel rlhf._core.sequence_log_probs."""
+        if self._depth < 0:
+            shape = sequences.tokens.shape
+            return np.full(shape, -1, dtype=np.int64), np.zeros(shape)
+        return _core.sequence_log_probs(self.log_probs, sequences.tokens,
+                                        sequences.lengths, self.end_token,
+                                        self._depth)
 
     def log_prob(self, sequences, per_token=False):
         """Log-probabilities of sequences.
@@ -729,12 +670,7 @@ class SequencePolicy:
         return per_position if per_token else per_position.sum(axis=1)
 
     def _token_log_probs(self, sequences):
-        states = self._states(sequences)
-        chosen = states >= 0
-        out = np.zeros(states.shape)
-        out[chosen] = self.log_probs[states[chosen],
-                                     sequences.tokens[chosen]]
-        return out
+        return self._states_and_log_probs(sequences)[1]
 
     def token_distribution(self, states=None):
         """``pi(. | s)`` at the given states.
@@ -1079,34 +1015,6 @@ def _aligned_rewards(rewards, reference, owner):
     return values
 
 
-def _soft_backup(reference_log_probs, scaled_rewards, policy):
-    """The soft Bellman backup in units of beta.
-
-    ``v(s) = log sum_a pi_ref(a|s) exp(q(s, a))``, ``q(s, end) = r(y)/beta``,
-    ``q(s, a) = v(s + a)`` for a word; at T-1 words ``v(s) = r(y)/beta``
-    (the end is forced).  Returns ``(log pi*, v)`` with
-    ``log pi*(a|s) = log pi_ref(a|s) + q(s, a) - v(s)`` over the prefixes
-    of 0 .. T-2 words, and v over all prefixes.
-    """
-    T, W, end = policy.max_length, policy.n_words, policy.end_token
-    offsets = _offsets(W, T)
-    values = scaled_rewards.copy()  # at T-1 words: v = r / beta
-    optimum = np.empty_like(reference_log_probs)
-    for t in range(T - 2, -1, -1):
-        nodes = slice(offsets[t], offsets[t + 1])
-        q = np.empty((offsets[t + 1] - offsets[t], policy.vocab_size))
-        q[:, end] = scaled_rewards[nodes]
-        q[:, policy._word_tokens] = values[offsets[t + 1]:offsets[t + 2]
-                                           ].reshape(-1, W)
-        # log pi_ref + q, where pi_ref(a|s) = 0 stays -inf whatever q is
-        z = reference_log_probs[nodes] + q
-        # log-sum-exp with the max subtracted: q is r/beta, up to ~1e3 r
-        # for beta = 1e-3, and exp of it would overflow
-        values[nodes] = _logsumexp(z)
-        optimum[nodes] = z - values[nodes, None]
-    return optimum, values
-
-
 def soft_optimal_policy(reference, rewards, beta):
     """The token-level policy maximising ``E_pi[r(y)] - beta KL(pi||pi_ref)``.
 
@@ -1160,8 +1068,10 @@ def soft_optimal_policy(reference, rewards, beta):
                         high=np.inf, high_open=True)
     reference._check_enumerable(owner)
     rewards = _aligned_rewards(rewards, reference, owner)
-    optimum, _ = _soft_backup(reference._prefix_log_probs(), rewards / beta,
-                              reference)
+    # the soft Bellman backup in C (twin: rlhf._reference.soft_backup)
+    optimum, _ = _core.soft_backup(reference._prefix_log_probs(),
+                                   rewards / beta, reference.max_length,
+                                   reference.end_token)
     return SequencePolicy(optimum, reference.vocab_size, reference.max_length,
                           reference.end_token)
 
