@@ -1179,7 +1179,20 @@ ARGUMENT_KINDS = {
     "policy_stats": "MMM",
     "adam_step": "MMMMFFFFT",
     "ppo_adam_step": "MMMMRSXXXFFKFFFFT",
+    # the sequence kernels: tables (n states, k tokens), flat token arrays
+    # of m entries (states R below n, actions C below k), an end token and
+    # a context depth drawn as options (in range or not)
+    "sample_sequences": "MNNUKK",
+    "sequence_log_probs": "MSRKK",
+    "soft_backup": "MVNK",
+    "gae": "MMRFF",
+    "token_grad": "MRCW",
+    "token_ppo_adam_step": "MMMMRCWWWFFKFFFFFT",
+    "value_adam_step": "VVVRWWWFFFFFFT",
 }
+_IN_PLACE = {name: (0, 1, 2) for name in ("ppo_adam_step",
+                                          "token_ppo_adam_step",
+                                          "value_adam_step")}
 
 
 @st.composite
@@ -2012,10 +2025,11 @@ ENTRY_POINTS = [
           curves_oracle, max_examples=200),
 ] + ([Entry("rlhf.plot", call_plot, plot_arguments(), None,
             max_examples=100)] if HAVE_MATPLOTLIB else []) + [
-] + [_kernel_entry(name) for name in sorted(ARGUMENT_KINDS)
-     if name != "ppo_adam_step"] + [
-    # updates theta, m and v in place by design (the optimiser's state)
-    _kernel_entry("ppo_adam_step", in_place=(0, 1, 2)),
+] + [
+    # the Adam steps update theta (or values), m and v in place by design
+    # (the optimiser's state)
+    _kernel_entry(name, in_place=_IN_PLACE.get(name, ()))
+    for name in sorted(ARGUMENT_KINDS)
 ]
 
 

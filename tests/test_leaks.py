@@ -49,6 +49,11 @@ REDUCED = {"constrained_policy at the least cost"}
 # tracemalloc): a tenth of the calls, still thousands of kernel calls
 FITS = {"PPO", "PPO with costs", "PPO diverging", "REINFORCE", "DPO",
         "DPO linear", "SFT"}
+# token-level fits: a SequencePolicy built per iteration and exact
+# statistics in NumPy, ~3 ms a fit under tracemalloc: a fiftieth, still
+# thousands of kernel calls
+SEQUENCE_FITS = {"PPO sequences", "PPO sequences exact",
+                 "REINFORCE sequences", "DPO sequences"}
 # one policy per point and its divergence, in Python: a twentieth
 CURVES = {"overoptimization_curves best-of-n", "overoptimization_curves kl"}
 
@@ -129,8 +134,66 @@ def _fit_reward_model():
     return model.predict(FEATURES), model.reward_std(FEATURES)
 
 
+# a sequence world: V = 3 tokens (the end and two words), T = 4, a bigram
+# table of 3 states, and the whole-prefix table of the 7 prefixes of 0 .. 2
+# words for the backup (15 complete sequences)
+SEQ_PROBS = np.array([[0.2, 0.5, 0.3], [0.5, 0.25, 0.25], [0.4, 0.3, 0.3]])
+SEQ_LOGP = np.log(SEQ_PROBS)
+SEQ_TOKENS = np.array([[1, 2, 0, 0], [0, 0, 0, 0], [2, 2, 1, 0]])
+SEQ_LENGTHS = np.array([3, 1, 4])
+SEQ_BAD_TOKENS = SEQ_TOKENS + 3
+SEQ_STATES = np.array([0, 1, 2, -1, 0, 2])
+SEQ_ACTIONS = np.array([1, 2, 0, 0, 2, 1])
+SEQ_W = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 2.0])
+SEQ_POLICY = rlhf.SequencePolicy(SEQ_LOGP, 3, 4, context_length=1)
+
+
+def _token_ppo_step(values=False):
+    theta, m, v = np.zeros((3, 3)), np.zeros((3, 3)), np.zeros((3, 3))
+    out = _core.token_ppo_adam_step(
+        theta, m, v, SEQ_LOGP, SEQ_STATES, SEQ_ACTIONS, SEQ_W, SEQ_W - 2.0,
+        SEQ_W, 0.2, 0.1, 3, 0.5, 0.1, 0.9, 0.999, 1e-8, 1)
+    table, vm, vv = np.zeros(3), np.zeros(3), np.zeros(3)
+    loss = _core.value_adam_step(table, vm, vv, SEQ_STATES, SEQ_W, SEQ_W,
+                                 SEQ_W * 0, 0.2, 0.5, 0.1, 0.9, 0.999, 1e-8,
+                                 1)
+    return out, loss, theta, table
+
+
+def _sequence_rewards(sequences):
+    return sequences.lengths.astype(float)
+
+
 # (name, function, positional arguments, the exception it must raise or None)
 CALLS = [
+    ("sample_sequences", _core.sample_sequences,
+     (SEQ_PROBS, 6, 4, 7, 0, 1), None),
+    ("sample_sequences bad depth", _core.sample_sequences,
+     (SEQ_PROBS, 6, 4, 7, 0, 2), ValueError),
+    ("sequence_log_probs", _core.sequence_log_probs,
+     (SEQ_LOGP, SEQ_TOKENS, SEQ_LENGTHS, 0, 1), None),
+    ("sequence_log_probs bad token", _core.sequence_log_probs,
+     (SEQ_LOGP, SEQ_BAD_TOKENS, SEQ_LENGTHS, 0, 1), ValueError),
+    ("soft_backup", _core.soft_backup,
+     (np.log(np.full((7, 3), 1 / 3)), np.arange(15.0), 4, 0), None),
+    ("soft_backup bad shape", _core.soft_backup,
+     (np.zeros((6, 3)), np.arange(15.0), 4, 0), ValueError),
+    ("gae", _core.gae, (SEQ_PROBS, SEQ_PROBS, SEQ_LENGTHS - 1, 1.0, 0.95),
+     None),
+    ("token_grad", _core.token_grad,
+     (SEQ_LOGP, SEQ_STATES, SEQ_ACTIONS, SEQ_W), None),
+    ("token_grad bad action", _core.token_grad,
+     (SEQ_LOGP, SEQ_STATES, SEQ_ACTIONS + 3, SEQ_W), ValueError),
+    ("token_ppo_adam_step and value_adam_step", _token_ppo_step, (), None),
+    ("PPO sequences", _fit_policy(rlhf.PPO, n_samples=8, random_state=0),
+     (SEQ_POLICY, _sequence_rewards), None),
+    ("PPO sequences exact", _fit_policy(rlhf.PPO, exact=True),
+     (SEQ_POLICY, _sequence_rewards), None),
+    ("REINFORCE sequences", _fit_policy(rlhf.REINFORCE, n_samples=8,
+                                        random_state=0),
+     (SEQ_POLICY, _sequence_rewards), None),
+    ("DPO sequences", _fit_policy(rlhf.DPO),
+     (SEQ_POLICY, (SEQ_TOKENS[:2], SEQ_TOKENS[1:])), None),
     ("logistic_loss_grad dense", _core.logistic_loss_grad,
      (X, y, sw, w3, True, 1.0, 0.5), None),
     ("logistic_loss_grad csr", _core.logistic_loss_grad,
@@ -260,7 +323,8 @@ def test_repeated_calls_leak_nothing(name, function, args, error):
         tracemalloc.start()
         traced_before = tracemalloc.get_traced_memory()[0]
         rss_before = _rss_bytes()
-        calls = (N_CALLS // 20 if name in CURVES else
+        calls = (N_CALLS // 50 if name in SEQUENCE_FITS else
+                 N_CALLS // 20 if name in CURVES else
                  N_CALLS // 10 if name in FITS else
                  N_CALLS // 5 if name in PYTHON_ONLY | REDUCED else N_CALLS)
         for _ in range(calls):
