@@ -36,6 +36,7 @@ def soft_optimum(reference, rewards, beta):
 # PPO reaches the soft optimum
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beta", [0.5, 2.0])
 def test_exact_ppo_with_defaults_reaches_the_soft_optimum(
         world, prefix_reference, beta):
@@ -149,6 +150,7 @@ def test_adaptive_kl_controller_moves_beta_toward_the_target(
     assert low.history_["beta"][-1] > low.history_["beta"][0]
 
 
+@pytest.mark.slow
 def test_kl_in_the_loss_has_another_fixed_point(world, prefix_reference):
     """The per-token KL in the loss (GRPO's way) is the gradient of each
     state's own KL, holding the visits of later states fixed: its fixed
