@@ -133,6 +133,24 @@ costs = np.tile(rng.random(size=(1000, 50)), (1000, 1))
         "beta=0.1)",
         "pass",
     ),
+    "ppo_sequences": (
+        # token-level PPO: a loop of kernel calls of a few ms each
+        """
+world = rlhf.make_sequence_world()
+est = rlhf.PPO(n_samples=4096, n_iterations=10**6, random_state=0)
+""",
+        "est.fit(world.reference, world.gold_reward)",
+        "assert not hasattr(est, 'policy_')",
+    ),
+    "dpo_sequences": (
+        """
+world = rlhf.make_sequence_world()
+y = world.reference.sample(20_000, random_state=0)
+est = rlhf.DPO(n_iterations=10**6, batch_size=512, random_state=0)
+""",
+        "est.fit(world.reference, (y[:10_000], y[10_000:]))",
+        "assert not hasattr(est, 'policy_')",
+    ),
 }
 
 
