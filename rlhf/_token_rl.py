@@ -267,7 +267,10 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
             reach = space.reach(lp)[:P]
             weights = np.where(live, reach[:, None] * np.exp(lp), 0.0)
             advantages = np.where(live, q - value_all[:P, None], 0.0)
-            kl_now = space.stats(lp, all_rewards)[1]
+            # the policy that acted: its exact statistics (reported for the
+            # previous iteration's end already, or the reference's at the
+            # start) give the controller its KL
+            kl_now = kl if iteration > 0 else space.stats(lp, all_rewards)[1]
             for _ in range(n_epochs):
                 step += 1
                 loss, clip_fraction = k.token_ppo_adam_step(

@@ -456,6 +456,16 @@ class PPO(_PolicyGradient):
     minibatches of prompts.  Its fixed point is the exact optimum
     ``pi* ∝ pi_ref exp(r / beta)``.
 
+    With a :class:`rlhf.SequencePolicy` reference it runs token by token
+    (:mod:`rlhf._token_rl`): responses are sampled one token at a time,
+    every token pays ``beta`` times its KL estimate and the last one gets
+    the response's reward, a value table (one value per state) gives
+    GAE(gamma, gae_lambda) advantages (Schulman et al. 2016), whitened,
+    and each minibatch step fuses the clipped surrogate, the clipped value
+    loss and Adam in C.  Its fixed point is the soft optimum
+    ``pi_ref(y) exp(r(y) / beta) / Z`` over whole sequences
+    (:func:`rlhf.soft_optimal_policy`) when the state is the whole prefix.
+
     Parameters
     ----------
     beta : float > 0, default=0.1
@@ -492,7 +502,13 @@ class PPO(_PolicyGradient):
         False: add ``beta * rho * k`` to the loss instead, with ``rho`` the
         probability ratio, which keeps both estimators unbiased for the
         gradient of the divergence (GRPO puts ``k3`` in the loss without
-        ``rho``; its gradient is then that of ``KL(pi_ref || pi)``).
+        ``rho``; its gradient is then that of ``KL(pi_ref || pi)``).  On
+        sequences the per-token term in the loss is the gradient of each
+        state's own KL only: it leaves out how a token changes the KL of
+        the tokens after it, so the fixed point is ``pi(a|s) ∝
+        pi_ref(a|s) exp(Q_r(s, a) / beta)`` with ``Q_r`` the reward-only
+        action value, not the soft optimum (0.11 apart in total variation
+        on ``make_sequence_world()`` at beta 0.5).
     target_kl : float > 0 or None, default=None
         Turns on the adaptive controller of Ziegler et al. (2019): after
         each iteration ``beta *= 1 + clip(KL / target_kl - 1, -0.2, 0.2) *

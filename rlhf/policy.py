@@ -217,8 +217,12 @@ def kl_divergence(p, q):
 
     Parameters
     ----------
-    p, q : array-like of the same shape (..., n_responses)
-        Probabilities (non-negative, each row summing to 1).
+    p, q : array-like of the same shape (..., n_responses), or \
+SequencePolicy
+        Probabilities (non-negative, each row summing to 1).  Two
+        :class:`rlhf.SequencePolicy` give the exact divergence between their
+        distributions over whole sequences
+        (:func:`rlhf.sequences.kl_divergence`).
 
     Returns
     -------
@@ -231,6 +235,9 @@ def kl_divergence(p, q):
     >>> round(float(rlhf.kl_divergence([0.5, 0.5], [0.9, 0.1])), 6)
     0.510826
     """
+    from .sequences import SequencePolicy, kl_divergence as sequence_kl
+    if isinstance(p, SequencePolicy) or isinstance(q, SequencePolicy):
+        return sequence_kl(p, q)
     arrays = []
     for name, values in (("p", p), ("q", q)):
         arr = _as_float_array(values, name)

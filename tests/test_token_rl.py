@@ -409,3 +409,15 @@ def test_bad_input_is_named(world, prefix_reference):
         rlhf.PPO().fit(short, lambda s: np.zeros(len(s)))
     with pytest.raises(ValueError, match="vocab_size|token"):
         rlhf.DPO().fit(prefix_reference, ([[9, 0]], [[1, 0]]))
+
+
+@pytest.mark.slow
+def test_docstring_examples():
+    import doctest
+
+    from rlhf import _token_rl, optimize
+    for module in (optimize, _token_rl):
+        result = doctest.testmod(module,
+                                 optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0
+    assert doctest.testmod(optimize).attempted > 0
