@@ -294,11 +294,10 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
             kl_tokens = np.where(live, _kl_terms(old_lp - ref_lp, kl_kind),
                                  0.0)
             kl_now = float(kl_tokens.sum(axis=1).mean())
-            rows = np.arange(n)
             if is_ppo:
                 token_rewards = -beta * kl_tokens if kl_in_reward else \
                     np.zeros_like(kl_tokens)
-                token_rewards[rows, n_steps - 1] += scores
+                token_rewards[np.arange(n), n_steps - 1] += scores
                 old_values = np.where(live, values[states], 0.0)
                 advantages, returns = k.gae(token_rewards, old_values,
                                             n_steps, gamma, lam)
@@ -319,28 +318,39 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
                 advantages = np.where(live, sequence_advantages[:, None],
                                       0.0)
                 explained = np.nan
-            ones = np.ones((n, T))
+            ones = np.ones((batch, T))
+            live_count = live.sum(axis=1)
+            per_token = [states, tokens, old_lp, advantages]
+            if is_ppo:
+                per_token += [returns, old_values]
+            # the responses are independent draws, so contiguous blocks of
+            # them are random minibatches already: each epoch visits the
+            # blocks in a new random order, and no array is copied
+            starts = np.arange(0, n, batch)
+            b = per_token
+            counts = live_count
             for _ in range(n_epochs):
-                order = rows if batch == n else rng.permutation(n)
-                for start in range(0, n, batch):
-                    chunk = order[start:start + batch]
+                for start in (starts if batch == n else
+                              rng.permutation(starts)):
+                    chunk = slice(start, start + batch)
                     step += 1
                     # PPO: the mean over tokens (as trl does); REINFORCE:
                     # the mean over responses of each one's token sum
-                    scale = 1.0 / max(int(live[chunk].sum()), 1) if is_ppo \
-                        else 1.0 / len(chunk)
+                    scale = 1.0 / max(int(counts[chunk].sum()), 1) if \
+                        is_ppo else 1.0 / len(counts[chunk])
+                    weights = ones[:len(counts[chunk])]
                     loss, clip_fraction = k.token_ppo_adam_step(
-                        theta, m, v, ref, states[chunk], tokens[chunk],
-                        ones[chunk], old_lp[chunk], advantages[chunk], clip,
+                        theta, m, v, ref, b[0][chunk], b[1][chunk], weights,
+                        b[2][chunk], b[3][chunk], clip,
                         0.0 if kl_in_reward else beta, kl_kind, scale,
                         learning_rate, *_ADAM, step)
                     losses.append(loss)
                     clipped.append(clip_fraction)
                     if is_ppo:
                         value_losses.append(k.value_adam_step(
-                            values, vm, vv, states[chunk], ones[chunk],
-                            returns[chunk], old_values[chunk], value_clip,
-                            scale, value_rate, *_ADAM, step))
+                            values, vm, vv, b[0][chunk], weights,
+                            b[4][chunk], b[5][chunk], value_clip, scale,
+                            value_rate, *_ADAM, step))
         _check_diverged(theta, est, iteration)
         logits = ref + theta
         logp, p = k.log_softmax(logits)
