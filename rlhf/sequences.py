@@ -997,7 +997,7 @@ def _check_same_space(policy, reference, owner):
 # the KL-regularised optimum, by the soft Bellman backup
 
 
-def _aligned_rewards(rewards, reference, owner):
+def _aligned_rewards(rewards, reference, owner, name="rewards"):
     """Rewards of every complete sequence, in enumeration order."""
     n = reference.n_sequences
     if callable(rewards):
@@ -1005,17 +1005,18 @@ def _aligned_rewards(rewards, reference, owner):
             reference.vocab_size, reference.end_token, reference.max_length))
     else:
         values = rewards
-    values = _as_float_array(values, "rewards")
+    values = _as_float_array(values, name)
     if values.shape != (n,):
         raise ValueError(
-            f"The 'rewards' parameter of {owner} must give one reward per "
+            f"The '{name}' parameter of {owner} must give one value per "
             f"sequence of reference.enumerate(), shape ({n},); got "
             f"{values.shape}.")
-    _check_finite(values, "rewards")
+    _check_finite(values, name)
     return values
 
 
-def soft_optimal_policy(reference, rewards, beta):
+def soft_optimal_policy(reference, rewards, beta, *, costs=None,
+                        budget=None, return_multiplier=False):
     """The token-level policy maximising ``E_pi[r(y)] - beta KL(pi||pi_ref)``.
 
     By the soft Bellman backup over the tree of prefixes (Ziebart 2010,
@@ -1041,12 +1042,27 @@ def soft_optimal_policy(reference, rewards, beta):
         ``rewards(sequences)`` on Sequences, or the rewards of the
         sequences of ``reference.enumerate()`` in that order; finite.
     beta : float > 0
+    costs : callable or array-like of shape (n_sequences,), optional
+        With ``budget``: the constraint ``E_pi[c(y)] <= budget``, as
+        :func:`rlhf.constrained_policy` for bandits.  The optimum is then
+        the soft optimum of ``r - lambda c`` with the smallest ``lambda >=
+        0`` that meets the budget (``E[c]`` falls as lambda grows), found
+        by bisection on lambda to 1e-12 relative; the budget binds unless
+        the unconstrained optimum meets it (lambda = 0).
+    budget : float, optional
+        Must lie above the least cost of a sequence the reference can
+        write (ValueError otherwise: no policy near the reference meets
+        it).
+    return_multiplier : bool, default=False
+        Also return lambda.
 
     Returns
     -------
     SequencePolicy
         With the whole prefix as the state (the optimum needs it: the
         reward sees the whole sequence).
+    lambda : float
+        With return_multiplier=True (0.0 without costs).
 
     Examples
     --------
@@ -1068,12 +1084,64 @@ def soft_optimal_policy(reference, rewards, beta):
                         high=np.inf, high_open=True)
     reference._check_enumerable(owner)
     rewards = _aligned_rewards(rewards, reference, owner)
+    if (costs is None) != (budget is None):
+        raise ValueError(
+            f"The 'costs' and 'budget' parameters of {owner} go together; "
+            f"got costs={'None' if costs is None else 'given'} and budget="
+            f"{format_value(budget)}.")
+    multiplier = 0.0
+    if costs is not None:
+        costs = _aligned_rewards(costs, reference, owner, name="costs")
+        budget = check_scalar(budget, "budget", owner, high=np.inf,
+                              high_open=True)
+        multiplier = _budget_multiplier(reference, rewards, costs, budget,
+                                        beta, owner)
+        rewards = rewards - multiplier * costs
     # the soft Bellman backup in C (twin: rlhf._reference.soft_backup)
     optimum, _ = _core.soft_backup(reference._prefix_log_probs(),
                                    rewards / beta, reference.max_length,
                                    reference.end_token)
-    return SequencePolicy(optimum, reference.vocab_size, reference.max_length,
-                          reference.end_token)
+    policy = SequencePolicy(optimum, reference.vocab_size,
+                            reference.max_length, reference.end_token)
+    return (policy, multiplier) if return_multiplier else policy
+
+
+def _budget_multiplier(reference, rewards, costs, budget, beta, owner):
+    """The smallest lambda >= 0 with E[c] <= budget under the soft optimum
+    of r - lambda c: E[c] is the derivative of -beta log Z(lambda), which
+    falls as lambda grows (its derivative is -Var[c] / beta)."""
+    log_reference = reference._sequence_log_probs()
+    possible = log_reference > -np.inf
+    least = float(costs[possible].min())
+    if not budget > least:
+        raise ValueError(
+            f"The 'budget' parameter of {owner} is "
+            f"{format_value(budget)}, but the least cost of a sequence "
+            f"the reference can write is {format_value(least)}: no policy "
+            "near the reference meets it (the budget must be larger).")
+
+    def expected_cost(lam):
+        z = np.where(possible, log_reference + (rewards - lam * costs)
+                     / beta, -np.inf)
+        weights = np.exp(z - z.max())
+        return float(weights @ np.where(possible, costs, 0.0)
+                     / weights.sum())
+
+    if expected_cost(0.0) <= budget:
+        return 0.0
+    high = 1.0
+    while expected_cost(high) > budget:
+        high *= 2.0
+        if high > 1e300:  # pragma: no cover (budget > least cost)
+            raise ValueError(f"{owner}: no multiplier meets the budget.")
+    low = 0.0
+    while high - low > 1e-12 * high:
+        middle = 0.5 * (low + high)
+        if expected_cost(middle) > budget:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 # --------------------------------------------------------------------------

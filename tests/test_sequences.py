@@ -633,3 +633,44 @@ def test_docstring_examples():
     result = doctest.testmod(sequences,
                              optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 10 and result.failed == 0
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.5, 5.0])
+def test_soft_optimum_under_a_cost_budget(beta):
+    """The constrained optimum is the closed form pi_ref exp((r - lam c) /
+    beta) / Z with E[c] on the budget, and no policy of the same family
+    with a smaller multiplier meets it."""
+    world = rlhf.make_sequence_world()
+    sequences, reference = world.reference.enumerate()
+    r, c = world.gold_reward(sequences), world.cost(sequences)
+    free = rlhf.soft_optimal_policy(world.reference, r, beta).enumerate()[1]
+    budget = 0.5 * float(free @ c)
+    policy, lam = rlhf.soft_optimal_policy(
+        world.reference, world.gold_reward, beta, costs=world.cost,
+        budget=budget, return_multiplier=True)
+    probabilities = policy.enumerate()[1]
+    assert lam > 0
+    assert probabilities @ c == pytest.approx(budget, rel=1e-9)
+    z = np.log(reference) + (r - lam * c) / beta
+    expected = np.exp(z - z.max())
+    expected /= expected.sum()
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-12)
+    # a slack budget leaves the unconstrained optimum (lambda = 0)
+    slack, lam0 = rlhf.soft_optimal_policy(
+        world.reference, r, beta, costs=c, budget=float(free @ c) + 1.0,
+        return_multiplier=True)
+    assert lam0 == 0.0
+    np.testing.assert_allclose(slack.enumerate()[1], free, atol=1e-15)
+
+
+def test_soft_optimum_budget_errors():
+    world = rlhf.make_sequence_world()
+    with pytest.raises(ValueError, match="budget"):
+        rlhf.soft_optimal_policy(world.reference, world.gold_reward, 1.0,
+                                 costs=world.cost, budget=0.0)
+    with pytest.raises(ValueError, match="go together"):
+        rlhf.soft_optimal_policy(world.reference, world.gold_reward, 1.0,
+                                 costs=world.cost)
+    with pytest.raises(ValueError, match="costs"):
+        rlhf.soft_optimal_policy(world.reference, world.gold_reward, 1.0,
+                                 costs=np.zeros(3), budget=1.0)
