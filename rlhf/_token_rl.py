@@ -141,7 +141,14 @@ def _resolve_rewards(rewards, features, space, owner):
     every complete sequence in enumeration order when the world is small
     enough (None otherwise)."""
     n = space.reference.n_sequences
-    if hasattr(rewards, "predict") and not isinstance(rewards, np.ndarray):
+    is_model = hasattr(rewards, "predict") and not isinstance(rewards,
+                                                              np.ndarray)
+    if features is not None and not is_model:
+        raise ValueError(
+            f"fit of {owner} got 'features' with rewards that are not a "
+            "reward model; features are for a model with a predict method "
+            "(rewards=model, features=world.features).")
+    if is_model:
         if features is None or not callable(features):
             raise ValueError(
                 f"fit of {owner} got a reward model as 'rewards': pass "
@@ -153,6 +160,12 @@ def _resolve_rewards(rewards, features, space, owner):
             return model.predict(features(sequences))
     elif callable(rewards):
         function = rewards
+    elif not isinstance(rewards, (np.ndarray, list, tuple)):
+        raise TypeError(
+            f"The 'rewards' parameter of {owner} must be a function of "
+            "Sequences, an array of the rewards of reference.enumerate(), or "
+            f"a fitted reward model with a predict method; got "
+            f"{type(rewards).__name__}.")
     else:
         if not space.enumerable:
             raise ValueError(
@@ -175,13 +188,16 @@ def _resolve_rewards(rewards, features, space, owner):
         return (lambda sequences: checked(function(sequences),
                                           len(sequences))), None
     if function is None:
-        all_rewards = checked(rewards, n)
-    else:
-        all_rewards = checked(function(_enumerate_sequences(
-            space.V, space.end, space.T)), n)
-    all_rewards = all_rewards.copy()
-    return (lambda sequences: all_rewards[space.index(sequences)]), \
-        all_rewards
+        all_rewards = checked(rewards, n).copy()
+        return (lambda sequences: all_rewards[space.index(sequences)]), \
+            all_rewards
+    # sampled fits score their samples (a noisy reward is drawn afresh);
+    # the enumeration's rewards, scored once, give the exact statistics
+    # of history_ (and the expectations of exact=True)
+    all_rewards = checked(function(_enumerate_sequences(
+        space.V, space.end, space.T)), n).copy()
+    return (lambda sequences: checked(function(sequences),
+                                      len(sequences))), all_rewards
 
 
 def _check_diverged(table, est, iteration):
@@ -210,6 +226,11 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
             f"{owner}(exact=True) takes expectations over every complete "
             f"sequence, and the reference has {reference.n_sequences}, more "
             f"than {MAX_SEQUENCES}; use sampling (exact=False).")
+    if est.exact and float(getattr(est, "gamma", 1.0)) != 1.0:
+        raise ValueError(
+            f"{owner}(exact=True) computes undiscounted values (the reward "
+            "comes at the end of the response); 'gamma' must be 1.0, got "
+            f"{est.gamma!r}.")
     score, all_rewards = _resolve_rewards(rewards, features, space, owner)
     n = int(est.n_samples)
     T = space.T
@@ -236,7 +257,8 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
     vm, vv = np.zeros(S), np.zeros(S)
     step = 0
     n_iterations = int(est.n_iterations)
-    horizon = est._horizon(n * T)
+    # the controller's gain: responses per iteration over the horizon
+    horizon = est._horizon(n)
     history = {key: [] for key in (
         "reward", "kl", "entropy", "length", "clip_fraction", "beta",
         "loss", "value_loss", "explained_variance")}
@@ -271,12 +293,16 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
             # previous iteration's end already, or the reference's at the
             # start) give the controller its KL
             kl_now = kl if iteration > 0 else space.stats(lp, all_rewards)[1]
+            # PPO: per token (the weights add up to the expected number of
+            # choices per response), as the sampled loss; REINFORCE: per
+            # response
+            scale = 1.0 / weights.sum() if is_ppo else 1.0
             for _ in range(n_epochs):
                 step += 1
                 loss, clip_fraction = k.token_ppo_adam_step(
                     theta, m, v, ref, exact_states, exact_actions, weights,
                     lp, advantages, clip, 0.0 if kl_in_reward else beta,
-                    kl_kind, 1.0, learning_rate, *_ADAM, step)
+                    kl_kind, scale, learning_rate, *_ADAM, step)
                 losses.append(loss)
                 clipped.append(clip_fraction)
             explained = np.nan
@@ -301,11 +327,15 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
                 old_values = np.where(live, values[states], 0.0)
                 advantages, returns = k.gae(token_rewards, old_values,
                                             n_steps, gamma, lam)
+                kl_coef = 0.0 if kl_in_reward else beta
                 if getattr(est, "whiten_advantages", True):
                     a = advantages[live]
+                    deviation = a.std() + 1e-8
                     advantages = np.where(
-                        live, (advantages - a.mean()) / (a.std() + 1e-8),
-                        0.0)
+                        live, (advantages - a.mean()) / deviation, 0.0)
+                    # the KL term in the loss is scaled as the advantages,
+                    # or whitening would change beta
+                    kl_coef /= deviation
                 residual = (returns - old_values)[live]
                 spread = returns[live].var()
                 explained = float(1.0 - residual.var() / spread) \
@@ -318,6 +348,7 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
                 advantages = np.where(live, sequence_advantages[:, None],
                                       0.0)
                 explained = np.nan
+                kl_coef = 0.0 if kl_in_reward else beta
             ones = np.ones((batch, T))
             live_count = live.sum(axis=1)
             per_token = [states, tokens, old_lp, advantages]
@@ -341,9 +372,8 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
                     weights = ones[:len(counts[chunk])]
                     loss, clip_fraction = k.token_ppo_adam_step(
                         theta, m, v, ref, b[0][chunk], b[1][chunk], weights,
-                        b[2][chunk], b[3][chunk], clip,
-                        0.0 if kl_in_reward else beta, kl_kind, scale,
-                        learning_rate, *_ADAM, step)
+                        b[2][chunk], b[3][chunk], clip, kl_coef, kl_kind,
+                        scale, learning_rate, *_ADAM, step)
                     losses.append(loss)
                     clipped.append(clip_fraction)
                     if is_ppo:
@@ -378,7 +408,7 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
                   f"KL {kl:.4f}, entropy {entropy:.4f}, beta {beta:.4g}")
         if est._controls_beta():
             error = np.clip(kl_now / float(est.target_kl) - 1.0, -0.2, 0.2)
-            beta *= 1.0 + error * (n * T) / horizon
+            beta *= 1.0 + error * n / horizon
     est.theta_ = theta
     est.policy_ = space.policy(theta)
     est.beta_ = beta
@@ -395,13 +425,21 @@ def _pairs(comparisons, reference, owner):
             f"The 'comparisons' parameter of {owner} with a SequencePolicy "
             "reference must be a pair (chosen, rejected) of Sequences (or "
             "token arrays) of the same length.")
-    chosen, rejected = (_as_sequences(
-        s if isinstance(s, Sequences) else Sequences(
-            s, vocab_size=reference.vocab_size,
-            end_token=reference.end_token),
-        reference.vocab_size, reference.end_token, reference.max_length,
-        owner, name) for s, name in zip(comparisons,
-                                        ("chosen", "rejected")))
+    pair = []
+    for s, name in zip(comparisons, ("chosen", "rejected")):
+        if not isinstance(s, Sequences):
+            try:
+                s = Sequences(s, vocab_size=reference.vocab_size,
+                              end_token=reference.end_token)
+            except (TypeError, ValueError) as error:
+                raise type(error)(
+                    f"The 'comparisons' parameter of {owner}: the {name} "
+                    f"sequences are not a token array or Sequences "
+                    f"({error})") from None
+        pair.append(_as_sequences(s, reference.vocab_size,
+                                  reference.end_token, reference.max_length,
+                                  owner, name))
+    chosen, rejected = pair
     if len(chosen) != len(rejected) or len(chosen) == 0:
         raise ValueError(
             f"The 'comparisons' parameter of {owner}: chosen and rejected "
@@ -476,6 +514,8 @@ def fit_dpo(est, reference, comparisons, sample_weight, scheduled):
         order = np.arange(m) if batch == m else rng.permutation(m)
         for start in range(0, m, batch):
             rows = order[start:start + batch]
+            if not sample_weight[rows].sum() > 0:
+                continue  # nothing to learn from these comparisons
             _, coef, both, _ = evaluate(rows, logp)
             grad = k.token_grad(logp, states[both],
                                 tokens[both], np.broadcast_to(

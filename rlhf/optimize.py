@@ -230,6 +230,8 @@ n_features) or callable, optional
         """
         owner = type(self).__name__
         self._validate()
+        for name in ("values_", "lambda_"):  # of an earlier fit
+            self.__dict__.pop(name, None)
         if isinstance(reference_policy, SequencePolicy):
             if costs is not None or getattr(self, "cost_budget",
                                             None) is not None:
@@ -412,6 +414,7 @@ n_features) or callable, optional
         self.theta_ = theta
         self.policy_ = p
         self.beta_ = beta
+        self.values_ = None
         if costs is not None:
             self.lambda_ = float(np.exp(log_lambda[0]))
         self.history_ = {key: np.asarray(value)
@@ -483,7 +486,8 @@ class PPO(_PolicyGradient):
     n_epochs : int, default=4
         Passes over each round's samples.
     batch_size : int or None, default=None
-        Prompts per minibatch; None: all prompts, one step per epoch.
+        Prompts per minibatch (responses, with a SequencePolicy); None: all
+        of them, one step per epoch.
     n_samples : int, default=4
         Responses sampled per prompt and iteration (at most ``2**31`` in
         all, n_prompts times n_samples).
@@ -513,7 +517,9 @@ class PPO(_PolicyGradient):
         Turns on the adaptive controller of Ziegler et al. (2019): after
         each iteration ``beta *= 1 + clip(KL / target_kl - 1, -0.2, 0.2) *
         n_steps / horizon``, with KL the iteration's estimate (exact with
-        ``exact=True``) and n_steps the samples drawn per iteration.
+        ``exact=True``) and n_steps the samples drawn per iteration
+        (with a SequencePolicy: the n_samples responses, also with
+        exact=True).
     horizon : float > 0 or None, default=None
         The controller's horizon in samples (Ziegler et al. use 10,000);
         None: ten iterations' worth of samples.
@@ -588,10 +594,12 @@ class PPO(_PolicyGradient):
         also 'length' (expected tokens per response), 'value_loss' and
         'explained_variance' (``1 - Var(R - V) / Var(R)`` over the
         iteration's tokens; NaN with exact=True, which needs no value
-        table); reward, KL, entropy and length are exact when the
-        reference's sequences can be enumerated (at most
-        ``rlhf.MAX_SEQUENCES``) and otherwise estimated from the
-        iteration's samples.
+        table); reward, KL, entropy and length are exact, of the policy
+        after the iteration, when the reference's sequences can be
+        enumerated (at most ``rlhf.MAX_SEQUENCES``; a reward function is
+        then also evaluated once on every sequence), and otherwise
+        estimated from the iteration's samples, drawn from the policy
+        before it.
     lambda_ : float
         The Lagrange multiplier at the end (with costs only).
 
@@ -821,7 +829,7 @@ class DPO(ParamsMixin):
 
     Attributes
     ----------
-    policy_ : ndarray of shape (n_prompts, n_responses)
+    policy_ : ndarray of shape (n_prompts, n_responses) or SequencePolicy
     theta_ : ndarray
     history_ : dict of ndarray of shape (n_iterations,)
         After each pass, over all comparisons (weighted means): 'loss',

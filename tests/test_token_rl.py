@@ -420,3 +420,42 @@ def test_docstring_examples():
                              optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
     assert doctest.testmod(_token_rl).failed == 0
+
+
+def test_whitening_keeps_the_kl_in_the_loss_at_beta(world, prefix_reference):
+    """Whitened advantages with the KL in the loss: the KL term is scaled
+    as the advantages, so the fit lands where the unwhitened one does
+    (and not at a KL several times larger)."""
+    kwargs = dict(beta=0.5, kl_in_reward=False, n_samples=512,
+                  n_iterations=150, random_state=0)
+    plain = rlhf.PPO(whiten_advantages=False, **kwargs).fit(
+        prefix_reference, world.gold_reward)
+    whitened = rlhf.PPO(**kwargs).fit(prefix_reference, world.gold_reward)
+    assert whitened.history_["kl"][-1] == pytest.approx(
+        plain.history_["kl"][-1], rel=0.25)
+
+
+def test_refits_and_rewards_are_what_they_say(world, prefix_reference):
+    calls = []
+
+    def reward(sequences):
+        calls.append(len(sequences))
+        return world.gold_reward(sequences)
+
+    ppo = rlhf.PPO(n_samples=16, n_iterations=3, random_state=0)
+    ppo.fit(prefix_reference, reward)
+    # once over the enumeration (the exact history), then the samples
+    assert calls == [prefix_reference.n_sequences, 16, 16, 16]
+    assert ppo.values_ is not None
+    ppo.fit(np.full((2, 3), 1 / 3), np.zeros((2, 3)))
+    assert ppo.values_ is None
+    with pytest.raises(TypeError, match="function of Sequences"):
+        rlhf.PPO().fit(prefix_reference, object())
+    with pytest.raises(ValueError, match="features"):
+        rlhf.PPO().fit(prefix_reference, world.gold_reward,
+                       features=world.features)
+    with pytest.raises(ValueError, match="gamma"):
+        rlhf.PPO(exact=True, gamma=0.9).fit(prefix_reference,
+                                            world.gold_reward)
+    with pytest.raises(ValueError, match="chosen"):
+        rlhf.DPO().fit(prefix_reference, ([1, 0], [2, 0]))
