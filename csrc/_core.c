@@ -1920,15 +1920,12 @@ static int check_token_count(PyArrayObject *arr, npy_intp n, const char *name)
     return 0;
 }
 
-/* states below n_states (negative: a position to skip), and actions in
- * [0, V) where the state is >= 0; actions may be NULL.  The kernels trust
- * both. */
-static int check_token_indices(PyArrayObject *states, PyArrayObject *actions,
-                               npy_intp n_states, npy_intp V)
+/* The error of the first state at or above n_states, or action outside
+ * [0, V) where the state is >= 0 (actions may be NULL), in arrays of n
+ * indices known to hold one. */
+static void token_index_error(const int64_t *s, const int64_t *a, npy_intp n,
+                              npy_intp n_states, npy_intp V)
 {
-    const int64_t *s = PyArray_DATA(states);
-    const int64_t *a = actions == NULL ? NULL : PyArray_DATA(actions);
-    const npy_intp n = PyArray_SIZE(states);
     for (npy_intp q = 0; q < n; q++) {
         if (s[q] >= n_states) {
             PyErr_Format(PyExc_ValueError,
@@ -1937,7 +1934,7 @@ static int check_token_indices(PyArrayObject *states, PyArrayObject *actions,
                          "marks a position to skip)",
                          (long long)s[q], (Py_ssize_t)q,
                          (Py_ssize_t)n_states);
-            return -1;
+            return;
         }
         if (a != NULL && s[q] >= 0 && (a[q] < 0 || a[q] >= V)) {
             PyErr_Format(PyExc_ValueError,
@@ -1945,10 +1942,68 @@ static int check_token_indices(PyArrayObject *states, PyArrayObject *actions,
                          "(state %lld), outside [0, %zd)",
                          (long long)a[q], (Py_ssize_t)q, (long long)s[q],
                          (Py_ssize_t)V);
-            return -1;
+            return;
         }
     }
-    return 0;
+    PyErr_SetString(PyExc_SystemError, "no bad index found");
+}
+
+/*
+ * The private copies (see as_owned_array) of the token kernels' index
+ * arrays, states and, unless actions is NULL, actions, checked as they are
+ * copied (rlhf_copy_token_indices): states below n_states (negative: a
+ * position to skip), actions in [0, V) where the state is >= 0.  One pass
+ * and one allocation, a (2, n) array (states, then actions) or a (1, n)
+ * one, rather than a copy per array and a check after them.  A new
+ * reference, or NULL with an error set.
+ */
+static PyArrayObject *owned_token_indices(PyArrayObject *states,
+                                          PyArrayObject *actions,
+                                          npy_intp n_states, npy_intp V)
+{
+    const npy_intp n = PyArray_SIZE(states);
+    npy_intp dims[2] = {actions == NULL ? 1 : 2, n};
+    PyArrayObject *owned =
+        (PyArrayObject *)PyArray_EMPTY(2, dims, NPY_INT64, 0);
+    if (owned == NULL) {
+        return NULL;
+    }
+    int64_t *s = PyArray_DATA(owned), *a = actions == NULL ? NULL : s + n;
+    if (rlhf_copy_token_indices(
+            PyArray_DATA(states),
+            actions == NULL ? NULL : PyArray_DATA(actions), n, n_states, V,
+            s, a) < 0) {
+        token_index_error(s, a, n, n_states, V); /* in what was checked */
+        Py_DECREF(owned);
+        return NULL;
+    }
+    return owned;
+}
+
+/*
+ * A private copy (see as_owned_array) of an int64 index array, checked
+ * against [0, upper) as check_indices does while it is copied
+ * (rlhf_copy_indices): one pass, and the values checked are the ones the
+ * kernel reads.  A new reference, or NULL with an error set.
+ */
+static PyArrayObject *owned_indices(PyArrayObject *arr, npy_intp upper,
+                                    const char *name)
+{
+    PyArrayObject *owned = (PyArrayObject *)PyArray_EMPTY(
+        PyArray_NDIM(arr), PyArray_DIMS(arr), NPY_INT64, 0);
+    if (owned == NULL) {
+        return NULL;
+    }
+    if (rlhf_copy_indices(PyArray_DATA(arr), PyArray_SIZE(arr), upper,
+                          PyArray_DATA(owned)) < 0) {
+        /* the error, found in what was checked */
+        if (check_indices(owned, upper, name) == 0) {
+            PyErr_SetString(PyExc_SystemError, "no bad index found");
+        }
+        Py_DECREF(owned);
+        return NULL;
+    }
+    return owned;
 }
 
 /* x >= 0 (not NaN), or a ValueError naming it. */
@@ -2125,9 +2180,10 @@ static PyObject *py_sample_sequences(PyObject *Py_UNUSED(self),
         check_table_depth(probs, depth, "probs") < 0) {
         goto fail;
     }
-    npy_intp n_sequences = n;
-    tokens = new_array_2d(n, T, NPY_INT64);
-    lengths = (PyArrayObject *)PyArray_ZEROS(1, &n_sequences, NPY_INT64, 0);
+    /* every entry is written (the arrays are dropped on an error) */
+    npy_intp n_sequences = n, dims[2] = {n, T};
+    tokens = (PyArrayObject *)PyArray_EMPTY(2, dims, NPY_INT64, 0);
+    lengths = (PyArrayObject *)PyArray_EMPTY(1, &n_sequences, NPY_INT64, 0);
     if (tokens == NULL || lengths == NULL) {
         goto fail;
     }
@@ -2167,7 +2223,7 @@ static PyObject *py_sequence_log_probs(PyObject *Py_UNUSED(self),
     PyObject *lp_obj, *tokens_obj, *lengths_obj;
     long long end_token, depth;
     PyArrayObject *log_probs = NULL, *tokens = NULL, *lengths = NULL;
-    PyArrayObject *states = NULL, *logp = NULL;
+    PyArrayObject *owned = NULL, *states = NULL, *logp = NULL;
     PyObject *result = NULL;
     int status;
 
@@ -2176,7 +2232,7 @@ static PyObject *py_sequence_log_probs(PyObject *Py_UNUSED(self),
         return NULL;
     }
     log_probs = sequence_array(lp_obj, NPY_DOUBLE, 2, "log_probs", 0);
-    tokens = sequence_array(tokens_obj, NPY_INT64, 2, "tokens", 1);
+    tokens = sequence_array(tokens_obj, NPY_INT64, 2, "tokens", 0);
     lengths = sequence_array(lengths_obj, NPY_INT64, 1, "lengths", 1);
     if (log_probs == NULL || tokens == NULL || lengths == NULL) {
         goto fail;
@@ -2185,8 +2241,12 @@ static PyObject *py_sequence_log_probs(PyObject *Py_UNUSED(self),
     npy_intp n = PyArray_DIM(tokens, 0), T = PyArray_DIM(tokens, 1);
     if (check_vocabulary(V, end_token, "log_probs") < 0 ||
         check_table_depth(log_probs, depth, "log_probs") < 0 ||
-        check_length(lengths, n, "lengths") < 0 ||
-        check_indices(tokens, V, "tokens") < 0) {
+        check_length(lengths, n, "lengths") < 0) {
+        goto fail;
+    }
+    /* the tokens the kernel reads: copied and checked in one pass */
+    owned = owned_indices(tokens, V, "tokens");
+    if (owned == NULL) {
         goto fail;
     }
     const int64_t *len = PyArray_DATA(lengths);
@@ -2199,14 +2259,16 @@ static PyObject *py_sequence_log_probs(PyObject *Py_UNUSED(self),
             goto fail;
         }
     }
-    states = new_array_2d(n, T, NPY_INT64);
-    logp = new_array_2d(n, T, NPY_DOUBLE);
+    /* every entry is written (the arrays are dropped on an error) */
+    npy_intp dims[2] = {n, T};
+    states = (PyArrayObject *)PyArray_EMPTY(2, dims, NPY_INT64, 0);
+    logp = (PyArrayObject *)PyArray_EMPTY(2, dims, NPY_DOUBLE, 0);
     if (states == NULL || logp == NULL) {
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
     status = rlhf_sequence_log_probs(
-        PyArray_DATA(log_probs), S, V, PyArray_DATA(tokens), len, n, T,
+        PyArray_DATA(log_probs), S, V, PyArray_DATA(owned), len, n, T,
         (int64_t)end_token, (int64_t)depth, PyArray_DATA(states),
         PyArray_DATA(logp));
     Py_END_ALLOW_THREADS
@@ -2218,6 +2280,7 @@ static PyObject *py_sequence_log_probs(PyObject *Py_UNUSED(self),
 fail:
     Py_XDECREF(log_probs);
     Py_XDECREF(tokens);
+    Py_XDECREF(owned);
     Py_XDECREF(lengths);
     Py_XDECREF(states);
     Py_XDECREF(logp);
@@ -2370,15 +2433,15 @@ static PyObject *py_token_grad(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *lp_obj, *s_obj, *a_obj, *c_obj;
     PyArrayObject *log_probs = NULL, *states = NULL, *actions = NULL;
-    PyArrayObject *coefs = NULL, *grad = NULL;
+    PyArrayObject *coefs = NULL, *indices = NULL, *grad = NULL;
     int status;
 
     if (!PyArg_ParseTuple(args, "OOOO", &lp_obj, &s_obj, &a_obj, &c_obj)) {
         return NULL;
     }
     log_probs = sequence_array(lp_obj, NPY_DOUBLE, 2, "log_probs", 0);
-    states = token_array(s_obj, NPY_INT64, "states", 1);
-    actions = token_array(a_obj, NPY_INT64, "actions", 1);
+    states = token_array(s_obj, NPY_INT64, "states", 0);
+    actions = token_array(a_obj, NPY_INT64, "actions", 0);
     coefs = token_array(c_obj, NPY_DOUBLE, "coefs", 0);
     if (log_probs == NULL || states == NULL || actions == NULL ||
         coefs == NULL) {
@@ -2387,17 +2450,17 @@ static PyObject *py_token_grad(PyObject *Py_UNUSED(self), PyObject *args)
     npy_intp S = PyArray_DIM(log_probs, 0), V = PyArray_DIM(log_probs, 1);
     npy_intp n = PyArray_SIZE(states);
     if (check_token_count(actions, n, "actions") < 0 ||
-        check_token_count(coefs, n, "coefs") < 0 ||
-        check_token_indices(states, actions, S, V) < 0) {
+        check_token_count(coefs, n, "coefs") < 0) {
         goto fail;
     }
+    indices = owned_token_indices(states, actions, S, V);
     grad = new_array_2d(S, V, NPY_DOUBLE);
-    if (grad == NULL) {
+    if (indices == NULL || grad == NULL) {
         goto fail;
     }
+    const int64_t *own = PyArray_DATA(indices);
     Py_BEGIN_ALLOW_THREADS
-    status = rlhf_token_grad(PyArray_DATA(log_probs), S, V,
-                             PyArray_DATA(states), PyArray_DATA(actions),
+    status = rlhf_token_grad(PyArray_DATA(log_probs), S, V, own, own + n,
                              PyArray_DATA(coefs), n, PyArray_DATA(grad));
     Py_END_ALLOW_THREADS
     if (status < 0) {
@@ -2408,12 +2471,14 @@ static PyObject *py_token_grad(PyObject *Py_UNUSED(self), PyObject *args)
     Py_DECREF(states);
     Py_DECREF(actions);
     Py_DECREF(coefs);
+    Py_DECREF(indices);
     return (PyObject *)grad;
 fail:
     Py_XDECREF(log_probs);
     Py_XDECREF(states);
     Py_XDECREF(actions);
     Py_XDECREF(coefs);
+    Py_XDECREF(indices);
     Py_XDECREF(grad);
     return NULL;
 }
@@ -2439,6 +2504,7 @@ static PyObject *py_token_ppo_adam_step(PyObject *Py_UNUSED(self),
     long long t;
     PyArrayObject *ref = NULL, *states = NULL, *actions = NULL;
     PyArrayObject *weights = NULL, *old = NULL, *adv = NULL;
+    PyArrayObject *indices = NULL;
     static const char *const names[] = {
         "theta", "m", "v", "ref_log_probs", "weights", "old_logp",
         "advantages"};
@@ -2458,8 +2524,8 @@ static PyObject *py_token_ppo_adam_step(PyObject *Py_UNUSED(self),
         return NULL;
     }
     ref = sequence_array(ref_obj, NPY_DOUBLE, 2, "ref_log_probs", 0);
-    states = token_array(s_obj, NPY_INT64, "states", 1);
-    actions = token_array(a_obj, NPY_INT64, "actions", 1);
+    states = token_array(s_obj, NPY_INT64, "states", 0);
+    actions = token_array(a_obj, NPY_INT64, "actions", 0);
     weights = token_array(w_obj, NPY_DOUBLE, "weights", 0);
     old = token_array(old_obj, NPY_DOUBLE, "old_logp", 0);
     adv = token_array(adv_obj, NPY_DOUBLE, "advantages", 0);
@@ -2475,8 +2541,11 @@ static PyObject *py_token_ppo_adam_step(PyObject *Py_UNUSED(self),
         check_token_count(actions, n, "actions") < 0 ||
         check_token_count(weights, n, "weights") < 0 ||
         check_token_count(old, n, "old_logp") < 0 ||
-        check_token_count(adv, n, "advantages") < 0 ||
-        check_token_indices(states, actions, S, V) < 0) {
+        check_token_count(adv, n, "advantages") < 0) {
+        goto fail;
+    }
+    indices = owned_token_indices(states, actions, S, V);
+    if (indices == NULL) {
         goto fail;
     }
     PyArrayObject *state[3] = {(PyArrayObject *)th_obj, (PyArrayObject *)m_obj,
@@ -2485,13 +2554,14 @@ static PyObject *py_token_ppo_adam_step(PyObject *Py_UNUSED(self),
     if (check_disjoint(state, inputs, 4, names) < 0) {
         goto fail;
     }
+    const int64_t *own = PyArray_DATA(indices);
     Py_BEGIN_ALLOW_THREADS
     status = rlhf_token_ppo_adam_step(
         PyArray_DATA(state[0]), PyArray_DATA(state[1]),
-        PyArray_DATA(state[2]), PyArray_DATA(ref), S, V,
-        PyArray_DATA(states), PyArray_DATA(actions), PyArray_DATA(weights),
-        PyArray_DATA(old), PyArray_DATA(adv), n, clip, kl_coef, kl_kind,
-        scale, lr, beta1, beta2, eps, (int64_t)t, &loss, &clip_fraction);
+        PyArray_DATA(state[2]), PyArray_DATA(ref), S, V, own, own + n,
+        PyArray_DATA(weights), PyArray_DATA(old), PyArray_DATA(adv), n,
+        clip, kl_coef, kl_kind, scale, lr, beta1, beta2, eps, (int64_t)t,
+        &loss, &clip_fraction);
     Py_END_ALLOW_THREADS
     if (status == RLHF_ENONFINITE) {
         PyErr_SetString(PyExc_ValueError,
@@ -2512,6 +2582,7 @@ fail:
     Py_XDECREF(weights);
     Py_XDECREF(old);
     Py_XDECREF(adv);
+    Py_XDECREF(indices);
     return result;
 }
 
@@ -2531,7 +2602,7 @@ static PyObject *py_value_adam_step(PyObject *Py_UNUSED(self),
     long long t;
     int status;
     PyArrayObject *states = NULL, *weights = NULL, *returns = NULL;
-    PyArrayObject *old = NULL;
+    PyArrayObject *old = NULL, *indices = NULL;
     static const char *const names[] = {"values", "m", "v", "weights",
                                         "returns", "old_values"};
     PyObject *result = NULL;
@@ -2561,7 +2632,7 @@ static PyObject *py_value_adam_step(PyObject *Py_UNUSED(self),
         check_state_1d(v_obj, S, "v") < 0) {
         return NULL;
     }
-    states = token_array(s_obj, NPY_INT64, "states", 1);
+    states = token_array(s_obj, NPY_INT64, "states", 0);
     weights = token_array(w_obj, NPY_DOUBLE, "weights", 0);
     returns = token_array(r_obj, NPY_DOUBLE, "returns", 0);
     old = token_array(old_obj, NPY_DOUBLE, "old_values", 0);
@@ -2571,8 +2642,11 @@ static PyObject *py_value_adam_step(PyObject *Py_UNUSED(self),
     npy_intp n = PyArray_SIZE(states);
     if (check_token_count(weights, n, "weights") < 0 ||
         check_token_count(returns, n, "returns") < 0 ||
-        check_token_count(old, n, "old_values") < 0 ||
-        check_token_indices(states, NULL, S, 0) < 0) {
+        check_token_count(old, n, "old_values") < 0) {
+        goto fail;
+    }
+    indices = owned_token_indices(states, NULL, S, 0);
+    if (indices == NULL) {
         goto fail;
     }
     PyArrayObject *state[3] = {(PyArrayObject *)values_obj,
@@ -2585,7 +2659,7 @@ static PyObject *py_value_adam_step(PyObject *Py_UNUSED(self),
     Py_BEGIN_ALLOW_THREADS
     status = rlhf_value_adam_step(
         PyArray_DATA(state[0]), PyArray_DATA(state[1]),
-        PyArray_DATA(state[2]), S, PyArray_DATA(states),
+        PyArray_DATA(state[2]), S, PyArray_DATA(indices),
         PyArray_DATA(weights), PyArray_DATA(returns), PyArray_DATA(old), n,
         value_clip, scale, lr, beta1, beta2, eps, (int64_t)t, &loss);
     Py_END_ALLOW_THREADS
@@ -2599,6 +2673,7 @@ fail:
     Py_XDECREF(weights);
     Py_XDECREF(returns);
     Py_XDECREF(old);
+    Py_XDECREF(indices);
     return result;
 }
 

@@ -269,6 +269,11 @@ int rlhf_soft_backup(const double *ref_log_probs, const double *scaled_rewards,
 int rlhf_gae(const double *rewards, const double *values,
              const int64_t *n_steps, ptrdiff_t n, ptrdiff_t T, double gamma,
              double lam, double *advantages, double *returns);
+int rlhf_copy_token_indices(const int64_t *states, const int64_t *actions,
+                            ptrdiff_t n, ptrdiff_t n_states, ptrdiff_t V,
+                            int64_t *states_out, int64_t *actions_out);
+int rlhf_copy_indices(const int64_t *indices, ptrdiff_t n, ptrdiff_t upper,
+                      int64_t *out);
 int rlhf_token_grad(const double *log_probs, ptrdiff_t n_states, ptrdiff_t V,
                     const int64_t *states, const int64_t *actions,
                     const double *coefs, ptrdiff_t n_tokens, double *grad);

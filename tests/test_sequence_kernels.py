@@ -413,6 +413,179 @@ def test_value_adam_step_gradient_by_finite_differences(value_clip):
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
 
 
+# -- streaming and grouping --------------------------------------------------
+
+# The token kernels add their tokens up by state in one of two ways, chosen
+# by the sizes alone (csrc/sequences.c, use_streaming): streaming them in
+# blocks of 8192 tokens, each into a table of its own, when n_blocks *
+# width <= max(per_token * n_tokens, at_least) (width = S V, or S for the
+# value step), else grouping them by state.
+TOKEN_BLOCK = 8192
+STREAMING_RULES = {"token_grad": (4, 2**14), "token_ppo_adam_step": (8, 2**14),
+                   "value_adam_step": (16, 2**18)}
+
+
+def streams(kernel, n_tokens, width):
+    """Whether the kernel streams its tokens (use_streaming's rule)."""
+    per_token, at_least = STREAMING_RULES[kernel]
+    n_blocks = max(1, -(-n_tokens // TOKEN_BLOCK))
+    return n_blocks * width <= max(per_token * n_tokens, at_least)
+
+
+# (S, V, shape, streaming): several blocks, the last one partial, and one
+# block, on either side of the rule
+TABLE_PATHS = [(32, 32, (20000,), True), (40, 8, (100, 90), True),
+               (600, 32, (50,), False), (2100, 32, (10000,), False)]
+
+
+@pytest.mark.parametrize("S, V, shape, streaming", TABLE_PATHS)
+def test_token_grad_both_paths_match_twin(S, V, shape, streaming):
+    assert streams("token_grad", int(np.prod(shape)), S * V) == streaming
+    rng = np.random.default_rng([S, V, 21])
+    log_probs = log_table(rng, S, V)
+    states, actions, coefs = token_batch(rng, log_probs, shape)
+    coefs = coefs * rng.choice([-1.0, 1.0], size=shape)
+    np.testing.assert_allclose(
+        _core.token_grad(log_probs, states, actions, coefs),
+        ref.token_grad(log_probs, states, actions, coefs), rtol=1e-12,
+        atol=1e-14)
+
+
+@pytest.mark.parametrize("kl_coef, kl_kind", [(0.0, 1), (0.1, 1), (0.2, 3)])
+@pytest.mark.parametrize("S, V, shape, streaming", TABLE_PATHS)
+def test_token_ppo_adam_step_both_paths_match_twin(kl_coef, kl_kind, S, V,
+                                                   shape, streaming):
+    n = int(np.prod(shape))
+    assert streams("token_ppo_adam_step", n, S * V) == streaming
+    rng = np.random.default_rng([S, V, kl_kind, 22])
+    theta, ref_log_probs, *tokens = ppo_problem(rng, S, V, shape)
+    m, v = rng.normal(size=(S, V)) * 0.01, rng.random((S, V)) * 1e-4
+    args = (ref_log_probs, *tokens, 0.2, kl_coef, kl_kind, 1.0 / n, 0.05,
+            *ADAM, 3)
+    state = [theta.copy(), m.copy(), v.copy()]
+    twin = [theta.copy(), m.copy(), v.copy()]
+    out = _core.token_ppo_adam_step(*state, *args)
+    out_ref = ref.token_ppo_adam_step(*twin, *args)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-15)
+    for got, want in zip(state, twin):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+# (S, shape, streaming) for the value step
+VALUE_PATHS = [(32, (20000,), True), (600, (50,), True),
+               (300000, (50,), False), (140000, (10000,), False)]
+
+
+@pytest.mark.parametrize("S, shape, streaming", VALUE_PATHS)
+def test_value_adam_step_both_paths_match_twin(S, shape, streaming):
+    n = int(np.prod(shape))
+    assert streams("value_adam_step", n, S) == streaming
+    rng = np.random.default_rng([S, 23])
+    values, *tokens = value_problem(rng, S, shape, 0.2)
+    m, v = rng.normal(size=S) * 0.01, rng.random(S) * 1e-4
+    state = [values.copy(), m.copy(), v.copy()]
+    twin = [values.copy(), m.copy(), v.copy()]
+    args = (*tokens, 0.2, 1.0 / n, 0.05, *ADAM, 2)
+    loss = _core.value_adam_step(*state, *args)
+    loss_ref = ref.value_adam_step(*twin, *args)
+    assert loss == pytest.approx(loss_ref, rel=1e-12, abs=1e-15)
+    for got, want in zip(state, twin):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def padded_rows(table, rows, fill):
+    """table with rows - len(table) more rows of fill: states no token
+    visits, so that the same tokens take the other path."""
+    extra = np.full((rows - len(table),) + table.shape[1:], fill)
+    return np.concatenate([table, extra])
+
+
+@pytest.mark.parametrize("n_tokens, S_padded", [(20000, 1700), (3000, 800)])
+def test_token_kernels_paths_agree(n_tokens, S_padded):
+    """The same tokens streamed (a 32 x 32 table) and grouped (the table
+    with rows no token visits): the same numbers to rounding of the sums,
+    and rows without tokens unchanged."""
+    S, V = 32, 32
+    width = S_padded * V
+    assert streams("token_grad", n_tokens, S * V)
+    assert streams("token_ppo_adam_step", n_tokens, S * V)
+    assert not streams("token_grad", n_tokens, width)
+    assert not streams("token_ppo_adam_step", n_tokens, width)
+    rng = np.random.default_rng([n_tokens, 24])
+    theta, ref_log_probs, *tokens = ppo_problem(rng, S, V, (n_tokens,))
+    states, actions, weights = tokens[:3]
+    coefs = weights * rng.normal(size=n_tokens)
+    big_ref = padded_rows(ref_log_probs, S_padded, -np.log(V))
+    grad = _core.token_grad(ref_log_probs, states, actions, coefs)
+    grad_grouped = _core.token_grad(big_ref, states, actions, coefs)
+    np.testing.assert_allclose(grad_grouped[:S], grad, rtol=1e-12,
+                               atol=1e-14)
+    assert (grad_grouped[S:] == 0).all()
+    m, v = rng.normal(size=(S, V)) * 0.01, rng.random((S, V)) * 1e-4
+    for kl_coef, kl_kind in [(0.0, 1), (0.1, 1), (0.2, 3)]:
+        args = (*tokens, 0.2, kl_coef, kl_kind, 1e-4, 0.05, *ADAM, 2)
+        streamed = [theta.copy(), m.copy(), v.copy()]
+        grouped = [padded_rows(a, S_padded, 0.0) for a in (theta, m, v)]
+        out = _core.token_ppo_adam_step(*streamed, ref_log_probs, *args)
+        out_grouped = _core.token_ppo_adam_step(*grouped, big_ref, *args)
+        np.testing.assert_allclose(out_grouped, out, rtol=1e-12, atol=1e-15)
+        for a, b in zip(grouped, streamed):
+            np.testing.assert_allclose(a[:S], b, rtol=1e-12, atol=1e-15)
+            assert (a[S:] == 0).all()
+
+
+def test_value_adam_step_paths_agree():
+    S, S_padded, n_tokens = 32, 110000, 20000
+    assert streams("value_adam_step", n_tokens, S)
+    assert not streams("value_adam_step", n_tokens, S_padded)
+    rng = np.random.default_rng(25)
+    values, *tokens = value_problem(rng, S, (n_tokens,), 0.2)
+    m, v = rng.normal(size=S) * 0.01, rng.random(S) * 1e-4
+    args = (*tokens, 0.2, 1e-4, 0.05, *ADAM, 2)
+    streamed = [values.copy(), m.copy(), v.copy()]
+    grouped = [padded_rows(a, S_padded, 0.0) for a in (values, m, v)]
+    loss = _core.value_adam_step(*streamed, *args)
+    loss_grouped = _core.value_adam_step(*grouped, *args)
+    assert loss_grouped == pytest.approx(loss, rel=1e-12, abs=1e-15)
+    for a, b in zip(grouped, streamed):
+        np.testing.assert_allclose(a[:S], b, rtol=1e-12, atol=1e-15)
+        assert (a[S:] == 0).all()
+
+
+@pytest.mark.parametrize("S", [32, 1700])
+def test_token_ppo_adam_step_bad_row_changes_nothing(S):
+    """A row of logits with a NaN, found before any row is stepped, on
+    either path: an error, and theta, m and v as they were."""
+    V, n_tokens = 32, 20000
+    assert streams("token_ppo_adam_step", n_tokens, S * V) == (S == 32)
+    rng = np.random.default_rng([S, 26])
+    theta, ref_log_probs, *tokens = ppo_problem(rng, S, V, (n_tokens,))
+    theta[S - 1, 3] = np.nan
+    state = [theta, rng.normal(size=(S, V)), rng.random((S, V))]
+    check = unchanged(state)
+    with pytest.raises(ValueError, match="ref_log_probs"):
+        _core.token_ppo_adam_step(*state, ref_log_probs, *tokens, 0.2, 0.1,
+                                  3, 1e-4, 0.05, *ADAM, 2)
+    check()
+
+
+@pytest.mark.parametrize("V, depth, n", [(5, 2, 1), (5, 2, 400), (100, 1, 1),
+                                         (100, 1, 400)])
+def test_sample_sequences_scan_and_cumulative_draws(V, depth, n):
+    """Fewer draws than rows scan each row at each draw; more use the rows'
+    cumulative sums, counted (V <= 64) or searched: the twin's tokens."""
+    T, end = 6, 1
+    S = n_states(V, depth)
+    assert (n * (T - 1) >= S) == (n == 400)
+    rng = np.random.default_rng([V, n, 27])
+    probs = probabilities(rng, S, V)
+    for seed in (0, 5):
+        got = _core.sample_sequences(probs, n, T, seed, end, depth)
+        want = ref.sample_sequences(probs, n, T, seed, end, depth)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
 # -- threads -----------------------------------------------------------------
 
 THREAD_SCRIPT = textwrap.dedent("""
@@ -436,7 +609,8 @@ THREAD_SCRIPT = textwrap.dedent("""
     add(*_core.soft_backup(ref_log_probs, rng.normal(size=66430), 6, 3))
     add(*_core.gae(rng.normal(size=(4096, 16)), rng.normal(size=(4096, 16)),
                    np.minimum(lengths, 15), 0.99, 0.95))
-    # token kernels on a 4096 x 16 table, a state drawing most tokens
+    # token kernels on a 4096 x 16 table, a state drawing most tokens (the
+    # grouping path, the value step's streaming one)
     S, V = 4096, 16
     table = np.log(rng.dirichlet(np.ones(V), size=S))
     states = rng.integers(-1, S, size=70000)
@@ -455,12 +629,37 @@ THREAD_SCRIPT = textwrap.dedent("""
                                  coefs, coefs + 0.3, 0.2, 1e-3, 0.01, 0.9,
                                  0.999, 1e-8, 1)
     add(values, vm, vv, np.array([loss]))
+    # the streaming path: 70000 tokens (9 blocks, the last one partial) on a
+    # 32 x 32 table, and the value step's grouping path on 130000 states
+    S, V = 32, 32
+    table = np.log(rng.dirichlet(np.ones(V), size=S))
+    states = rng.integers(-1, S, size=70000)
+    actions = rng.integers(0, V, size=70000)
+    coefs = rng.normal(size=70000)
+    add(_core.token_grad(table, states, actions, coefs))
+    old = table[np.maximum(states, 0), actions] + rng.normal(size=70000) * 0.1
+    for kl_coef, kl_kind in [(0.0, 1), (0.1, 1), (0.1, 3)]:
+        theta = rng.normal(size=(S, V))
+        m, v = np.zeros((S, V)), np.zeros((S, V))
+        out = _core.token_ppo_adam_step(theta, m, v, table, states, actions,
+                                        np.abs(coefs), old, coefs, 0.2,
+                                        kl_coef, kl_kind, 1e-3, 0.01, 0.9,
+                                        0.999, 1e-8, 1)
+        add(theta, m, v, np.array(out))
+    for S in (32, 130000):
+        states = rng.integers(-1, S, size=70000)
+        values, vm, vv = rng.normal(size=S), np.zeros(S), np.zeros(S)
+        loss = _core.value_adam_step(values, vm, vv, states, np.abs(coefs),
+                                     coefs, coefs + 0.3, 0.2, 1e-3, 0.01,
+                                     0.9, 0.999, 1e-8, 1)
+        add(values, vm, vv, np.array([loss]))
     print(digest.hexdigest())
 """)
 
 
 def test_same_bits_for_any_thread_count():
-    """Large enough to take the threaded paths (> 32768 entries)."""
+    """Large enough to take the threaded paths (> 32768 entries), the token
+    kernels' streaming and grouping paths both."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     digests = []
     for threads in ("1", "2", "3"):
