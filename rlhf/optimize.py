@@ -613,9 +613,10 @@ class PPO(_PolicyGradient):
     >>> bool(np.abs(ppo.policy_ - optimum).sum(axis=1).max() < 2e-3)
     True
 
-    Token by token, on the lecture's world as sequences:
+    Token by token, on a small world of sequences:
 
-    >>> world = rlhf.make_sequence_world()
+    >>> world = rlhf.make_sequence_world(n_words=3, max_length=4,
+    ...                                  random_state=0)
     >>> reference = world.reference.to_prefix_policy()
     >>> ppo = rlhf.PPO(beta=0.5, exact=True).fit(reference,
     ...                                          world.gold_reward)

@@ -84,6 +84,7 @@ __all__ = [
     "kl_estimators",
     "make_sequence_world",
     "soft_optimal_policy",
+    "value_function",
 ]
 
 #: The most complete sequences an exact computation (enumeration, entropy,
@@ -1146,6 +1147,81 @@ def _budget_multiplier(reference, rewards, costs, budget, beta, owner):
 
 # --------------------------------------------------------------------------
 # KL divergence, exact and estimated
+
+
+def value_function(policy, rewards, reference=None, beta=0.0):
+    """Exact values ``V(s)`` and action values ``Q(s, a)`` of a policy.
+
+    For the per-sequence reward ``r(y)`` minus ``beta`` times the per-token
+    penalty ``log pi(a|s) - log pi_ref(a|s)`` (k1), with gamma = 1, by one
+    backward pass over the tree of prefixes:
+
+        Q(s, a) = -beta (log pi(a|s) - log pi_ref(a|s))
+                  + (r(s + end) if a is the end token else V(s + a)),
+        V(s) = sum_a pi(a|s) Q(s, a),  V = r(s + end) at T-1 words.
+
+    So ``V(empty prefix) = E_pi[r] - beta KL(pi || pi_ref)``, the objective
+    PPO maximises, and ``Q(s, a) - V(s)`` is the advantage its value table
+    and GAE estimate.
+
+    Parameters
+    ----------
+    policy : SequencePolicy
+    rewards : callable or array-like of shape (n_sequences,)
+        As for :func:`soft_optimal_policy`.
+    reference : SequencePolicy, optional
+        Needed when beta > 0.
+    beta : float >= 0, default=0.0
+
+    Returns
+    -------
+    values : ndarray of shape (n_sequences,)
+        ``V`` of every prefix of 0 .. T-1 words, in the order of
+        ``policy.enumerate()``: row i is the prefix of sequence i (its words
+        before the end token).
+    action_values : ndarray of shape (n_prefix_states, vocab_size)
+        ``Q`` of the prefixes of 0 .. T-2 words (the first rows of the
+        same order; the states of a whole-prefix policy); -inf where pi_ref
+        gives the token probability 0 and beta > 0.
+
+    Examples
+    --------
+    >>> import rlhf
+    >>> world = rlhf.make_sequence_world()
+    >>> policy = rlhf.soft_optimal_policy(world.reference, world.gold_reward,
+    ...                                   beta=0.5)
+    >>> values, _ = rlhf.sequences.value_function(
+    ...     policy, world.gold_reward, world.reference, beta=0.5)
+    >>> sequences, probabilities = policy.enumerate()
+    >>> objective = (probabilities @ world.gold_reward(sequences)
+    ...              - 0.5 * kl_divergence(policy, world.reference))
+    >>> bool(abs(values[0] - objective) < 1e-12)
+    True
+    """
+    from ._token_rl import _Space
+    owner = "value_function"
+    _check_policy(policy, "policy", owner)
+    beta = check_scalar(beta, "beta", owner, low=0.0, high=np.inf,
+                        high_open=True)
+    policy._check_enumerable(owner)
+    if policy.max_length < 2:
+        raise ValueError(f"The 'policy' parameter of {owner} has max_length"
+                         "=1: there is no choice, hence no value to give.")
+    rewards = _aligned_rewards(rewards, policy, owner)
+    logp = policy._prefix_log_probs()
+    if beta > 0:
+        if reference is None:
+            raise ValueError(f"The 'reference' parameter of {owner} is "
+                             "needed when beta > 0.")
+        _check_same_space(policy, reference, owner)
+        ref = reference._prefix_log_probs()
+        with np.errstate(invalid="ignore"):
+            token_rewards = np.where(logp > -np.inf,
+                                     -beta * (logp - ref), 0.0)
+    else:
+        token_rewards = np.zeros_like(logp)
+    q, values = _Space(policy, owner).evaluate(logp, rewards, token_rewards)
+    return values, q
 
 
 def kl_divergence(policy, reference):

@@ -674,3 +674,40 @@ def test_soft_optimum_budget_errors():
     with pytest.raises(ValueError, match="costs"):
         rlhf.soft_optimal_policy(world.reference, world.gold_reward, 1.0,
                                  costs=np.zeros(3), budget=1.0)
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_value_function_of_the_soft_optimum(beta):
+    """At the soft optimum the k1-shaped action value is the same for every
+    token of a state (the advantage vanishes) and equals the soft value
+    beta log sum_a pi_ref exp(Q_soft / beta); V(root) is the objective."""
+    world = rlhf.make_sequence_world(n_words=3, max_length=5,
+                                     random_state=4)
+    optimum = rlhf.soft_optimal_policy(world.reference, world.gold_reward,
+                                       beta)
+    values, q = rlhf.sequences.value_function(optimum, world.gold_reward,
+                                              world.reference, beta=beta)
+    P = q.shape[0]
+    np.testing.assert_allclose(q, np.broadcast_to(values[:P, None], q.shape),
+                               atol=1e-10)
+    sequences, probabilities = optimum.enumerate()
+    objective = probabilities @ world.gold_reward(sequences) - beta * \
+        rlhf.sequences.kl_divergence(optimum, world.reference)
+    assert values[0] == pytest.approx(objective, abs=1e-12)
+    # V at T-1 words is the reward of the forced end
+    assert np.array_equal(values[P:], world.gold_reward(sequences)[P:])
+    # with beta = 0: Q(s, a) = E[r | s, a], V(root) = E[r] (brute force on
+    # the first word)
+    values0, q0 = rlhf.sequences.value_function(world.reference,
+                                                world.gold_reward)
+    _, reference_probs = world.reference.enumerate()
+    r = world.gold_reward(sequences)
+    assert values0[0] == pytest.approx(reference_probs @ r, abs=1e-12)
+    first = sequences.tokens[:, 0]
+    for token in range(1, world.vocab_size):
+        mask = first == token
+        expected = (reference_probs[mask] @ r[mask]
+                    / reference_probs[mask].sum())
+        assert q0[0, token] == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="reference"):
+        rlhf.sequences.value_function(optimum, world.gold_reward, beta=1.0)
