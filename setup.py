@@ -16,7 +16,8 @@ from setuptools.command.build_ext import build_ext
 SOURCES = ["csrc/_core.c", "csrc/runtime.c", "csrc/logistic.c",
            "csrc/lbfgs.c", "csrc/newton.c", "csrc/reweight.c",
            "csrc/bradley_terry.c", "csrc/constrained.c",
-           "csrc/policy_opt.c", "csrc/sequences.c"]
+           "csrc/policy_opt.c", "csrc/sequences.c", "csrc/_core_gpt.c",
+           "csrc/gpt.c"]
 
 
 def compiler_accepts(compiler, flags):
@@ -74,7 +75,7 @@ setup(
             "rlhf._core",
             sources=SOURCES,
             include_dirs=[numpy.get_include(), "csrc"],
-            depends=["csrc/rlhf.h", "csrc/fastexp.h", "csrc/numerics.h"],
+            depends=["csrc/rlhf.h", "csrc/_core.h", "csrc/fastexp.h", "csrc/numerics.h"],
         )
     ],
     cmdclass={"build_ext": BuildExt},

@@ -7,13 +7,8 @@
  * labels, parameters) lives in the Python layer; what is checked here is
  * what the kernels need in order never to read or write out of bounds.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-/* Keep in sync with the oldest numpy in pyproject.toml's dependencies. */
-#define NPY_NO_DEPRECATED_API NPY_1_25_API_VERSION
-#define NPY_TARGET_VERSION NPY_1_25_API_VERSION
-#include <numpy/arrayobject.h>
+#define RLHF_CORE_MAIN
+#include "_core.h"
 
 #include <stdlib.h>
 #ifndef _WIN32
@@ -62,6 +57,11 @@ static PyObject *raise_status(int status, const char *where)
                      status);
         return NULL;
     }
+}
+
+PyObject *core_raise_status(int status, const char *where)
+{
+    return raise_status(status, where);
 }
 
 /* An aligned, C-contiguous array of the given type converted with the
@@ -2788,5 +2788,10 @@ PyMODINIT_FUNC PyInit__core(void)
         return NULL;
     }
     rlhf_set_interrupt_hook(python_signal_pending);
-    return PyModule_Create(&core_module);
+    PyObject *module = PyModule_Create(&core_module);
+    if (module != NULL &&
+        PyModule_AddFunctions(module, core_gpt_methods) < 0) {
+        Py_CLEAR(module);
+    }
+    return module;
 }

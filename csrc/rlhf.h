@@ -295,4 +295,36 @@ int rlhf_value_adam_step(double *values, double *m, double *v,
                          double beta1, double beta2, double eps, int64_t t,
                          double *loss);
 
+/* gpt.c -------------------------------------------------------------- */
+
+typedef struct {
+    ptrdiff_t n_layer, n_head, n_embd, vocab_size, block_size;
+} rlhf_gpt_config;
+
+ptrdiff_t rlhf_gpt_n_params(const rlhf_gpt_config *g);
+ptrdiff_t rlhf_gpt_n_acts(const rlhf_gpt_config *g, ptrdiff_t B, ptrdiff_t T);
+void rlhf_gpt_tail_offsets(const rlhf_gpt_config *g, ptrdiff_t B, ptrdiff_t T,
+                           ptrdiff_t *hidden, ptrdiff_t *lse,
+                           ptrdiff_t *logits);
+int rlhf_gpt_forward(const rlhf_gpt_config *g, float *params,
+                     const int64_t *tokens, ptrdiff_t B, ptrdiff_t T,
+                     float *acts);
+int rlhf_gpt_token_stats(const rlhf_gpt_config *g, const float *acts,
+                         ptrdiff_t B, ptrdiff_t T, const int64_t *targets,
+                         float *logp, float *entropy);
+int rlhf_gpt_backward(const rlhf_gpt_config *g, float *params,
+                      const int64_t *tokens, ptrdiff_t B, ptrdiff_t T,
+                      float *acts, const int64_t *targets, const float *coef,
+                      float *grads);
+int rlhf_gpt_adamw(float *params, const float *grads, float *m, float *v,
+                   const uint8_t *decay, ptrdiff_t n, double lr, double beta1,
+                   double beta2, double eps, double weight_decay,
+                   int64_t step, double max_norm, double *norm);
+int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
+                      const int64_t *prompts, ptrdiff_t n, ptrdiff_t P,
+                      const int64_t *lengths, ptrdiff_t max_new,
+                      double temperature, ptrdiff_t top_k, uint64_t seed,
+                      int64_t eot, int64_t *out_tokens, float *out_logp,
+                      int64_t *out_lengths);
+
 #endif /* RLHF_H */
