@@ -29,7 +29,8 @@ from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
 from .overoptimization import (OveroptimizationCurves, OveroptimizationWorld,
                                make_overoptimization_world,
                                overoptimization_curves)
-from . import sequences
+from . import sequences, text
+from .tinylm import TinyLM
 from .sequences import (KLEstimates, SequencePolicy, Sequences, SequenceWorld,
                         kl_estimators, make_sequence_world,
                         soft_optimal_policy)
@@ -55,6 +56,7 @@ __all__ = [
     "SequencePolicy",
     "SequenceWorld",
     "Sequences",
+    "TinyLM",
     "World",
     "annotator_agreement",
     "best_of_n_policy",
