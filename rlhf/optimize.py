@@ -30,7 +30,8 @@ from ._base import ParamsMixin
 from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
                           check_option, check_sample_weight, check_scalar,
                           format_value, kernel_max_iter)
-from . import _token_rl
+from . import _lm_rl, _token_rl
+from .tinylm import TinyLM
 from .policy import _check_policy_table, _check_rewards
 from .sequences import SequencePolicy
 
@@ -196,7 +197,8 @@ class _PolicyGradient(ParamsMixin):
         check_scalar(self.n_samples, "n_samples", owner, kind="int", low=1)
         _check_batch_size(self, owner)
 
-    def fit(self, reference_policy, rewards, features=None, costs=None):
+    def fit(self, reference_policy, rewards, features=None, costs=None, *,
+            prompts=None, prompts_per_iteration=16, max_new_tokens=None):
         """Optimise the policy from the reference.
 
         Parameters
@@ -223,6 +225,20 @@ n_features) or callable, optional
         costs : array-like of shape (n_prompts, n_responses), optional
             Costs of every response for the constraint ``E_pi[c] <=
             cost_budget`` (mean over prompts); requires ``cost_budget``.
+            With a TinyLM: a function like ``rewards``'.
+        prompts : sequence of str, optional
+            With a :class:`rlhf.TinyLM` reference (required then): the
+            prompts to answer (see :mod:`rlhf._lm_rl`).  ``rewards`` is
+            then a function ``rewards(prompts, responses)`` of two lists of
+            str returning one number per response; the policy is a copy of
+            the reference trained with AdamW (``learning_rate`` about 1e-4
+            to 1e-3), and ``policy_`` is that TinyLM.
+        prompts_per_iteration : int, default=16
+            With a TinyLM: prompts drawn at random each iteration, each
+            answered ``n_samples`` times.
+        max_new_tokens : int, optional
+            With a TinyLM: the longest response, by default what the
+            block size leaves after the longest prompt.
 
         Returns
         -------
@@ -230,8 +246,21 @@ n_features) or callable, optional
         """
         owner = type(self).__name__
         self._validate()
-        for name in ("values_", "lambda_"):  # of an earlier fit
+        for name in ("values_", "lambda_", "samples_",
+                     "value_head_"):  # of an earlier fit
             self.__dict__.pop(name, None)
+        if isinstance(reference_policy, TinyLM):
+            if features is not None:
+                raise ValueError(
+                    f"{owner} with a TinyLM reference takes no features: "
+                    "rewards is a function of (prompts, responses).")
+            return _lm_rl.fit_lm_policy_gradient(
+                self, reference_policy, rewards, costs, prompts,
+                prompts_per_iteration, max_new_tokens, _scheduled)
+        if prompts is not None:
+            raise ValueError(
+                f"prompts of {owner} go with a TinyLM reference only; a "
+                "table's prompts are its rows.")
         if isinstance(reference_policy, SequencePolicy):
             if costs is not None or getattr(self, "cost_budget",
                                             None) is not None:
@@ -895,7 +924,11 @@ or SequencePolicy
             :class:`rlhf.Sequences` (or token arrays) of equal length, the
             loss then taken on the sequences' log-probabilities ``log pi(y)
             = sum_t log pi(a_t | s_t)``, and ``policy_`` a SequencePolicy on
-            the reference's states.
+            the reference's states.  With a :class:`rlhf.TinyLM`: a triple
+            ``(prompts, chosen, rejected)`` of lists of str, each response's
+            log-probability given its prompt (end of text included), and
+            ``policy_`` the trained copy of the reference
+            (``learning_rate`` about 1e-4 to 1e-3).
         sample_weight : array-like of shape (n_comparisons,), optional
             Non-negative weights, e.g. how often each comparison was made.
         features : array-like of shape (n_prompts, n_responses, \
@@ -908,6 +941,12 @@ n_features), optional
         """
         owner = "DPO"
         self._validate()
+        if isinstance(reference_policy, TinyLM):
+            if features is not None:
+                raise ValueError("DPO with a TinyLM reference takes no "
+                                 "features.")
+            return _lm_rl.fit_lm_dpo(self, reference_policy, comparisons,
+                                     sample_weight, _scheduled)
         if isinstance(reference_policy, SequencePolicy):
             if features is not None:
                 raise ValueError(
