@@ -152,6 +152,34 @@ def _gae(rewards, values, live, last, gamma, lam):
     return advantages, returns
 
 
+def surrogate(new_lp, old_lp, ref_lp, advantages, live, clip, kl_coef,
+              kl_kind):
+    """PPO's clipped surrogate on tokens, summed over the live ones:
+    ``-sum min(rho A, clip(rho, 1 - e, 1 + e) A) + kl_coef sum kl``, with
+    ``rho = exp(new_lp - old_lp)`` and kl the k1 or k3 term of ``new_lp -
+    ref_lp``.  Returns (loss, coef, clip fraction), coef the derivative of
+    -loss in each token's new_lp (what the backward pass takes)."""
+    ratio = np.where(live, np.exp(new_lp - old_lp), 0.0)
+    low, high = 1.0 - clip, 1.0 + clip
+    terms = np.minimum(ratio * advantages,
+                       np.clip(ratio, low, high) * advantages)
+    # the unclipped term is the minimum (and so carries the gradient)
+    # unless the ratio left the band on the side the advantage favours
+    active = live & ~(((ratio > high) & (advantages > 0))
+                      | ((ratio < low) & (advantages < 0)))
+    coef = np.where(active, advantages * ratio, 0.0)
+    loss = -terms[live].sum()
+    if kl_coef:
+        d = new_lp - ref_lp
+        loss += kl_coef * np.where(live, _kl_terms(d, kl_kind), 0.0).sum()
+        coef = coef - kl_coef * np.where(live, _kl_loss_coef(d, kl_kind),
+                                         0.0)
+    count = max(int(live.sum()), 1)
+    clip_fraction = float(((np.abs(ratio - 1.0) > clip) & live).sum()
+                          / count)
+    return float(loss), coef, clip_fraction
+
+
 def _adamw(policy, grads, m, v, step, rate):
     return _core.gpt_adamw(policy._params, grads, m, v, policy._decay, rate,
                            _ADAMW[0], _ADAMW[1], _ADAMW[2], _WEIGHT_DECAY,
@@ -304,27 +332,10 @@ def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
                     new_lp, _ = _core.gpt_token_stats(
                         policy._config, acts, roll.targets[chunk], False)
                     new_lp = np.where(lv, new_lp.astype(np.float64), 0.0)
-                    ratio = np.where(lv, np.exp(new_lp
-                                                - roll.old_logp[chunk]), 0.0)
-                    adv = advantages[chunk]
-                    low, high = 1.0 - clip, 1.0 + clip
-                    surrogate = np.minimum(ratio * adv,
-                                           np.clip(ratio, low, high) * adv)
-                    # the unclipped term is the minimum (and so carries the
-                    # gradient) unless the ratio left the band on the side
-                    # the advantage favours
-                    active = lv & ~(((ratio > high) & (adv > 0))
-                                    | ((ratio < low) & (adv < 0)))
-                    coef = np.where(active, adv * ratio, 0.0)
-                    loss = -surrogate[lv].sum()
-                    if kl_coef:
-                        dk = new_lp - roll.ref_logp[chunk]
-                        loss += kl_coef * np.where(
-                            lv, _kl_terms(dk, kl_kind), 0.0).sum()
-                        coef -= kl_coef * np.where(
-                            lv, _kl_loss_coef(dk, kl_kind), 0.0)
-                    clipped.append(float(((np.abs(ratio - 1.0) > clip)
-                                          & lv).sum() / count))
+                    loss, coef, clip_fraction = surrogate(
+                        new_lp, roll.old_logp[chunk], roll.ref_logp[chunk],
+                        advantages[chunk], lv, clip, kl_coef, kl_kind)
+                    clipped.append(clip_fraction)
                     losses.append(float(loss * scale))
                     grads = np.empty_like(policy._params)
                     _core.gpt_backward(policy._config, policy._params,
