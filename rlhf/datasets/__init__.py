@@ -6,6 +6,9 @@
   :meth:`PreferenceDataset.to_jsonl` writes the latter.
 - :func:`load_finegrained_qa`: 500 questions, 4 answers each, human
   preferences over all 6 pairs with ties (Wu et al. 2023).
+- :func:`load_finegrained_qa_sft`: the same questions, each with its
+  most-preferred answer(s) cut to the first sentence: (prompt, response)
+  pairs of real text for supervised fine-tuning.
 - :func:`load_pandalm`: 999 response pairs, each labelled by three human
   annotators, with ties (Wang et al. 2024).
 
@@ -23,11 +26,13 @@ from typing import Optional
 
 import numpy as np
 
+from .._validation import check_scalar
 from ..preferences import _pairwise_accuracy, annotator_agreement
 
 __all__ = [
     "PreferenceDataset",
     "load_finegrained_qa",
+    "load_finegrained_qa_sft",
     "load_pandalm",
     "load_preference_jsonl",
 ]
@@ -515,6 +520,99 @@ def load_finegrained_qa():
             builder.add(question, answers[i - 1], answers[j - 1])
             labels.append(label)
     return builder.build(np.array(labels)[:, None], "finegrained_qa")
+
+
+# a period after one of these does not end a sentence ("Dr. No", "St.
+# Louis"); nor does one after a single letter or inside "U.S." and "a.m."
+_ABBREVIATIONS = frozenset(
+    "Mr Mrs Ms Dr St Jr Sr No Gen Col Lt Capt Sgt Mt Ft Co Inc Ltd Corp vs "
+    "etc Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec Vol Rev Prof "
+    "Gov Sen Rep Pres".split())
+# an end mark followed by white space and no lowercase letter ("Mamma
+# Mia! is a film" goes on), or by the end of the text
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[^a-z\s]|\s*$)")
+
+
+def _first_sentence(text):
+    """text up to its first sentence end: '.', '!' or '?' followed by
+    white space and no lowercase letter, or by the end, except after an
+    abbreviation."""
+    for match in _SENTENCE_END.finditer(text):
+        end = match.start()
+        word = text[:end].rsplit(None, 1)[-1] if text[:end].strip() else ""
+        word = word.lstrip("(\"'")
+        if text[end] == "." and (len(word) == 1 or "." in word
+                                 or word in _ABBREVIATIONS):
+            continue
+        return text[:end + 1]
+    return text
+
+
+def _cut(text, max_chars):
+    """The first sentence of text, then at most max_chars characters,
+    cut at a word boundary (within a word only if the first word alone is
+    longer)."""
+    text = _first_sentence(" ".join(text.split()))
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    head = text[:max_chars + 1]
+    cut = head.rsplit(" ", 1)[0] if " " in head else text[:max_chars]
+    return cut.rstrip(" ,;:-")
+
+
+def load_finegrained_qa_sft(max_chars=200):
+    """Questions and their best human-preferred answers, for SFT.
+
+    From :func:`load_finegrained_qa`: for each of the 500 questions, the
+    answers no other answer to it was strictly preferred to (its top tier:
+    one answer, or several the annotator did not separate), each cut to
+    its first sentence and then to at most ``max_chars`` characters at a
+    word boundary.  White space runs become single spaces; an answer
+    whose cut text repeats one already kept for the question is kept once.
+
+    Parameters
+    ----------
+    max_chars : int >= 1 or None, default=200
+        Longest response in characters (not bytes: a few answers hold
+        non-ASCII characters); None keeps whole first sentences.
+
+    Returns
+    -------
+    prompts : list of str
+        The question of each pair (repeated when a question has several
+        top answers).
+    responses : list of str
+        The cut answers, in question order and, within a question, in the
+        source's order (prediction 1 to 4).
+
+    Examples
+    --------
+    >>> from rlhf.datasets import load_finegrained_qa_sft
+    >>> prompts, responses = load_finegrained_qa_sft(max_chars=60)
+    >>> prompts[0]
+    'When does bloom by troye sivan come out?'
+    >>> max(len(r) for r in responses) <= 60
+    True
+    """
+    if max_chars is not None:
+        max_chars = check_scalar(max_chars, "max_chars",
+                                 "load_finegrained_qa_sft", kind="int", low=1)
+    data = load_finegrained_qa()
+    # a strict comparison (not a tie) puts its second text below the top
+    beaten = np.zeros(len(data.texts), dtype=bool)
+    beaten[data.comparisons[~data.ties, 1]] = True
+    prompts, responses = [], []
+    for q, question in enumerate(data.prompts.tolist()):
+        kept = set()
+        for k in range(4 * q, 4 * q + 4):
+            if beaten[k]:
+                continue
+            response = _cut(data.texts[k], max_chars)
+            if response and response not in kept:
+                kept.add(response)
+                prompts.append(question)
+                responses.append(response)
+    return prompts, responses
 
 
 def load_pandalm():
