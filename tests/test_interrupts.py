@@ -151,6 +151,40 @@ est = rlhf.DPO(n_iterations=10**6, batch_size=512, random_state=0)
         "est.fit(world.reference, (y[:10_000], y[10_000:]))",
         "assert not hasattr(est, 'policy_')",
     ),
+    # a language model: fits stop between two steps and keep what the
+    # completed ones learned (the policy and its history agree)
+    "tinylm_fit": (
+        """
+lm = rlhf.TinyLM(n_embd=64, block_size=64, random_state=0)
+texts = ["a tiny corpus of text to learn " * 2] * 8
+""",
+        "lm.fit(texts, max_steps=10**6, batch_size=32, random_state=0)",
+        "assert lm.history_['loss'].size > 0",
+    ),
+    "tinylm_generate": (
+        # one long call: the kernel checks between positions
+        """
+lm = rlhf.TinyLM(n_embd=128, n_layer=4, block_size=1024, random_state=0)
+""",
+        "lm.generate([''] * 4096, max_new_tokens=1023, random_state=0)",
+        "pass",
+    ),
+    "ppo_tinylm": (
+        """
+lm = rlhf.TinyLM(n_layer=1, n_embd=32, block_size=32, random_state=0)
+est = rlhf.PPO(learning_rate=1e-4, n_iterations=10**6, random_state=0)
+""",
+        "est.fit(lm, lambda p, r: np.zeros(len(r)), prompts=['q?'])",
+        "assert est.n_iter_ == est.history_['reward'].size",
+    ),
+    "dpo_tinylm": (
+        """
+lm = rlhf.TinyLM(n_layer=1, n_embd=32, block_size=32, random_state=0)
+est = rlhf.DPO(learning_rate=1e-4, n_iterations=10**6, random_state=0)
+""",
+        "est.fit(lm, (['q?'] * 64, ['yes'] * 64, ['no'] * 64))",
+        "assert est.n_iter_ == est.history_['loss'].size",
+    ),
 }
 
 
