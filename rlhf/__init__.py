@@ -29,7 +29,7 @@ from .policy import (best_of_n_policy, kl_divergence, kl_regularized_policy,
 from .overoptimization import (OveroptimizationCurves, OveroptimizationWorld,
                                make_overoptimization_world,
                                overoptimization_curves)
-from . import sequences, text
+from . import sequences, text, text_world
 from .tinylm import TinyLM
 from .sequences import (KLEstimates, SequencePolicy, Sequences, SequenceWorld,
                         kl_estimators, make_sequence_world,
