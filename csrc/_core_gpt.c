@@ -410,15 +410,16 @@ static PyObject *py_gpt_adamw(PyObject *Py_UNUSED(self), PyObject *args)
 
 PyDoc_STRVAR(gpt_generate_doc,
 "gpt_generate(config, params, prompts, lengths, max_new, temperature,\n"
-"             top_k, seed, eot)\n--\n\n"
+"             top_k, n_allowed, seed, eot)\n--\n\n"
 "(tokens (n, block_size) int64, logp (n, block_size) float32, lengths (n,)\n"
 "int64): each prompt (the first lengths[i] tokens of row i of prompts)\n"
-"continued by up to max_new sampled tokens, with a key-value cache.");
+"continued by up to max_new sampled tokens, with a key-value cache; only\n"
+"tokens below n_allowed are drawn.");
 
 static PyObject *py_gpt_generate(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *config, *params_obj, *prompts_obj, *lengths_obj;
-    Py_ssize_t max_new, top_k;
+    Py_ssize_t max_new, top_k, n_allowed;
     double temperature;
     unsigned long long seed;
     long long eot;
@@ -427,9 +428,9 @@ static PyObject *py_gpt_generate(PyObject *Py_UNUSED(self), PyObject *args)
                   *logp = NULL, *out_lengths = NULL;
     PyObject *result = NULL;
     int status;
-    if (!PyArg_ParseTuple(args, "OOOOndnKL", &config, &params_obj,
+    if (!PyArg_ParseTuple(args, "OOOOndnnKL", &config, &params_obj,
                           &prompts_obj, &lengths_obj, &max_new, &temperature,
-                          &top_k, &seed, &eot) ||
+                          &top_k, &n_allowed, &seed, &eot) ||
         parse_config(config, &g) < 0) {
         return NULL;
     }
@@ -439,10 +440,12 @@ static PyObject *py_gpt_generate(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     }
     if (max_new < 0 || !(temperature >= 0.0) || isinf(temperature) ||
-        eot < 0 || eot >= g.vocab_size) {
+        eot < 0 || eot >= g.vocab_size || n_allowed < 1 ||
+        n_allowed > g.vocab_size || eot >= n_allowed) {
         PyErr_SetString(PyExc_ValueError,
                         "gpt_generate: max_new must be >= 0, temperature "
-                        "finite and >= 0, eot a token");
+                        "finite and >= 0, n_allowed in [1, vocab_size] and "
+                        "eot an allowed token");
         return NULL;
     }
     prompts = owned_int64(prompts_obj, 2, "prompts");
@@ -470,7 +473,8 @@ static PyObject *py_gpt_generate(PyObject *Py_UNUSED(self), PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     status = rlhf_gpt_generate(&g, params, PyArray_DATA(prompts), n, P,
                                PyArray_DATA(lengths), max_new, temperature,
-                               top_k, (uint64_t)seed, (int64_t)eot,
+                               top_k, n_allowed, (uint64_t)seed,
+                               (int64_t)eot,
                                PyArray_DATA(tokens), PyArray_DATA(logp),
                                PyArray_DATA(out_lengths));
     Py_END_ALLOW_THREADS

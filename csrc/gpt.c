@@ -51,7 +51,7 @@
 
 #define LN_EPS 1e-5
 #define GELU_C 0.7978845608028654f /* sqrt(2 / pi) */
-#define PAR_MIN_WORK 262144        /* multiply-adds below which one thread */
+#define PAR_MIN_WORK 2097152       /* multiply-adds below which one thread */
 
 
 /* -- layout ----------------------------------------------------------- */
@@ -960,7 +960,9 @@ static int cmp_desc(const void *a, const void *b)
  * token eot or at block_size tokens in all.  Token s of sequence i is
  * drawn with output i * block_size + s of SplitMix64 seeded with seed,
  * from softmax(logits / temperature) over the top_k largest logits
- * (top_k <= 0: all; temperature 0: the first largest logit).  Writes
+ * (top_k <= 0: all; temperature 0: the first largest logit), among the
+ * tokens below n_allowed only (a model may have more tokens than its
+ * tokenizer knows; the others are never drawn).  Writes
  * out_tokens (n, block_size) (the prompt, then the sample, then eot up to
  * the end), out_logp (n, block_size) (log p of each sampled token under
  * the model at temperature 1, zero elsewhere) and out_lengths (n).
@@ -968,14 +970,19 @@ static int cmp_desc(const void *a, const void *b)
 int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
                       const int64_t *prompts, ptrdiff_t n, ptrdiff_t P,
                       const int64_t *lengths, ptrdiff_t max_new,
-                      double temperature, ptrdiff_t top_k, uint64_t seed,
-                      int64_t eot, int64_t *out_tokens, float *out_logp,
+                      double temperature, ptrdiff_t top_k,
+                      ptrdiff_t n_allowed, uint64_t seed, int64_t eot,
+                      int64_t *out_tokens, float *out_logp,
                       int64_t *out_lengths)
 {
     const ptrdiff_t C = g->n_embd, V = g->vocab_size, H = g->n_head,
                     D = C / H, Tb = g->block_size, L = g->n_layer;
     const model_params mp = params_of(g, params);
     const ptrdiff_t chunk = n < 256 ? (n > 0 ? n : 1) : 256;
+    const ptrdiff_t A = n_allowed < 1 || n_allowed > V ? V : n_allowed;
+    if (eot >= A) {
+        return RLHF_EVALUE;
+    }
     for (ptrdiff_t i = 0; i < n; i++) {
         if (lengths[i] < 1 || lengths[i] > P || lengths[i] > Tb) {
             return RLHF_EVALUE;
@@ -1105,7 +1112,7 @@ int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
                 log_normalisers(&lse, row, 1, V);
                 float top = row[0];
                 ptrdiff_t best = 0;
-                for (ptrdiff_t v = 1; v < V; v++) {
+                for (ptrdiff_t v = 1; v < A; v++) {
                     if (row[v] > top) {
                         top = row[v];
                         best = v;
@@ -1114,19 +1121,19 @@ int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
                 ptrdiff_t pick = best;
                 if (temperature > 0.0) {
                     float cut = -INFINITY;
-                    if (top_k > 0 && top_k < V) {
+                    if (top_k > 0 && top_k < A) {
                         float *srt = sorted + th * V;
-                        memcpy(srt, row, (size_t)V * sizeof(float));
-                        qsort(srt, (size_t)V, sizeof(float), cmp_desc);
+                        memcpy(srt, row, (size_t)A * sizeof(float));
+                        qsort(srt, (size_t)A, sizeof(float), cmp_desc);
                         cut = srt[top_k - 1];
                     }
                     double *wt = w + th * V;
-                    for (ptrdiff_t v = 0; v < V; v++) {
+                    for (ptrdiff_t v = 0; v < A; v++) {
                         wt[v] = row[v] >= cut
                             ? exp((double)(row[v] - top) / temperature)
                             : 0.0;
                     }
-                    pick = draw(wt, V,
+                    pick = draw(wt, A,
                                 splitmix_uniform(seed, (uint64_t)(i * Tb + s
                                                                   + 1)));
                 }

@@ -323,8 +323,9 @@ int rlhf_gpt_adamw(float *params, const float *grads, float *m, float *v,
 int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
                       const int64_t *prompts, ptrdiff_t n, ptrdiff_t P,
                       const int64_t *lengths, ptrdiff_t max_new,
-                      double temperature, ptrdiff_t top_k, uint64_t seed,
-                      int64_t eot, int64_t *out_tokens, float *out_logp,
+                      double temperature, ptrdiff_t top_k,
+                      ptrdiff_t n_allowed, uint64_t seed, int64_t eot,
+                      int64_t *out_tokens, float *out_logp,
                       int64_t *out_lengths);
 
 #endif /* RLHF_H */

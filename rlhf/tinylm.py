@@ -178,6 +178,13 @@ class TinyLM:
         if extra:
             raise KeyError(f"state has {extra[0]!r}, which is not a "
                            "parameter of this model")
+        if "lm_head.weight" in state and not np.array_equal(
+                _to_numpy(state["lm_head.weight"]),
+                _to_numpy(state["transformer.wte.weight"])):
+            raise ValueError(
+                "state['lm_head.weight'] differs from "
+                "state['transformer.wte.weight']; TinyLM ties its LM head "
+                "to the token embedding")
         for name, view in views.items():
             value = _to_numpy(state[name])
             if value.shape != view.shape:
@@ -549,8 +556,8 @@ class TinyLM:
         seed = int(rng.integers(2 ** 63))
         tokens, log_probs, ends = _core.gpt_generate(
             self._config, self._params, padded, lengths, max_new_tokens,
-            temperature, 0 if top_k is None else top_k, seed,
-            self.eot_token)
+            temperature, 0 if top_k is None else top_k,
+            self.tokenizer.vocab_size, seed, self.eot_token)
         return tokens, lengths, ends, log_probs
 
     def generate(self, prompts, max_new_tokens=32, temperature=1.0,

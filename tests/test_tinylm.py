@@ -291,7 +291,8 @@ def test_sampler_log_probs_equal_the_full_forward(temperature, top_k):
     logits = lm.logits(tokens[:, :-1])
     for i in range(rows):
         for t in range(starts[i], ends[i]):
-            row = logits[i, t - 1]
+            # only the tokens the tokenizer knows are ever drawn
+            row = logits[i, t - 1, :lm.tokenizer.vocab_size]
             if temperature == 0.0 or top_k == 1:
                 assert tokens[i, t] == np.argmax(row), (i, t)
             elif top_k is not None:
@@ -523,9 +524,6 @@ def test_transformers_state_dict_loads_back():
     assert isinstance(hf_state["transformer.wte.weight"], torch.Tensor)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "load_state_dict ignores lm_head.weight without checking that it "
-    "equals the token embedding, as its docstring requires"))
 def test_untied_lm_head_is_refused():
     lm = perturbed(1, 2, 16, 11, 8, seed=23)
     state = lm.state_dict()
@@ -914,9 +912,6 @@ def test_bad_prompts(small):
         small.log_prob(["abcd"], ["efgh"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "generate decodes every sampled id with the tokenizer; with vocab_size "
-    "larger than the tokenizer's, a sampled unused id raises ValueError"))
 def test_generate_with_unused_vocabulary():
     lm = TinyLM(n_layer=1, n_head=2, n_embd=16, block_size=16,
                 vocab_size=40, tokenizer=CharTokenizer("abc"),
