@@ -69,6 +69,12 @@ PyObject *core_raise_status(int status, const char *where)
 static PyArrayObject *as_array_with(PyObject *obj, int typenum, int ndim,
                                     const char *name, int flags)
 {
+    /* the wrappers convert their arguments one after another and check
+     * them together: after a failed conversion (its exception set) the
+     * next ones must not run, or NumPy would run with an exception set */
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
     PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(obj, typenum,
                                                            flags);
     if (arr == NULL) {
