@@ -224,6 +224,7 @@ static int team_for(ptrdiff_t work)
  */
 #define MR 4
 #define NR 16
+#define KC 256 /* the inner index's chunk */
 
 #if defined(__GNUC__)
 /* eight floats, added and multiplied lane by lane: GCC's vector extension,
@@ -239,8 +240,8 @@ typedef float vec8 __attribute__((vector_size(32)));
 __attribute__((always_inline)) static inline void
 tile(float *out, const float *inp, const float *w,
                         const float *bias, ptrdiff_t n0, ptrdiff_t o0,
-                        ptrdiff_t I, ptrdiff_t O, int acc, ptrdiff_t rs,
-                        ptrdiff_t ks)
+                        ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t O, int acc,
+                        ptrdiff_t rs, ptrdiff_t ks)
 {
     vec8 s[MR][2];
     for (int r = 0; r < MR; r++) {
@@ -256,7 +257,7 @@ tile(float *out, const float *inp, const float *w,
         }
     }
     const float *a = inp + n0 * rs;
-    for (ptrdiff_t i = 0; i < I; i++) {
+    for (ptrdiff_t i = i0; i < i1; i++) {
         vec8 w0, w1;
         LOAD8(w0, w + i * O + o0);
         LOAD8(w1, w + i * O + o0 + 8);
@@ -299,9 +300,16 @@ RLHF_CLONES static void matmul_strided(float *out, const float *inp,
         const ptrdiff_t n0 = b * MR;
         ptrdiff_t o0 = 0;
 #ifdef HAVE_TILE
-        if (n0 + MR <= N) {
-            for (; o0 + NR <= O; o0 += NR) {
-                tile(out, inp, w, bias, n0, o0, I, O, acc, rs, ks);
+        if (n0 + MR <= N && O >= NR) {
+            /* the inner index in chunks, so that a chunk of w stays in
+             * cache across the tiles; a tile's sums go through out between
+             * chunks, which changes no bit */
+            for (ptrdiff_t i0 = 0; i0 < I; i0 += KC) {
+                const ptrdiff_t i1 = i0 + KC < I ? i0 + KC : I;
+                for (o0 = 0; o0 + NR <= O; o0 += NR) {
+                    tile(out, inp, w, bias, n0, o0, i0, i1, O,
+                         acc || i0 > 0, rs, ks);
+                }
             }
         }
 #endif
@@ -511,24 +519,31 @@ RLHF_CLONES static void gelu_backward_rows(float *d, const float *x,
 
 /*
  * One query's attention over n_ctx keys: att = softmax(q . k / sqrt(D)),
- * y = sum_t att[t] v[t], with keys and values rows of stride floats.  The
- * full forward pass and the key-value cache both call this, so a row's
- * output is the same in both.
+ * y = sum_t att[t] v[t].  The keys come transposed, key t's entry d at
+ * keys_t[d * ldk + t], so that the scores are built a dimension at a time
+ * across all keys (loops the compiler vectorises), each score still the
+ * sum over d in order; the values are rows of stride floats.  The full
+ * forward pass and the key-value cache both call this, so a row's output
+ * is the same bits in both.
  */
-static void attend(float *att, float *y, const float *q, const float *keys,
-                   const float *vals, ptrdiff_t stride, ptrdiff_t n_ctx,
-                   ptrdiff_t D, float scale)
+RLHF_CLONES static void attend(float *att, float *y, const float *q,
+                               const float *keys_t, ptrdiff_t ldk,
+                               const float *vals, ptrdiff_t stride,
+                               ptrdiff_t n_ctx, ptrdiff_t D, float scale)
 {
+    for (ptrdiff_t t = 0; t < n_ctx; t++) {
+        att[t] = 0.0f;
+    }
+    for (ptrdiff_t d = 0; d < D; d++) {
+        const float qd = q[d], *k = keys_t + d * ldk;
+        for (ptrdiff_t t = 0; t < n_ctx; t++) {
+            att[t] += qd * k[t];
+        }
+    }
     float top = -INFINITY;
     for (ptrdiff_t t = 0; t < n_ctx; t++) {
-        const float *k = keys + t * stride;
-        float s = 0.0f;
-        for (ptrdiff_t d = 0; d < D; d++) {
-            s += q[d] * k[d];
-        }
-        s *= scale;
-        att[t] = s;
-        top = s > top ? s : top;
+        att[t] *= scale;
+        top = att[t] > top ? att[t] : top;
     }
     double total = 0.0;
     for (ptrdiff_t t = 0; t < n_ctx; t++) {
@@ -541,9 +556,21 @@ static void attend(float *att, float *y, const float *q, const float *keys,
     }
     for (ptrdiff_t t = 0; t < n_ctx; t++) {
         att[t] *= inv;
-        const float *v = vals + t * stride;
+        const float a = att[t], *v = vals + t * stride;
         for (ptrdiff_t d = 0; d < D; d++) {
-            y[d] += att[t] * v[d];
+            y[d] += a * v[d];
+        }
+    }
+}
+
+/* dst[d * T + t] = src[t * stride + d]: a head's keys (or values)
+ * transposed */
+static void gather_transposed(float *dst, const float *src, ptrdiff_t stride,
+                              ptrdiff_t T, ptrdiff_t D)
+{
+    for (ptrdiff_t t = 0; t < T; t++) {
+        for (ptrdiff_t d = 0; d < D; d++) {
+            dst[d * T + t] = src[t * stride + d];
         }
     }
 }
@@ -575,11 +602,12 @@ RLHF_CLONES static void log_normalisers(float *lse, const float *logits, ptrdiff
  * The rows' embeddings, then every block, then the final LayerNorm and the
  * logits.  tokens (B, T) must lie in [0, V) (RLHF_EVALUE otherwise) and
  * T <= block_size.  wte_t is scratch of V * C floats (the embedding
- * transposed, for the LM head).
+ * transposed, for the LM head), scratch of threads * T * C / H floats (a
+ * head's keys transposed, per thread).
  */
 static int forward(const rlhf_gpt_config *g, float *params,
                    const int64_t *tokens, ptrdiff_t B, ptrdiff_t T,
-                   float *acts, float *wte_t)
+                   float *acts, float *wte_t, float *scratch)
 {
     const ptrdiff_t N = B * T, C = g->n_embd, V = g->vocab_size,
                     H = g->n_head, D = C / H;
@@ -614,10 +642,12 @@ static int forward(const rlhf_gpt_config *g, float *params,
         for (ptrdiff_t bh = 0; bh < B * H; bh++) {
             const ptrdiff_t b = bh / H, h = bh % H;
             const float *base = la.qkv + b * T * 3 * C + h * D;
+            float *keys_t = scratch + THREAD_NUM * D * T;
+            gather_transposed(keys_t, base + C, 3 * C, T, D);
             for (ptrdiff_t t = 0; t < T; t++) {
                 float *att = la.att + (bh * T + t) * T;
                 attend(att, la.y + (b * T + t) * C + h * D,
-                       base + t * 3 * C, base + C, base + 2 * C, 3 * C,
+                       base + t * 3 * C, keys_t, T, base + 2 * C, 3 * C,
                        t + 1, D, scale);
                 for (ptrdiff_t u = t + 1; u < T; u++) {
                     att[u] = 0.0f;
@@ -660,11 +690,14 @@ int rlhf_gpt_forward(const rlhf_gpt_config *g, float *params,
 {
     float *wte_t = malloc((size_t)(g->vocab_size * g->n_embd) *
                           sizeof(float));
-    if (wte_t == NULL) {
-        return RLHF_ENOMEM;
+    float *scratch = malloc((size_t)(rlhf_threads(0) * T * g->n_embd
+                                     / g->n_head) * sizeof(float));
+    int status = RLHF_ENOMEM;
+    if (wte_t != NULL && scratch != NULL) {
+        status = forward(g, params, tokens, B, T, acts, wte_t, scratch);
     }
-    const int status = forward(g, params, tokens, B, T, acts, wte_t);
     free(wte_t);
+    free(scratch);
     return status;
 }
 
@@ -1067,15 +1100,19 @@ int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
                 for (ptrdiff_t j = 0; j < k; j++) {
                     float *at = att + THREAD_NUM * Tb;
+                    /* keys transposed (channel c of position t at
+                     * c * Tb + t), values by position */
                     float *kc = cache + ((rows[j] * L + l) * 2) * Tb * C;
                     float *vc = kc + Tb * C;
-                    memcpy(kc + s * C, qkv + j * 3 * C + C,
-                           (size_t)C * sizeof(float));
+                    for (ptrdiff_t c = 0; c < C; c++) {
+                        kc[c * Tb + s] = qkv[j * 3 * C + C + c];
+                    }
                     memcpy(vc + s * C, qkv + j * 3 * C + 2 * C,
                            (size_t)C * sizeof(float));
                     for (ptrdiff_t h = 0; h < H; h++) {
                         attend(at, y + j * C + h * D, qkv + j * 3 * C + h * D,
-                               kc + h * D, vc + h * D, C, s + 1, D, scale);
+                               kc + h * D * Tb, Tb, vc + h * D, C, s + 1, D,
+                               scale);
                     }
                 }
                 matmul(x, y, lp.proj_w, NULL, k, C, C, 1);
