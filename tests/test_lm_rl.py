@@ -147,6 +147,7 @@ def test_sft_model_is_mixed(sft):
     assert 0.15 < share_yes(sft) < 0.55
 
 
+@pytest.mark.slow
 def test_ppo_raises_reward_at_bounded_kl(sft):
     before = share_yes(sft)
     ppo = rlhf.PPO(learning_rate=3e-4, n_iterations=30, n_samples=8,
@@ -193,6 +194,7 @@ def test_ppo_kl_controller_holds_the_target(sft):
     assert held.history_["reward"][-20:].mean() > share_yes(sft)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["rloo", "grpo", "mean"])
 def test_reinforce_raises_reward(sft, baseline):
     est = rlhf.REINFORCE(baseline=baseline, learning_rate=5e-4,
@@ -202,6 +204,7 @@ def test_reinforce_raises_reward(sft, baseline):
     assert share_yes(est.policy_) > share_yes(sft) + 0.25
 
 
+@pytest.mark.slow
 def test_cost_budget_lowers_the_cost(sft):
     kw = dict(learning_rate=3e-4, n_iterations=30, n_samples=8, beta=0.05,
               random_state=0)
@@ -217,6 +220,7 @@ def test_cost_budget_lowers_the_cost(sft):
     assert held.history_["cost"][-5:].mean() < min(0.15, free_cost - 0.1)
 
 
+@pytest.mark.slow
 def test_dpo_raises_the_chosen_over_rejected_log_ratio(sft):
     prompts = ["q?"] * 4
     chosen = ["yes please", "yes indeed", "yes please", "yes indeed"]
@@ -237,6 +241,7 @@ def test_dpo_raises_the_chosen_over_rejected_log_ratio(sft):
     assert share_yes(dpo.policy_) > share_yes(sft)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["ipo", "hinge", "robust"])
 def test_dpo_variants_run_and_separate(sft, loss):
     dpo = rlhf.DPO(loss=loss, label_smoothing=0.1 if loss == "robust" else
