@@ -90,6 +90,12 @@ static PyArrayObject *as_array_with(PyObject *obj, int typenum, int ndim,
     return arr;
 }
 
+PyArrayObject *core_as_array_with(PyObject *obj, int typenum, int ndim,
+                                  const char *name, int flags)
+{
+    return as_array_with(obj, typenum, ndim, name, flags);
+}
+
 /* A read-only, aligned, C-contiguous array of the given type, or NULL. */
 static PyArrayObject *as_array(PyObject *obj, int typenum, int ndim,
                                const char *name)

@@ -22,6 +22,12 @@
 /* Sets the exception for a kernel's negative status; returns NULL. */
 PyObject *core_raise_status(int status, const char *where);
 
+/* obj as an array of typenum converted with NumPy's flags, checked to have
+ * ndim dimensions (a ValueError naming it otherwise), or NULL; NULL at
+ * once when an exception is already set. */
+PyArrayObject *core_as_array_with(PyObject *obj, int typenum, int ndim,
+                                  const char *name, int flags);
+
 /* _core_gpt.c: rlhf.TinyLM's kernels */
 extern PyMethodDef core_gpt_methods[];
 

@@ -97,23 +97,12 @@ static float *model_buffer(PyObject *obj, Py_ssize_t n, int writable,
     return (float *)PyArray_DATA(arr);
 }
 
-/* A private int64 copy of an array of ndim dimensions. */
+/* A private int64 copy of an array of ndim dimensions (floats cast). */
 static PyArrayObject *owned_int64(PyObject *obj, int ndim, const char *name)
 {
-    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OTF(
-        obj, NPY_INT64, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY |
-        NPY_ARRAY_FORCECAST);
-    if (arr == NULL) {
-        return NULL;
-    }
-    if (PyArray_NDIM(arr) != ndim) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s must be a %d-dimensional array, got %d dimensions",
-                     name, ndim, PyArray_NDIM(arr));
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
+    return core_as_array_with(obj, NPY_INT64, ndim, name,
+                              NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY |
+                              NPY_ARRAY_FORCECAST);
 }
 
 static PyObject *token_error(const char *where, Py_ssize_t V)
