@@ -123,6 +123,30 @@ def demo(out=sys.stdout):
     print(f"  {np.round(safe[0], 8)} (Lagrange multiplier "
           f"{float(np.ravel(lam)[0]):.4f}).", file=out)
 
+    # a language model: SFT, then PPO with a per-token KL to the SFT model
+    answers = ["yes please", "no thanks", "maybe so", "yes indeed",
+               "no way", "perhaps not"]
+    sft = rlhf.TinyLM(n_layer=2, n_embd=32, block_size=24, random_state=0)
+    sft.fit(answers, prompts=["q?"] * len(answers), max_steps=200,
+            batch_size=16, lr=1e-2, random_state=0)
+
+    def says_yes(prompts, responses):
+        return np.array([r.startswith("yes") for r in responses], float)
+
+    ppo = rlhf.PPO(learning_rate=3e-4, n_iterations=30, n_samples=8,
+                   beta=0.05, random_state=0)
+    ppo.fit(sft, says_yes, prompts=["q?"], prompts_per_iteration=4)
+    before = sft.generate(["q?"], n=200, random_state=1)
+    after = ppo.policy_.generate(["q?"], n=200, random_state=1)
+    print(file=out)
+    print(f"A GPT-2 in C ({sft.n_params:,} parameters) fine-tuned on six "
+          "answers to 'q?', then PPO with a per-token KL penalty for "
+          "answers that start with 'yes':", file=out)
+    print(f"  share of 'yes' answers {says_yes(None, before).mean():.3f} "
+          f"-> {says_yes(None, after).mean():.3f}; KL to the SFT model "
+          f"{ppo.history_['kl'][-1]:.2f} nats", file=out)
+    print(f"  samples after: {after[:4]}", file=out)
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
