@@ -604,11 +604,21 @@ class PPO(_PolicyGradient):
 
     Attributes
     ----------
-    policy_ : ndarray of shape (n_prompts, n_responses) or SequencePolicy
+    policy_ : ndarray of shape (n_prompts, n_responses), SequencePolicy \
+or TinyLM
         The final policy (a SequencePolicy on the reference's states when
-        the reference is one).
+        the reference is one; a trained copy of the reference TinyLM,
+        kept even when the fit is interrupted).
     theta_ : ndarray
-        Its parameters (logits relative to the reference, or weights).
+        Its parameters (logits relative to the reference, or weights; a
+        TinyLM's flat float32 parameter vector).
+    samples_ : list of (prompts, responses, rewards)
+        TinyLM only: each iteration's sampled responses, the prompts they
+        answer and their rewards (before any cost), for example to score
+        them with another reward afterwards.
+    value_head_ : ndarray of shape (n_embd + 1,)
+        PPO with a TinyLM: the linear value head (weights on the
+        reference's last hidden state, then the bias).
     beta_ : float
         The KL coefficient at the end (differs from beta with target_kl).
     values_ : ndarray of shape (n_states,) or None
@@ -859,7 +869,10 @@ class DPO(ParamsMixin):
 
     Attributes
     ----------
-    policy_ : ndarray of shape (n_prompts, n_responses) or SequencePolicy
+    policy_ : ndarray of shape (n_prompts, n_responses), SequencePolicy \
+or TinyLM
+        With a TinyLM reference, its trained copy (kept even when the fit
+        is interrupted).
     theta_ : ndarray
     history_ : dict of ndarray of shape (n_iterations,)
         After each pass, over all comparisons (weighted means): 'loss',
