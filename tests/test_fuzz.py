@@ -22,7 +22,10 @@ takes those arguments and returns the outputs to check (a function, or a
 lambda that fits then predicts), and ``oracle(args, result)`` raises
 ``AssertionError`` when ``result`` is wrong (``None``: only the generic
 checks).  Kernels that may also raise other documented exceptions list
-them in ``allowed``.  The test below then runs it like every other entry.
+them in ``allowed``; arguments a call updates by design (a model's
+buffers, an optimiser's state) are listed by position in ``in_place``,
+and are left out of the check that inputs are not modified.  The test
+below then runs it like every other entry.
 
 The number of examples per entry point is fixed and the search is
 derandomized, so a run is reproducible; ``python -m pytest -s
@@ -31,6 +34,7 @@ tests/test_fuzz.py`` prints the examples each entry point ran.
 import json
 import math
 import os
+import pickle
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -44,7 +48,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import rlhf  # noqa: E402
-from rlhf import _core, _reference  # noqa: E402
+import rlhf.text  # noqa: E402
+from rlhf import _core, _reference, _reference_gpt  # noqa: E402
 
 try:
     import matplotlib
@@ -1941,6 +1946,1257 @@ def call_plot(name, args, kwargs):
         plt.close("all")
 
 
+# -- the language model: TinyLM's kernels and methods, PPO, REINFORCE and
+# DPO on it, and hash_ngrams ------------------------------------------------
+
+# two tiny models, (n_layer, n_head, n_embd, vocab_size, block_size) =
+# (1, 2, 8, 5, 8) and (2, 1, 4, 7, 4); the second has two tokens beyond its
+# tokenizer's (valid inputs, never sampled)
+LM_TOKENIZER = rlhf.text.CharTokenizer("abc ")
+LM = rlhf.TinyLM(n_layer=1, n_head=2, n_embd=8, block_size=8,
+                 tokenizer=LM_TOKENIZER, random_state=0)
+LM_WIDE = rlhf.TinyLM(n_layer=2, n_head=1, n_embd=4, block_size=4,
+                      vocab_size=7, tokenizer=LM_TOKENIZER, random_state=1)
+LMS = [LM, LM_WIDE]
+LM_ERRORS = (ValueError, TypeError)
+LM_NAMES = ("tokens", "targets", "mask", "prompt", "response", "texts",
+            "state", "max_new_tokens", "temperature", "top_k", "'n'",
+            "random_state", "n_layer", "n_head", "n_embd", "block_size",
+            "vocab_size", "tokenizer", "max_steps", "batch_size", "'lr'",
+            "weight_decay", "warmup_steps", "min_lr_ratio", "max_grad_norm",
+            "betas", "verbose", "vocabulary")
+
+
+def _as_int64(values):
+    """values as the int64 array a kernel copies them to (a cast, as
+    NPY_ARRAY_FORCECAST does)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return np.array(values).astype(np.int64)
+
+
+def _gpt_config(config):
+    """The five sizes of a config a kernel accepted, as ints."""
+    return tuple(int(size) for size in config)
+
+
+def _gpt_params(config, flat):
+    """{name: float64 array} of a flat parameter buffer."""
+    n_layer, _, n_embd, vocab_size, block_size = config
+    flat = np.asarray(flat, dtype=np.float64).ravel()
+    params, start = {}, 0
+    for name, shape in _reference_gpt.parameter_shapes(
+            n_layer, n_embd, vocab_size, block_size).items():
+        size = math.prod(shape)
+        params[name] = flat[start:start + size].reshape(shape)
+        start += size
+    return params
+
+
+def _gpt_logits(config, flat, tokens):
+    """The float64 twin's logits (B, T, V), or None when the parameters are
+    not moderate (then float32 parts from float64 by more than a fixed
+    tolerance)."""
+    if not finite_moderate(flat, bound=1e3):
+        return None
+    logits, _ = _reference_gpt.forward(_gpt_params(config, flat), tokens,
+                                       config[0], config[1])
+    return logits
+
+
+def _log_softmax(logits):
+    top = logits.max(axis=-1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(axis=-1,
+                                                         keepdims=True))
+
+
+def assert_float32_close(actual, expected, scale=0.0):
+    """A float32 kernel against its float64 twin: within a few float32
+    roundings of the size of the terms."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape
+    size = np.abs(expected).max(initial=0.0)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4,
+                               atol=1e-4 * (1.0 + size + scale))
+
+
+def _gpt_sizes_of(model, B, T):
+    return _core.gpt_sizes(model._config, B, T)
+
+
+# the kernels' configs: the model's half the time, otherwise with sizes
+# replaced (zero, negative, odd -- then n_embd is no multiple of n_head --,
+# huge, not an int) or of the wrong length.  Always a tuple: a list is a
+# SystemError today (test_gpt_config_that_is_not_a_tuple_is_a_type_error)
+GPT_BAD_SIZES = [0, -1, 3, 7, 2**31, 2**40, 2**62, 2**63 - 1, 2**63, -2**63,
+                 10**30, 1.5, math.nan, None, "2", True, np.int64(2)]
+
+
+@st.composite
+def gpt_configs(draw, model):
+    config = list(model._config)
+    if draw(st.booleans()):
+        return tuple(config)
+    how = draw(st.integers(0, 9))
+    if how == 0:
+        return tuple(config[:draw(st.integers(0, 4))])
+    if how == 1:
+        return tuple(config) + (1,)
+    for _ in range(draw(st.integers(1, 2))):
+        config[draw(st.integers(0, 4))] = draw(st.sampled_from(GPT_BAD_SIZES))
+    return tuple(config)
+
+
+# the model's own buffers must be exactly n C-contiguous, aligned float32
+# (writable when written); "exact" and "2d" are such buffers
+GPT_BUFFER_KINDS = ["exact"] * 6 + ["2d", "short", "long", "float64",
+                                    "float16", "int32", "fortran", "strided",
+                                    "readonly", "unaligned", "list", "none",
+                                    "empty"]
+
+
+def gpt_buffer(values, kind):
+    """The float32 values (1-d) in the form kind names."""
+    values = np.array(values, dtype=np.float32).ravel()
+    n = values.size
+    if kind == "exact":
+        return values
+    if kind == "2d":
+        return values.reshape(1, n)
+    if kind == "short":
+        return values[:-1].copy() if n else np.zeros(1, np.float32)[:0]
+    if kind == "long":
+        return np.append(values, np.float32(0))
+    if kind in ("float64", "float16", "int32"):
+        with np.errstate(all="ignore"):
+            return values.astype(kind)
+    if kind == "fortran" and n % 2 == 0 and n >= 4:
+        return np.asfortranarray(values.reshape(2, n // 2))
+    if kind in ("fortran", "strided"):
+        return np.repeat(values, 2)[::2]
+    if kind == "readonly":
+        values.flags.writeable = False
+        return values
+    if kind == "unaligned":
+        raw = np.zeros(4 * n + 1, dtype=np.uint8)[1:]
+        out = raw.view(np.float32)
+        out[...] = values
+        return out
+    if kind == "list":
+        return values.tolist()
+    if kind == "none":
+        return None
+    return np.zeros(0, dtype=np.float32)
+
+
+@st.composite
+def gpt_param_values(draw, model):
+    """The model's parameters, scaled up, random or with a NaN."""
+    how = draw(st.sampled_from(["model"] * 4 + ["scaled", "random", "nan"]))
+    values = model._params.copy()
+    if how == "scaled":
+        values *= np.float32(draw(st.sampled_from([3.0, 30.0])))
+    elif how == "random":
+        values = np.random.default_rng(draw(st.integers(0, 3))).normal(
+            size=values.size).astype(np.float32)
+    elif how == "nan":
+        values[draw(st.integers(0, values.size - 1))] = np.nan
+    return values
+
+
+TOKEN_DTYPES = ["int64", "int64", "int32", "uint8", "float64", "float32",
+                "object"]
+ODD_TOKENS = [[[0, 2**70]], np.array([[2**70, 1]], dtype=object), [], [[]],
+              "ab", None, 3, {"a": 1}, [[1.5, 2.0]],
+              np.array([[2**64 - 1]], dtype=np.uint64), np.zeros((1, 0)),
+              np.array([[1 + 2j]]), np.array([["1", "2"]])]
+# a ragged list: NumPy's message, which names no argument, from the
+# public methods (test_ragged_tokens_are_a_named_error)
+RAGGED_TOKENS = [[0, 1], [2]]
+
+
+def gpt_tokens(shape, vocab_size, valid):
+    """Token arrays: whole numbers in range in any dtype and layout when
+    valid, otherwise anything (out of the vocabulary, negative, NaN, huge,
+    fractional, str, complex)."""
+    if valid:
+        return messy_arrays(shape, elements=st.integers(
+            0, vocab_size - 1).map(float), dtypes=TOKEN_DTYPES)
+    return messy_arrays(shape, elements=st.one_of(
+        st.integers(-2, vocab_size + 1).map(float),
+        st.sampled_from([math.nan, math.inf, -math.inf, 2.0**40, -2.0**62,
+                         2.0**63, 1e308, 0.5, vocab_size - 0.5])),
+        dtypes=DTYPES + ["int32", "uint8", "uint64"])
+
+
+@st.composite
+def gpt_batch(draw, model, coherent, odd=ODD_TOKENS + [RAGGED_TOKENS]):
+    """(B, T, tokens): a batch of B sequences of T tokens, valid when
+    coherent."""
+    B, T = draw(st.integers(1, 3)), draw(st.integers(1, model.block_size))
+    if coherent:
+        return B, T, draw(gpt_tokens((B, T), model.vocab_size, True))
+    shape = draw(st.sampled_from([(B, T)] * 4 + [
+        (T,), (B, T, 1), (), (0, T), (B, 0), (B, model.block_size + 1)]))
+    tokens = draw(st.one_of(gpt_tokens(shape, model.vocab_size, False),
+                            gpt_tokens(shape, model.vocab_size, True),
+                            st.sampled_from(odd)))
+    return B, T, tokens
+
+
+def _forward_acts(model, params, tokens):
+    """The activations of a forward pass with params (float32)."""
+    B, T = tokens.shape
+    acts = np.empty(_gpt_sizes_of(model, B, T)[1], dtype=np.float32)
+    _core.gpt_forward(model._config, params, tokens, acts)
+    return acts
+
+
+@st.composite
+def gpt_pass_arguments(draw, backward=False):
+    """(config, params, tokens, acts) for gpt_forward, and (..., targets,
+    coef, grads) after them for gpt_backward, whose acts then hold the
+    forward pass of tokens when coherent."""
+    model = draw(st.sampled_from(LMS))
+    coherent = draw(st.booleans())
+    B, T, tokens = draw(gpt_batch(model, coherent))
+    values = draw(gpt_param_values(model))
+    n_acts = _gpt_sizes_of(model, B, T)[1]
+    if coherent:
+        config = model._config
+        params = gpt_buffer(values, draw(st.sampled_from(
+            ["exact", "2d", "readonly"])))
+        acts_kind = draw(st.sampled_from(["exact", "2d"]))
+    else:
+        config = draw(gpt_configs(model))
+        params = gpt_buffer(values, draw(st.sampled_from(GPT_BUFFER_KINDS)))
+        acts_kind = draw(st.sampled_from(GPT_BUFFER_KINDS))
+    acts = np.full(n_acts, np.nan, dtype=np.float32)
+    if backward and coherent:
+        acts = _forward_acts(model, values, _as_int64(tokens))
+    acts = gpt_buffer(acts, acts_kind)
+    if not backward:
+        return config, params, tokens, acts
+    if coherent:
+        targets = draw(gpt_tokens((B, T), model.vocab_size, True))
+        coef = draw(messy_arrays((B, T), elements=st.one_of(
+            st.floats(-2.0, 2.0), st.just(0.0)), dtypes=[
+                "float64", "float32", "int64", "bool"]))
+        grads_kind = "exact"
+    else:
+        targets = draw(st.one_of(gpt_batch(model, False).map(lambda b: b[2]),
+                                 gpt_tokens((B, T), model.vocab_size, True)))
+        coef = draw(messy_arrays(st.sampled_from([(B, T)] * 3 + [
+            (B,), (B, T + 1), ()])))
+        grads_kind = draw(st.sampled_from(GPT_BUFFER_KINDS))
+    # NaN everywhere: the kernel must write every entry
+    grads = gpt_buffer(np.full(model.n_params, np.nan), grads_kind)
+    return config, params, tokens, acts, targets, coef, grads
+
+
+@st.composite
+def gpt_sizes_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    sizes = st.sampled_from([0, -1, 2**40, 2**62, 2**63 - 1, 2**63, 1.5,
+                             None, "2"])
+    B = draw(st.one_of(st.integers(1, 3), st.integers(1, 3), sizes))
+    T = draw(st.one_of(st.integers(1, model.block_size + 1),
+                       st.integers(1, model.block_size), sizes))
+    return draw(gpt_configs(model)), B, T
+
+
+def gpt_sizes_oracle(args, result):
+    config, B, T = args
+    L, H, C, V, block = _gpt_config(config)
+    assert min(L, H, C, V, block) >= 1 and C % H == 0
+    assert B >= 1 and 1 <= T <= block
+    n_params, n_acts, hidden, lse, logits = result
+    assert n_params == V * C + block * C + L * (12 * C * C + 13 * C) + 2 * C
+    N = B * T
+    # the tail of the activations: the last hidden state (and its
+    # LayerNorm statistics), the log-normalisers, then the logits
+    assert 0 <= hidden and hidden + N * C <= lse and lse + N <= logits
+    assert logits + N * V == n_acts
+
+
+def call_gpt_forward(config, params, tokens, acts):
+    _core.gpt_forward(config, params, tokens, acts)
+    return np.array(acts, dtype=np.float32).ravel()
+
+
+def gpt_forward_oracle(args, result):
+    config, params, tokens, _ = args
+    config = _gpt_config(config)
+    V = config[3]
+    tokens = _as_int64(tokens)
+    assert tokens.ndim == 2 and tokens.size
+    assert tokens.min() >= 0 and tokens.max() < V, \
+        "a token outside the vocabulary was read"
+    B, T = tokens.shape
+    _, n_acts, _, lse, start = _core.gpt_sizes(config, B, T)
+    assert result.size == n_acts
+    expected = _gpt_logits(config, params, tokens)
+    if expected is None:
+        return
+    logits = result[start:start + B * T * V].reshape(B, T, V)
+    assert_float32_close(logits, expected)
+    top = expected.max(axis=-1)
+    assert_float32_close(result[lse:lse + B * T].reshape(B, T),
+                         top + np.log(np.exp(expected - top[..., None])
+                                      .sum(axis=-1)))
+
+
+@st.composite
+def gpt_token_stats_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    coherent = draw(st.booleans())
+    B, T, tokens = draw(gpt_batch(model, True))
+    values = draw(gpt_param_values(model))
+    acts = _forward_acts(model, values, _as_int64(tokens))
+    entropy = draw(st.sampled_from([True, False, 1, 0, None, "", "x", [],
+                                    np.array([1, 2])]))
+    if coherent:
+        targets = draw(gpt_tokens((B, T), model.vocab_size, True))
+        return (model._config, gpt_buffer(acts, draw(st.sampled_from(
+            ["exact", "2d", "readonly"]))), targets, entropy)
+    if draw(st.booleans()):
+        acts = np.random.default_rng(draw(st.integers(0, 3))).normal(
+            scale=draw(st.sampled_from([1.0, 1e30])), size=acts.size)
+    targets = draw(gpt_batch(model, False))[2] if draw(st.booleans()) else \
+        draw(gpt_tokens((B, T), model.vocab_size, True))
+    return (draw(gpt_configs(model)),
+            gpt_buffer(acts, draw(st.sampled_from(GPT_BUFFER_KINDS))),
+            targets, entropy)
+
+
+def gpt_token_stats_oracle(args, result):
+    """log p(target) and the entropy against a float64 log-softmax of the
+    logits the activations hold, when they are those of a forward pass
+    (their log-normalisers are the logits')."""
+    config, acts, targets, want_entropy = args
+    config = _gpt_config(config)
+    V = config[3]
+    targets = _as_int64(targets)
+    assert targets.ndim == 2 and targets.size
+    assert targets.min() >= 0 and targets.max() < V
+    B, T = targets.shape
+    logp, entropy = result
+    assert logp.dtype == np.float32 and logp.shape == (B, T)
+    assert (entropy is None) == (not want_entropy)
+    _, _, _, o_lse, o_logits = _core.gpt_sizes(config, B, T)
+    flat = np.asarray(acts, dtype=np.float64).ravel()
+    logits = flat[o_logits:o_logits + B * T * V].reshape(B, T, V)
+    if not finite_moderate(logits, bound=1e4):
+        return
+    log_softmax = _log_softmax(logits)
+    lse = logits - log_softmax
+    if not np.allclose(flat[o_lse:o_lse + B * T].reshape(B, T), lse[..., 0],
+                       rtol=1e-5, atol=1e-5 * (1 + np.abs(logits).max())):
+        return  # not the activations of a forward pass
+    assert_float32_close(logp, np.take_along_axis(
+        log_softmax, targets[..., None], axis=-1)[..., 0],
+        np.abs(logits).max())
+    if entropy is not None:
+        assert entropy.dtype == np.float32 and entropy.shape == (B, T)
+        assert_float32_close(entropy, -(np.exp(log_softmax) * log_softmax)
+                             .sum(axis=-1), np.abs(logits).max())
+
+
+def call_gpt_backward(config, params, tokens, acts, targets, coef, grads):
+    before = np.array(acts, dtype=np.float32).ravel() \
+        if isinstance(acts, np.ndarray) else None
+    _core.gpt_backward(config, params, tokens, acts, targets, coef, grads)
+    return np.array(grads, dtype=np.float32).ravel(), before
+
+
+def gpt_backward_oracle(args, result):
+    """The gradient of -sum coef * log p(targets) against the float64
+    twin's, when acts held the forward pass of these tokens (the twin's
+    cross-entropy gradient is that of the weights coef / coef.sum())."""
+    config, params, tokens, _, targets, coef, _ = args
+    grads, acts = result
+    config = _gpt_config(config)
+    V = config[3]
+    tokens, targets = _as_int64(tokens), _as_int64(targets)
+    for t in (tokens, targets):
+        assert t.min() >= 0 and t.max() < V
+    B, T = tokens.shape
+    with np.errstate(all="ignore"):
+        coef = np.asarray(coef).astype(np.float32).astype(np.float64)
+    expected_logits = _gpt_logits(config, params, tokens)
+    if expected_logits is None or not finite_moderate(coef, bound=1e3):
+        return
+    _, _, _, _, o_logits = _core.gpt_sizes(config, B, T)
+    if not np.allclose(acts[o_logits:o_logits + B * T * V].reshape(B, T, V),
+                       expected_logits, rtol=1e-3, atol=1e-3):
+        return  # acts held something else: the gradient means nothing
+    # grads came in NaN: every entry must have been written
+    total = coef.sum()
+    if abs(total) <= 1e-3 * np.abs(coef).sum():
+        if not coef.any():
+            assert not grads.any()
+        return
+    params = _gpt_params(config, params)
+    _, reference = _reference_gpt.loss_and_gradients(
+        params, tokens, targets, config[0], config[1], mask=coef)
+    expected = total * np.concatenate([reference[name].ravel()
+                                       for name in params])
+    assert_float32_close(grads, expected, np.abs(coef).sum())
+
+
+ADAMW_VALUES = st.one_of(st.just(0.0), st.floats(0.01, 3.0),
+                         st.floats(-3.0, -0.01))
+
+
+@st.composite
+def gpt_adamw_arguments(draw):
+    n = draw(st.sampled_from([0, 1, 2, 5, 6, LM.n_params]))
+    coherent = draw(st.booleans())
+
+    def vector(elements, kind="exact"):
+        if n > 8:  # the model's size: random values, not n draws
+            rng = np.random.default_rng(draw(st.integers(0, 3)))
+            values = rng.choice(np.array([draw(elements) for _ in range(4)],
+                                         dtype=np.float32), size=n)
+        else:
+            values = np.array(draw(st.lists(elements, min_size=n,
+                                            max_size=n)), dtype=np.float32)
+        return gpt_buffer(values, kind if coherent else draw(
+            st.sampled_from(GPT_BUFFER_KINDS)))
+
+    params = vector(ADAMW_VALUES)
+    grads = vector(st.one_of(ADAMW_VALUES, ADAMW_VALUES, st.sampled_from(
+        [math.nan, math.inf, 1e30, 1e-30])) if not coherent or
+        draw(st.integers(0, 5)) == 0 else ADAMW_VALUES,
+        draw(st.sampled_from(["exact", "readonly", "2d"])))
+    m = vector(ADAMW_VALUES)
+    v = vector(ADAMW_VALUES.map(abs))
+    decay = (np.random.default_rng(n).integers(0, 2, size=n) if n > 8 else
+             np.array(draw(st.lists(st.integers(0, 1), min_size=n,
+                                    max_size=n)))).astype(np.uint8)
+    if not coherent:
+        decay = draw(st.sampled_from([decay, decay, decay.astype(bool),
+                                      decay.astype(np.int64),
+                                      np.append(decay, 1), decay.tolist(),
+                                      np.repeat(decay, 2)[::2], None]))
+
+    def scalar(good, bad):
+        if coherent or draw(st.integers(0, 2)):
+            return draw(st.sampled_from(good))
+        return draw(st.sampled_from(bad))
+
+    return (params, grads, m, v, decay,
+            scalar([1e-3, 0.1, 0.0, 1.0], [-1e-3, 1e300, math.nan, "1"]),
+            scalar([0.9, 0.0, 0.5], [1.0, -0.1, math.nan, None]),
+            scalar([0.999, 0.95, 0.0], [1.0, 2.0, math.nan]),
+            scalar([1e-8, 1e-6, 1.0], [0.0, -1.0, math.nan]),
+            scalar([0.0, 0.1, 1.0], [1e300, -1.0, math.nan]),
+            scalar([1, 2, 10, 2**40], [0, -1, 2**63, 1.5, None]),
+            scalar([1.0, 0.0, -1.0, 1e-3, 1e3], [math.inf, math.nan, "1"]))
+
+
+def call_gpt_adamw(params, grads, m, v, *rest):
+    """gpt_adamw, with the updated buffers' values before the step; a
+    non-finite gradient leaves them as they were."""
+    before = [np.array(a, copy=True) if isinstance(a, np.ndarray) else None
+              for a in (params, m, v)]
+    try:
+        norm = _core.gpt_adamw(params, grads, m, v, *rest)
+    except FloatingPointError:
+        for a, b in zip((params, m, v), before):
+            assert a.tobytes() == b.tobytes(), \
+                "a refused step changed the optimiser's state"
+        raise
+    return norm, before
+
+
+def gpt_adamw_oracle(args, result):
+    """AdamW (Loshchilov & Hutter 2019) in float64 on the float32 state,
+    the gradient clipped to norm max_norm first."""
+    params, grads, m, v, decay, lr, beta1, beta2, eps, wd, step, max_norm \
+        = args
+    norm, (p0, m0, v0) = result
+    g = np.asarray(grads, dtype=np.float64).ravel()
+    assert norm == pytest.approx(math.sqrt(float(g @ g)), rel=1e-12)
+    assert step >= 1 and 0 <= beta1 < 1 and 0 <= beta2 < 1
+    if not (finite_moderate([lr, eps, wd, max_norm], bound=1e3)
+            and eps >= 1e-8 and lr >= 0 and wd >= 0):
+        return
+    p0, m0, v0 = (a.astype(np.float64).ravel() for a in (p0, m0, v0))
+    clip = max_norm / norm if max_norm > 0 and norm > max_norm else 1.0
+    g = g * clip
+    m1 = beta1 * m0 + (1 - beta1) * g
+    v1 = beta2 * v0 + (1 - beta2) * g * g
+    m_hat = m1 / (1 - beta1 ** step)
+    v_hat = v1 / (1 - beta2 ** step)
+    update = m_hat / (np.sqrt(v_hat) + eps)
+    shrink = np.where(np.asarray(decay).ravel() != 0, 1 - lr * wd, 1.0)
+    expected = p0 * shrink - lr * update
+    np.testing.assert_allclose(np.asarray(m, np.float64).ravel(), m1,
+                               rtol=1e-5, atol=1e-6 * (1 + np.abs(g).max(
+                                   initial=0) + np.abs(m0).max(initial=0)))
+    np.testing.assert_allclose(np.asarray(v, np.float64).ravel(), v1,
+                               rtol=1e-5, atol=1e-6 * (1 + g @ g
+                                                       + v0.sum()))
+    # the update is a ratio of float32 numbers: relative to its size
+    scale = np.abs(p0) * (1 + lr * wd) + lr * (np.abs(update) + 1)
+    assert np.all(np.abs(np.asarray(params, np.float64).ravel() - expected)
+                  <= 1e-4 * scale + 1e-30)
+
+
+@st.composite
+def gpt_generate_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    V, block = model.vocab_size, model.block_size
+    coherent = draw(st.booleans())
+    n = draw(st.integers(0, 3))
+    P = draw(st.integers(1, block + 2))
+    lengths = np.array(draw(st.lists(st.integers(1, min(P, block)),
+                                     min_size=n, max_size=n)),
+                       dtype=np.int64)
+    values = draw(gpt_param_values(model))
+    n_allowed = draw(st.sampled_from([model.tokenizer.vocab_size, V]
+                                     + list(range(1, V + 1))))
+    if coherent:
+        prompts = draw(gpt_tokens((n, P), V, True))
+        lengths = _layout(lengths, draw(st.sampled_from(LAYOUTS)))
+        return (model._config, gpt_buffer(values, draw(st.sampled_from(
+                    ["exact", "2d", "readonly"]))), prompts, lengths,
+                draw(st.sampled_from([0, 1, 3, block, 2**62, 2**63 - 1])),
+                draw(st.sampled_from([1.0, 1.0, 0.0, 0.5, 2.0, 1e-300,
+                                      5e-324, 1e300])),
+                draw(st.sampled_from([0, 0, 1, 2, V - 1, V, -1, 2**62,
+                                      -2**63])),
+                n_allowed, draw(st.sampled_from([0, 7, 2**64 - 1])),
+                draw(st.integers(0, n_allowed - 1)))
+    prompts = draw(st.one_of(gpt_tokens((n, P), V, True),
+                             gpt_tokens(st.sampled_from([(n, P), (n,), (),
+                                                         (n, P, 1), (n, 0)]),
+                                        V, False),
+                             st.sampled_from(ODD_TOKENS + [RAGGED_TOKENS])))
+    lengths = draw(st.one_of(
+        st.just(lengths),
+        messy_arrays(st.sampled_from([(n,), (n + 1,), (n, 1), ()]),
+                     elements=st.one_of(st.integers(-1, block + 3).map(float),
+                                        st.sampled_from(SPECIAL)))))
+    return (draw(gpt_configs(model)),
+            gpt_buffer(values, draw(st.sampled_from(GPT_BUFFER_KINDS))),
+            prompts, lengths,
+            draw(st.sampled_from([0, 3, -1, 2**63 - 1, 2**63, 1.5, None])),
+            draw(st.sampled_from([1.0, 0.0, -1.0, math.nan, math.inf,
+                                  -math.inf, None, "1", 1j])),
+            draw(st.sampled_from([0, 2, -5, 2**63 - 1, 2**63, 1.5, None])),
+            draw(st.sampled_from([n_allowed, 0, -1, V + 1, 2**63, None])),
+            draw(st.sampled_from([0, -1, 2**64, 2**70, 1.5, None])),
+            draw(st.sampled_from([0, V - 1, n_allowed - 1, n_allowed, V, -1,
+                                  2**63, None])))
+
+
+def check_samples(config, params, prompts, lengths, max_new, temperature,
+                  top_k, n_allowed, eot, tokens, logp, ends):
+    """What any sampler's output must be: the prompt, then at most max_new
+    tokens below n_allowed ending at the first end of text (or at the
+    limit), then end-of-text padding; log p of each sampled token as the
+    float64 twin's full forward pass gives it; at temperature 0 the most
+    likely token, with top_k one of the top_k most likely."""
+    n = len(lengths)
+    V, block = config[3], config[4]
+    assert tokens.shape == logp.shape == (n, block) and ends.shape == (n,)
+    assert tokens.dtype == ends.dtype == np.int64
+    assert logp.dtype == np.float32
+    assert 1 <= n_allowed <= V and 0 <= eot < n_allowed
+    assert temperature >= 0 and math.isfinite(temperature) and max_new >= 0
+    for i in range(n):
+        L, E = int(lengths[i]), int(ends[i])
+        limit = min(L + max_new, block)
+        assert 1 <= L <= block and np.array_equal(tokens[i, :L],
+                                                  prompts[i, :L])
+        assert prompts[i, :L].min() >= 0 and prompts[i, :L].max() < V
+        assert L <= E <= limit
+        assert (tokens[i, E:] == eot).all()
+        assert not logp[i, :L].any() and not logp[i, E:].any()
+        new = tokens[i, L:E]
+        assert ((new >= 0) & (new < n_allowed)).all()
+        assert not (new[:-1] == eot).any(), "sampled past an end of text"
+        # L + max_new beyond int64 overflows in the kernel:
+        # test_sampling_at_the_largest_max_new_tokens
+        if E < limit and L + max_new < 2**63:
+            assert E > L and new[-1] == eot, \
+                "stopped early without an end of text"
+    expected = _gpt_logits(config, params, tokens) if n else None
+    if expected is None:
+        return
+    log_softmax = _log_softmax(expected)
+    for i in range(n):
+        for s in range(int(lengths[i]), int(ends[i])):
+            row, picked = expected[i, s - 1], tokens[i, s]
+            size = np.abs(row).max()
+            assert_float32_close(logp[i, s], log_softmax[i, s - 1, picked],
+                                 size)
+            allowed = np.sort(row[:n_allowed])[::-1]
+            tol = 1e-4 * (1 + size)
+            if temperature == 0:
+                assert row[picked] >= allowed[0] - tol
+            elif 0 < top_k < n_allowed:
+                assert row[picked] >= allowed[top_k - 1] - tol
+
+
+def gpt_generate_oracle(args, result):
+    config, params, prompts, lengths, max_new, temperature, top_k, \
+        n_allowed, _, eot = args
+    lengths = _as_int64(lengths)
+    assert lengths.ndim == 1
+    prompts = _as_int64(prompts)
+    assert prompts.ndim == 2 and prompts.shape[0] == len(lengths)
+    assert lengths.min(initial=1) >= 1 and \
+        lengths.max(initial=0) <= prompts.shape[1]
+    check_samples(_gpt_config(config), params, prompts, lengths,
+                  int(max_new), float(temperature), int(top_k),
+                  int(n_allowed), int(eot), *result)
+
+
+# the public side: TinyLM's methods on the models above (an argument of
+# each call, so that the generic checks see that they are not modified)
+
+def _lm_public(call):
+    """call, with its ValueError/TypeError required to name what was
+    wrong."""
+    def checked(*args):
+        try:
+            return call(*args)
+        except (ValueError, TypeError) as error:
+            _named(error, LM_NAMES)
+            raise
+    return checked
+
+
+@st.composite
+def lm_tokens(draw, model, min_length=1):
+    """((B, T), tokens): token ids, valid (any integer dtype, 1-d or 2-d,
+    nested lists) half the time, otherwise anything."""
+    V, block = model.vocab_size, model.block_size
+    B, T = draw(st.integers(1, 3)), draw(st.integers(min_length, block))
+    if draw(st.booleans()):
+        shape = draw(st.sampled_from([(B, T), (B, T), (T,)]))
+        tokens = draw(messy_arrays(shape, elements=st.integers(
+            0, V - 1).map(float), dtypes=["int64", "int32", "uint8",
+                                          "uint64", "int8"]))
+        if len(shape) == 1:
+            B = 1
+        if draw(st.integers(0, 3)) == 0:
+            tokens = tokens.tolist()
+        return (B, T), tokens
+    return (B, T), draw(gpt_batch(model, False, ODD_TOKENS))[2]
+
+
+@st.composite
+def lm_logits_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    return model, draw(lm_tokens(model))[1]
+
+
+def lm_logits_oracle(args, result):
+    model, tokens = args
+    tokens = np.asarray(tokens)
+    assert tokens.dtype.kind in "iu", "tokens that are not integers"
+    tokens = np.atleast_2d(tokens).astype(np.int64)
+    assert result.dtype == np.float32
+    assert result.shape == tokens.shape + (model.vocab_size,)
+    assert_float32_close(result, _gpt_logits(model._config, model._params,
+                                             tokens))
+
+
+@st.composite
+def lm_loss_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    with_targets = draw(st.booleans())
+    shape, tokens = draw(lm_tokens(model, 1 if with_targets else 2))
+    targets = None
+    if with_targets:
+        targets = draw(st.one_of(
+            gpt_tokens(shape, model.vocab_size, True).map(
+                lambda t: t.astype(np.int64)),
+            gpt_tokens(st.sampled_from([shape, (1, 1), (3,)]),
+                       model.vocab_size, False)))
+    mask = draw(st.one_of(
+        st.none(), st.none(),
+        messy_arrays(shape, elements=st.one_of(st.floats(0.0, 2.0),
+                                               st.just(0.0)),
+                     dtypes=["float64", "bool", "int64", "float32"]),
+        messy_arrays(st.sampled_from([shape, shape, shape[-1:], (1, 1)]))))
+    return model, tokens, targets, mask
+
+
+def lm_loss_oracle(args, result):
+    model, tokens, targets, mask = args
+    tokens = np.asarray(tokens)
+    assert tokens.dtype.kind in "iu"
+    tokens = np.atleast_2d(tokens).astype(np.int64)
+    weight = None if mask is None else np.atleast_2d(
+        np.asarray(mask, dtype=np.float64))
+    if targets is None:
+        tokens, targets = tokens[:, :-1], tokens[:, 1:]
+        weight = None if weight is None else weight[:, 1:]
+    else:
+        targets = np.asarray(targets)
+        assert targets.dtype.kind in "iu"
+        targets = np.atleast_2d(targets).astype(np.int64)
+    assert targets.min() >= 0 and targets.max() < model.vocab_size
+    if weight is not None:
+        assert np.isfinite(weight).all() and (weight >= 0).all()
+        assert weight.sum() > 0
+    loss, grads = result
+    params = _gpt_params(model._config, model._params)
+    expected_loss, expected = _reference_gpt.loss_and_gradients(
+        params, tokens, targets, model.n_layer, model.n_head, mask=weight)
+    assert_float32_close(loss, expected_loss)
+    assert sorted(grads) == sorted(expected)
+    for name, grad in grads.items():
+        assert grad.dtype == np.float32
+        assert_float32_close(grad, expected[name])
+
+
+PROMPT_TEXT = st.text(alphabet="abc ", max_size=7)
+ODD_PROMPTS = [["abz"], ["é"], [1], [None], [b"ab"], {"ab"}, None, 3,
+               ["abc abc abc"], np.array(["ab", "c"]), ("a", "b")]
+SAMPLING = {
+    "max_new_tokens": ([0, 1, 3, 8, 2**62], [-1, 1.5, None, "2", True,
+                                             2**63]),
+    "temperature": ([1.0, 0.0, 0.5, 1e-300, 1e300],
+                    [-1.0, math.nan, math.inf, None, "1", 1j]),
+    "top_k": ([None, 1, 2, 5, 2**62], [0, -1, 1.5, "2", 2**63]),
+    "n": ([1, 2, 3], [0, -1, 1.5, None, True, 2**40, 2**63]),
+    "random_state": STATES,
+}
+
+
+@st.composite
+def lm_sampling_options(draw, good):
+    return [_pick(draw, good, *SAMPLING[name]) for name in
+            ("max_new_tokens", "temperature", "top_k", "n", "random_state")]
+
+
+@st.composite
+def lm_generate_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    good = draw(st.booleans())
+    if good or draw(st.booleans()):
+        prompts = draw(st.one_of(PROMPT_TEXT.filter(
+            lambda p: len(p) < model.block_size), st.lists(
+                PROMPT_TEXT.filter(lambda p: len(p) < model.block_size),
+                max_size=3)))
+    else:
+        prompts = draw(st.sampled_from(ODD_PROMPTS))
+    return (model, prompts, *draw(lm_sampling_options(good)))
+
+
+def _same_samples(call):
+    """call, twice with an int random_state: the same samples."""
+    def run(model, *args):
+        first = call(model, *args)
+        state = args[-1]
+        if isinstance(state, int) and not isinstance(state, bool):
+            second = call(model, *args)
+            assert pickle.dumps(first) == pickle.dumps(second), \
+                "the same random_state gave other samples"
+        return first
+    return run
+
+
+def lm_generate_oracle(args, result):
+    model, prompts, max_new, temperature, top_k, n, _ = args
+    single = isinstance(prompts, str)
+    prompts = [prompts] if single else list(prompts)
+    assert isinstance(result, str) == (single and n == 1)
+    if isinstance(result, str):
+        result = [result]
+    assert len(result) == len(prompts) * n
+    for i, text in enumerate(result):
+        assert isinstance(text, str) and set(text) <= set(
+            model.tokenizer.chars)
+        room = model.block_size - 1 - len(prompts[i // n])
+        assert len(text) <= min(max_new, room)
+    if temperature == 0:
+        for i in range(len(prompts)):
+            assert len(set(result[i * n:(i + 1) * n])) == 1
+
+
+@st.composite
+def lm_sample_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    good = draw(st.booleans())
+    if good or draw(st.booleans()):
+        # 1-d prompts only: a 2-d one is read as its first row
+        # (test_sample_refuses_a_prompt_of_two_rows)
+        prompts = draw(st.lists(st.one_of(
+            gpt_tokens(st.integers(1, model.block_size).map(
+                lambda T: (T,)), model.vocab_size, True).map(
+                    lambda t: t.astype(np.int64)),
+            st.lists(st.integers(0, model.vocab_size - 1), min_size=1,
+                     max_size=model.block_size)), max_size=3))
+    else:
+        prompts = draw(st.one_of(
+            st.lists(gpt_tokens(st.sampled_from([(1,), (3,), (0,),
+                                                 (model.block_size + 1,)]),
+                                model.vocab_size, False), max_size=2),
+            st.sampled_from(ODD_TOKENS + [RAGGED_TOKENS])))
+    return (model, prompts, *draw(lm_sampling_options(good)))
+
+
+def lm_sample_oracle(args, result):
+    model, prompt_tokens, max_new, temperature, top_k, n, _ = args
+    tokens, starts, ends, logp = result
+    prompts = [np.asarray(p) for p in prompt_tokens]
+    for p in prompts:
+        assert p.dtype.kind in "iu" and p.ndim == 1 and len(p) >= 1
+    rows = [p for p in prompts for _ in range(n)]
+    lengths = np.array([len(p) for p in rows], dtype=np.int64)
+    assert np.array_equal(starts, lengths)
+    padded = np.full((len(rows), max(lengths, default=1)), model.eot_token,
+                     dtype=np.int64)
+    for i, p in enumerate(rows):
+        padded[i, :len(p)] = p
+    check_samples(model._config, model._params, padded, lengths, max_new,
+                  temperature, 0 if top_k is None else top_k,
+                  model.tokenizer.vocab_size, model.eot_token, tokens, logp,
+                  ends)
+
+
+@st.composite
+def lm_log_prob_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    n = draw(st.integers(0, 3))
+    # a prompt and its response, with [eot] before and after, fit the
+    # block
+    texts = st.lists(PROMPT_TEXT.map(lambda t: t[:(model.block_size - 1)
+                                                 // 2]),
+                     min_size=n, max_size=n)
+    if draw(st.booleans()):
+        return model, draw(texts), draw(texts)
+    return (model, draw(st.one_of(texts, st.sampled_from(ODD_PROMPTS))),
+            draw(st.one_of(st.lists(PROMPT_TEXT, max_size=3),
+                           st.sampled_from(ODD_PROMPTS))))
+
+
+def lm_log_prob_oracle(args, result):
+    model, prompts, responses = args
+    total, per_token = result
+    assert total.shape == (len(prompts),) and len(per_token) == len(prompts)
+    for i, (prompt, response) in enumerate(zip(prompts, responses)):
+        doc = np.concatenate([[model.eot_token],
+                              model.tokenizer.encode(prompt),
+                              model.tokenizer.encode(response),
+                              [model.eot_token]]).astype(np.int64)
+        start = 1 + len(prompt)
+        assert per_token[i].dtype == np.float32
+        assert len(per_token[i]) == len(response) + 1
+        logits = _gpt_logits(model._config, model._params, doc[None, :-1])[0]
+        expected = _log_softmax(logits)[np.arange(start - 1, len(doc) - 1),
+                                        doc[start:]]
+        assert_float32_close(per_token[i], expected)
+        assert total[i] == per_token[i].astype(np.float64).sum()
+
+
+@st.composite
+def state_dict_arguments(draw):
+    """A model's parameters with entries dropped, added, reshaped or
+    replaced by messy values; or not a dict at all."""
+    model = draw(st.sampled_from(LMS))
+    state = model.state_dict()
+    names = sorted(state)
+    for _ in range(draw(st.integers(0, 3))):
+        how = draw(st.sampled_from(["value", "value", "drop", "extra",
+                                    "buffer", "lm_head", "lm_head other",
+                                    "shape", "list", "scalar", "int key"]))
+        name = draw(st.sampled_from(names))
+        shape = model.state_dict()[name].shape
+        if how == "value":
+            state[name] = draw(messy_arrays(shape))
+        elif how == "drop":
+            state.pop(name, None)
+        elif how == "extra":
+            state["transformer.h.9.ln_1.weight"] = np.ones(model.n_embd)
+        elif how == "buffer":
+            state["transformer.h.0.attn.bias"] = draw(messy_arrays((2,)))
+        elif how.startswith("lm_head"):
+            wte = model.state_dict()["transformer.wte.weight"]
+            state["lm_head.weight"] = wte + np.float32(how != "lm_head")
+        elif how == "shape":
+            state[name] = np.asarray(state.get(name, 0.0)).ravel()[::-1] \
+                if len(shape) > 1 else np.zeros(shape[0] + 1)
+        elif how == "list":
+            state[name] = np.asarray(state.get(name, 0.0)).tolist()
+        elif how == "scalar":
+            state[name] = draw(st.sampled_from([0.5, None, "x"]))
+        else:
+            # a non-str key: test_load_state_dict_with_a_non_str_key
+            state[1] = np.zeros(1)
+    wrap = draw(st.sampled_from(["dict"] * 6 + ["items", "none", "str"]))
+    if wrap == "items":
+        return model, list(state.items())
+    if wrap == "none":
+        return model, None
+    if wrap == "str":
+        return model, "state"
+    return model, state
+
+
+def call_load_state_dict(model, state):
+    return model.copy().load_state_dict(state).state_dict()
+
+
+def load_state_dict_oracle(args, result):
+    model, state = args
+    assert sorted(result) == sorted(model._shapes)
+    if "lm_head.weight" in state:
+        assert np.array_equal(np.asarray(state["lm_head.weight"], np.float32),
+                              result["transformer.wte.weight"])
+    for name, value in result.items():
+        assert value.dtype == np.float32 and np.isfinite(value).all()
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = np.asarray(state[name], dtype=np.float32)
+        assert np.array_equal(value, expected)
+
+
+TINYLM_OPTIONS = {
+    "n_layer": ([1, 2], [0, -1, 65, 2**63, 10**30, 1.5, math.nan, None, "2",
+                         True]),
+    "n_head": ([1, 2, np.int64(2)], [0, -1, 3, 16, 2**63, 1.5, None]),
+    "n_embd": ([2, 4, 8], [0, -1, 3, 8193, 2**63, 1.5, None]),
+    "block_size": ([2, 4, 8], [1, 0, -1, 65537, 2**63, 8.0, None]),
+    "vocab_size": ([None, None, 5, 9], [4, 2**20 + 1, -1, 2**63, 5.0, "5"]),
+    "tokenizer": ([LM_TOKENIZER, LM_TOKENIZER, None],
+                  ["abc", 1, [LM_TOKENIZER], rlhf.text.CharTokenizer]),
+    "random_state": STATES,
+}
+
+
+@st.composite
+def tinylm_arguments(draw):
+    good = draw(st.booleans())
+    kwargs = {name: _pick(draw, good, *options)
+              for name, options in TINYLM_OPTIONS.items()}
+    if kwargs["vocab_size"] is not None and kwargs["tokenizer"] is None:
+        # the bytes' 257 tokens
+        kwargs["vocab_size"] = draw(st.sampled_from([None, 257, 256]))
+    return (kwargs,)
+
+
+def call_tinylm(kwargs):
+    model = rlhf.TinyLM(**kwargs)
+    state = kwargs["random_state"]
+    if isinstance(state, int) and not isinstance(state, bool):
+        again = rlhf.TinyLM(**kwargs)
+        assert again._params.tobytes() == model._params.tobytes()
+    return model.n_params, model._params.copy(), model._config
+
+
+def tinylm_oracle(args, result):
+    n_params, params, (L, H, C, V, block) = result
+    assert n_params == V * C + block * C + L * (12 * C * C + 13 * C) + 2 * C
+    assert params.dtype == np.float32 and params.shape == (n_params,)
+    # GPT-2's initialisation: normal(0, 0.02), LayerNorm gains 1
+    assert np.isfinite(params).all() and np.abs(params).max() <= 1.0
+
+
+LM_FIT_OPTIONS = {
+    "max_steps": ([1, 2], [0, -1, 1.5, None, "2", True]),
+    "batch_size": ([1, 2, 3], [0, -1, 65537, 2**63, 1.5, None]),
+    "lr": ([1e-3, 1e-2, 0.5], [0.0, -1.0, math.inf, math.nan, None, 1e10,
+                               1e300]),
+    "weight_decay": ([0.0, 0.1], [-1.0, 1e300, math.nan]),
+    "warmup_steps": ([None, 0, 1], [-1, 1.5, "1"]),
+    "min_lr_ratio": ([0.1, 0.0, 1.0], [-0.1, 1.5, math.nan]),
+    "max_grad_norm": ([1.0, 0.0, 1e-3], [-1.0, math.inf, None]),
+    "betas": ([(0.9, 0.95), [0.0, 0.5]], [(1.0, 0.9), (0.9,), "ab",
+                                          (math.nan, 0.9), None]),
+    "random_state": STATES,
+    "verbose": ([0], [-1, 1.5, None, False]),
+}
+
+
+@st.composite
+def lm_fit_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    good = draw(st.booleans())
+    kwargs = {name: _pick(draw, good, *options)
+              for name, options in LM_FIT_OPTIONS.items()}
+    texts = st.lists(st.text(alphabet="abc ", max_size=12), min_size=1,
+                     max_size=3)
+    if good or draw(st.booleans()):
+        texts = draw(texts)
+        prompts = draw(st.one_of(st.none(), st.lists(
+            PROMPT_TEXT, min_size=len(texts), max_size=len(texts))))
+    else:
+        texts = draw(st.one_of(texts, st.sampled_from(ODD_PROMPTS + [[]])))
+        prompts = draw(st.one_of(st.none(), st.lists(PROMPT_TEXT,
+                                                     max_size=2),
+                                 st.sampled_from(ODD_PROMPTS)))
+    return model, texts, prompts, kwargs
+
+
+def call_lm_fit(model, texts, prompts, kwargs):
+    fits = []
+    state = kwargs["random_state"]
+    same = isinstance(state, int) and not isinstance(state, bool)
+    for _ in range(2 if same else 1):
+        fitted = model.copy().fit(texts, prompts, **kwargs)
+        fits.append((fitted._params.copy(), fitted.history_))
+    if same:
+        assert fits[0][0].tobytes() == fits[1][0].tobytes()
+    return fits[0]
+
+
+def lm_fit_oracle(args, result):
+    kwargs = args[3]
+    params, history = result
+    assert np.isfinite(params).all()
+    for key in ("loss", "lr", "grad_norm"):
+        assert len(history[key]) == kwargs["max_steps"]
+        assert np.isfinite(history[key]).all()
+
+
+# PPO, REINFORCE and DPO with a TinyLM reference, one or two iterations
+LM_REWARDS = {
+    "zeros": lambda prompts, responses: np.zeros(len(responses)),
+    "lengths": lambda prompts, responses: [len(r) for r in responses],
+    "a's": lambda prompts, responses: np.array(
+        [r.count("a") for r in responses], dtype=np.float32),
+    "huge": lambda prompts, responses: np.resize([1e300, -1e300],
+                                                 len(responses)),
+    "one short": lambda prompts, responses: np.zeros(len(responses) - 1),
+    "nan": lambda prompts, responses: np.full(len(responses), np.nan),
+    "strings": lambda prompts, responses: list(responses),
+    "none": lambda prompts, responses: None,
+}
+LM_RL_OPTIONS = {
+    "learning_rate": ([1e-3, 1e-2], [0.1, 0.0, -1.0, math.nan, None]),
+    "n_iterations": ([1, 2], [0, -1, 1.5]),
+    "n_samples": ([1, 2, 3], [0, -1, 1.5]),
+    "beta": ([0.1, 1.0], [0.0, -1.0, math.nan, 1e300]),
+    "random_state": STATES,
+}
+
+
+@st.composite
+def lm_policy_gradient_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    good = draw(st.booleans())
+    params = {name: _pick(draw, good, *options)
+              for name, options in LM_RL_OPTIONS.items()}
+    rewards = draw(st.sampled_from(["zeros", "lengths", "a's"] * 2
+                                   + ([] if good else sorted(LM_REWARDS)
+                                      + ["not callable"])))
+    short = PROMPT_TEXT.map(lambda t: t[:model.block_size - 2])
+    prompts = draw(st.lists(short, min_size=1, max_size=3)) if good or \
+        draw(st.booleans()) else draw(st.sampled_from(ODD_PROMPTS + [[]]))
+    return (model, params, rewards, prompts,
+            _pick(draw, good, [1, 2], [0, -1, 1.5, None]),
+            _pick(draw, good, [None, 1, 3], [0, -1, 2**63, 1.5]))
+
+
+def call_lm_policy_gradient(estimator):
+    def call(model, params, rewards, prompts, per_iteration, max_new):
+        reward_fn = LM_REWARDS.get(rewards, np.zeros(2))
+        state = params["random_state"]
+        same = isinstance(state, int) and not isinstance(state, bool)
+        fits = []
+        for _ in range(2 if same else 1):
+            fitted = estimator(**params).fit(
+                model, reward_fn, prompts=prompts,
+                prompts_per_iteration=per_iteration,
+                max_new_tokens=max_new)
+            fits.append((fitted.policy_._params.copy(), fitted.history_))
+        if same:
+            assert fits[0][0].tobytes() == fits[1][0].tobytes()
+        return fits[0]
+    return call
+
+
+def lm_policy_gradient_oracle(args, result):
+    params, history = result
+    assert np.isfinite(params).all()
+    assert len(history["reward"]) == args[1]["n_iterations"]
+
+
+@st.composite
+def lm_dpo_arguments(draw):
+    model = draw(st.sampled_from(LMS))
+    good = draw(st.booleans())
+    params = {name: _pick(draw, good, *options)
+              for name, options in LM_RL_OPTIONS.items()
+              if name != "n_samples"}
+    params["loss"] = _pick(draw, good, ["sigmoid", "ipo", "hinge"],
+                           ["", None])
+    n = draw(st.integers(1, 3))
+    short = PROMPT_TEXT.map(lambda t: t[:(model.block_size - 2) // 2])
+    texts = st.lists(short, min_size=n, max_size=n)
+    if good or draw(st.booleans()):
+        comparisons = (draw(texts), draw(texts), draw(texts))
+    else:
+        comparisons = draw(st.one_of(
+            st.tuples(st.one_of(texts, st.sampled_from(ODD_PROMPTS)), texts,
+                      st.lists(PROMPT_TEXT, max_size=3)),
+            st.sampled_from([(["a"], ["b"]), None, "abc",
+                             np.array([[0, 1, 2]]), (["a"], ["b"], ["c"], [])
+                             ])))
+    weight = draw(st.one_of(st.none(), st.none(), clean_arrays((n,), 0.1, 2.0),
+                            messy_arrays(st.sampled_from([(n,), (n + 1,)]))))
+    return model, params, comparisons, weight
+
+
+def call_lm_dpo(model, params, comparisons, weight):
+    state = params["random_state"]
+    same = isinstance(state, int) and not isinstance(state, bool)
+    fits = []
+    for _ in range(2 if same else 1):
+        fitted = rlhf.DPO(**params).fit(model, comparisons,
+                                        sample_weight=weight)
+        fits.append((fitted.policy_._params.copy(), fitted.history_))
+    if same:
+        assert fits[0][0].tobytes() == fits[1][0].tobytes()
+    return fits[0]
+
+
+def lm_dpo_oracle(args, result):
+    params, history = result
+    assert np.isfinite(params).all()
+    assert len(history["loss"]) == args[1]["n_iterations"]
+    assert np.isfinite(history["loss"]).all()
+
+
+HASH_TEXT = st.text(alphabet="ab AB É1_.\nßİ", max_size=14)
+HASH_OPTIONS = {
+    "n_features": ([1, 2, 16, 2**18, 2**31 - 1, np.int64(8)],
+                   [0, -1, 2**31, 1.5, None, "16", True]),
+    "ngram_range": ([(1, 1), (1, 2), (2, 3), [1, 2], (np.int64(1), 2)],
+                    [(0, 1), (2, 1), (1,), (1.0, 2), "12", None, (True, 2)]),
+    "lowercase": ([True, False, 1, 0], [None, np.array([1, 2])]),
+    "dtype": ([np.float64, np.float32, np.int64, np.int8, "float64", None,
+               np.uint16], [bool, "U", object, complex, "x", [1],
+                            np.float16]),
+}
+
+
+@st.composite
+def hash_ngrams_arguments(draw):
+    good = draw(st.booleans())
+    if good or draw(st.booleans()):
+        texts = draw(st.lists(HASH_TEXT, max_size=4))
+        texts = draw(st.sampled_from([texts, texts, tuple(texts),
+                                      np.array(texts, dtype=str)
+                                      if texts else texts]))
+    else:
+        texts = draw(st.sampled_from(["ab cd", b"ab", {"ab"}, {"ab": 1},
+                                      np.array([["ab"]]), [None], [b"ab"],
+                                      ["ab", 1], 3, None,
+                                      np.array(["ab", None], dtype=object)]))
+    return (texts, *[_pick(draw, good, *HASH_OPTIONS[name]) for name in
+                     ("n_features", "ngram_range", "lowercase", "dtype")])
+
+
+def hash_ngrams_oracle(args, result):
+    """scikit-learn's HashingVectorizer, which hash_ngrams equals."""
+    texts, n_features, ngram_range, lowercase, dtype = args
+    if isinstance(result, tuple):
+        return  # without SciPy: (data, indices, indptr, shape)
+    assert result.shape == (len(texts), n_features)
+    assert result.dtype == np.dtype(dtype)
+    assert result.has_canonical_format
+    try:
+        from sklearn.feature_extraction.text import HashingVectorizer
+    except ImportError:
+        return
+    if not len(texts):
+        assert result.nnz == 0
+        return  # scikit-learn's hasher needs a first document
+    expected = HashingVectorizer(
+        n_features=int(n_features),
+        ngram_range=tuple(int(n) for n in ngram_range),
+        lowercase=bool(lowercase), alternate_sign=False, norm=None,
+        dtype=np.float64).transform(list(texts))
+    difference = result.astype(np.float64) - expected
+    assert difference.nnz == 0 or not difference.data.any()
+
+
+# the language model's entry points.  Known departures from "ValueError or
+# TypeError" are allowed where they occur, each pinned by an xfail test at
+# the end of this file until it is fixed:
+# - sizes beyond int64, or n of 2**40 samples: OverflowError, MemoryError
+#   (test_huge_sampling_sizes_are_value_errors)
+# - a fit that diverges: FloatingPointError
+#   (test_lm_divergence_is_a_value_error)
+# - a non-str key in load_state_dict: AttributeError
+#   (test_load_state_dict_with_a_non_str_key); a missing or unknown
+#   parameter is a KeyError by design, as a dict lookup's
+HUGE_SIZE_ERRORS = (OverflowError, MemoryError)
+DIVERGENCE_ERRORS = (FloatingPointError,)
+LM_RL_NAMES = LM_NAMES + ("'", "rewards", "comparisons", "sample_weight")
+
+LM_ENTRY_POINTS = [
+    Entry("_core.gpt_sizes", _core.gpt_sizes, gpt_sizes_arguments(),
+          gpt_sizes_oracle, max_examples=150, allowed=KERNEL_ERRORS),
+    # acts (and grads) are the model's buffers, written by design
+    Entry("_core.gpt_forward", call_gpt_forward, gpt_pass_arguments(),
+          gpt_forward_oracle, max_examples=150, allowed=KERNEL_ERRORS,
+          in_place=(3,)),
+    Entry("_core.gpt_token_stats", _core.gpt_token_stats,
+          gpt_token_stats_arguments(), gpt_token_stats_oracle,
+          max_examples=150, allowed=KERNEL_ERRORS),
+    Entry("_core.gpt_backward", call_gpt_backward, gpt_pass_arguments(True),
+          gpt_backward_oracle, max_examples=150, allowed=KERNEL_ERRORS,
+          in_place=(3, 6)),
+    # the optimiser's state: params, m and v
+    Entry("_core.gpt_adamw", call_gpt_adamw, gpt_adamw_arguments(),
+          gpt_adamw_oracle, max_examples=150, allowed=KERNEL_ERRORS,
+          in_place=(0, 2, 3)),
+    Entry("_core.gpt_generate", _core.gpt_generate, gpt_generate_arguments(),
+          gpt_generate_oracle, max_examples=150, allowed=KERNEL_ERRORS),
+    Entry("rlhf.TinyLM.logits",
+          _lm_public(lambda model, tokens: model.logits(tokens)),
+          lm_logits_arguments(), lm_logits_oracle, max_examples=100),
+    Entry("rlhf.TinyLM.loss_and_gradients",
+          _lm_public(lambda model, *args: model.loss_and_gradients(*args)),
+          lm_loss_arguments(), lm_loss_oracle, max_examples=100),
+    Entry("rlhf.TinyLM.generate",
+          _lm_public(_same_samples(
+              lambda model, *args: model.generate(*args))),
+          lm_generate_arguments(), lm_generate_oracle, max_examples=100,
+          allowed=LM_ERRORS + HUGE_SIZE_ERRORS),
+    Entry("rlhf.TinyLM.sample",
+          _lm_public(_same_samples(lambda model, *args: model.sample(*args))),
+          lm_sample_arguments(), lm_sample_oracle, max_examples=100,
+          allowed=LM_ERRORS + HUGE_SIZE_ERRORS),
+    Entry("rlhf.TinyLM.log_prob",
+          _lm_public(lambda model, *args: model.log_prob(*args)),
+          lm_log_prob_arguments(), lm_log_prob_oracle, max_examples=60),
+    Entry("rlhf.TinyLM.load_state_dict", _lm_public(call_load_state_dict),
+          state_dict_arguments(), load_state_dict_oracle, max_examples=60,
+          allowed=LM_ERRORS + (KeyError, AttributeError)),
+    Entry("rlhf.TinyLM", _lm_public(call_tinylm), tinylm_arguments(),
+          tinylm_oracle, max_examples=80),
+    Entry("rlhf.TinyLM.fit", _lm_public(call_lm_fit), lm_fit_arguments(),
+          lm_fit_oracle, max_examples=50,
+          allowed=LM_ERRORS + DIVERGENCE_ERRORS),
+    Entry("rlhf.PPO with a TinyLM",
+          _public(call_lm_policy_gradient(rlhf.PPO), LM_RL_NAMES),
+          lm_policy_gradient_arguments(), lm_policy_gradient_oracle,
+          max_examples=40,
+          allowed=LM_ERRORS + DIVERGENCE_ERRORS + HUGE_SIZE_ERRORS),
+    Entry("rlhf.REINFORCE with a TinyLM",
+          _public(call_lm_policy_gradient(rlhf.REINFORCE), LM_RL_NAMES),
+          lm_policy_gradient_arguments(), lm_policy_gradient_oracle,
+          max_examples=30,
+          allowed=LM_ERRORS + DIVERGENCE_ERRORS + HUGE_SIZE_ERRORS),
+    Entry("rlhf.DPO with a TinyLM", _public(call_lm_dpo, LM_RL_NAMES),
+          lm_dpo_arguments(), lm_dpo_oracle, max_examples=40,
+          allowed=LM_ERRORS + DIVERGENCE_ERRORS),
+    Entry("rlhf.text.hash_ngrams", rlhf.text.hash_ngrams,
+          hash_ngrams_arguments(), hash_ngrams_oracle, max_examples=100),
+]
+
 
 ENTRY_POINTS = [
     Entry("_core.logistic_loss_grad", _core.logistic_loss_grad,
@@ -2030,7 +3286,7 @@ ENTRY_POINTS = [
     # (the optimiser's state)
     _kernel_entry(name, in_place=_IN_PLACE.get(name, ()))
     for name in sorted(ARGUMENT_KINDS)
-]
+] + LM_ENTRY_POINTS
 
 
 # -- the generic checks -------------------------------------------------------
@@ -2217,3 +3473,87 @@ def test_cost_model_stalled_at_the_start_warns():
                          [-1e200, 1.0]])
     with pytest.warns(rlhf.ConvergenceWarning, match="line search"):
         rlhf.CostModel().fit(features, np.array([[0, 1], [2, 3]]))
+
+
+# -- the language model's known departures (xfail until fixed; then drop the
+# marker and the allowance in LM_ENTRY_POINTS that names the test) ---------
+
+@pytest.mark.xfail(strict=True, raises=SystemError, reason=(
+    "parse_config (csrc/_core_gpt.c) hands the config to PyArg_ParseTuple "
+    "without checking that it is a tuple"))
+@pytest.mark.parametrize("config", [list(LM._config), None,
+                                    np.array(LM._config)])
+def test_gpt_config_that_is_not_a_tuple_is_a_type_error(config):
+    with pytest.raises(TypeError, match="config"):
+        _core.gpt_sizes(config, 1, 1)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "rlhf_gpt_generate (csrc/gpt.c) computes lengths[i] + max_new in "
+    "ptrdiff_t: near 2**63 it overflows (undefined behaviour) and nothing "
+    "is sampled"))
+def test_sampling_at_the_largest_max_new_tokens():
+    prompt = [np.array([LM.eot_token, 0])]
+    expected = LM.sample(prompt, 2**62, temperature=0.0, random_state=0)
+    got = LM.sample(prompt, 2**63 - 1, temperature=0.0, random_state=0)
+    assert np.array_equal(got[0], expected[0])
+    assert np.array_equal(got[2], expected[2])
+
+
+@pytest.mark.xfail(strict=True, raises=HUGE_SIZE_ERRORS, reason=(
+    "TinyLM.sample checks only the lower bound of max_new_tokens, top_k and "
+    "n: beyond int64 the kernel's argument parsing raises OverflowError, "
+    "and n = 2**40 asks NumPy for 8 TiB"))
+@pytest.mark.parametrize("option", [{"max_new_tokens": 2**63},
+                                    {"top_k": 2**63}, {"n": 2**63},
+                                    {"n": 2**40}])
+def test_huge_sampling_sizes_are_value_errors(option):
+    with pytest.raises(ValueError, match="|".join(option)):
+        LM.generate("ab", **option)
+
+
+@pytest.mark.xfail(strict=True, raises=FloatingPointError, reason=(
+    "the fits on a TinyLM report divergence as FloatingPointError "
+    "(gpt_adamw's message, or rlhf._lm_rl's), where the table and sequence "
+    "estimators raise a ValueError that names learning_rate"))
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("fit", ["TinyLM.fit", "PPO", "DPO"])
+def test_lm_divergence_is_a_value_error(fit):
+    with pytest.raises(ValueError, match="diverged"):
+        if fit == "TinyLM.fit":
+            LM.copy().fit(["abc"], max_steps=3, batch_size=1, lr=1e10,
+                          weight_decay=0.0)
+        elif fit == "PPO":
+            rlhf.PPO(learning_rate=1e-3, n_iterations=2, n_samples=2,
+                     random_state=0).fit(LM, LM_REWARDS["huge"],
+                                         prompts=["a"],
+                                         prompts_per_iteration=1)
+        else:
+            rlhf.DPO(learning_rate=1e-3, n_iterations=2, beta=1e300).fit(
+                LM, (["a"], ["b"], ["c"]))
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
+    "TinyLM.load_state_dict calls name.endswith on every key"))
+def test_load_state_dict_with_a_non_str_key():
+    state = LM.state_dict()
+    state[1] = np.zeros(1)
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        LM.copy().load_state_dict(state)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "TinyLM.sample reads each prompt through _tokens, which takes (B, T), "
+    "and keeps row 0 of a 2-d prompt"))
+def test_sample_refuses_a_prompt_of_two_rows():
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        LM.sample([np.array([[0, 1], [2, 3]])], max_new_tokens=1,
+                  random_state=0)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "TinyLM._tokens converts with np.array first: a ragged list gets "
+    "NumPy's 'inhomogeneous shape' message, which names no argument"))
+def test_ragged_tokens_are_a_named_error():
+    with pytest.raises(ValueError, match="tokens"):
+        LM.logits(RAGGED_TOKENS)

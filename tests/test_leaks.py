@@ -3,9 +3,10 @@
 Each entry point runs 10^4 times (10^3 under the sanitizer build, which
 is several times slower; a fifth of that for the functions written in
 pure Python and NumPy, a tenth for whole fits of the policy optimisers --
-each a loop of a few dozen kernel calls -- and a twentieth for the
-overoptimization curves) on small inputs, on its success path and on its
-error paths, after a warm-up.  Checked afterwards:
+each a loop of a few dozen kernel calls -- and for TinyLM's methods, and a
+twentieth for the overoptimization curves and TinyLM's sampler) on small
+inputs, on its success path and on its error paths, after a warm-up.
+Checked afterwards:
 
 - the reference count of every input array is what it was (a missing
   Py_INCREF or an extra Py_DECREF in the wrapper shows up here at once);
@@ -31,6 +32,7 @@ import numpy as np
 import pytest
 
 import rlhf
+import rlhf.text
 from rlhf import _core
 
 SANITIZED = os.environ.get("RLHF_SANITIZED") == "1"
@@ -56,6 +58,14 @@ SEQUENCE_FITS = {"PPO sequences", "PPO sequences exact",
                  "REINFORCE sequences", "DPO sequences"}
 # one policy per point and its divergence, in Python: a twentieth
 CURVES = {"overoptimization_curves best-of-n", "overoptimization_curves kl"}
+# TinyLM's methods: the gpt kernels (each run 10^4 times below) behind
+# 0.1-1.5 ms of Python checks and text under tracemalloc: a tenth, and a
+# twentieth for generate
+LM_METHODS = {"TinyLM.logits", "TinyLM.logits bad token",
+              "TinyLM.loss_and_gradients",
+              "TinyLM.loss_and_gradients bad mask", "TinyLM.log_prob",
+              "TinyLM.log_prob bad lengths"}
+LM_SAMPLING = {"TinyLM.generate", "TinyLM.generate bad prompt"}
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(6, 2))
@@ -164,6 +174,37 @@ def _sequence_rewards(sequences):
     return sequences.lengths.astype(float)
 
 
+# a TinyLM of 992 parameters: one layer of 8 channels and 2 heads, a block
+# of 8 tokens, the characters " abc" and the end of text (token 4); a
+# batch of 2 sequences of 4 tokens, and the activations of its forward pass
+LM = rlhf.TinyLM(n_layer=1, n_head=2, n_embd=8, block_size=8,
+                 tokenizer=rlhf.text.CharTokenizer("abc "), random_state=0)
+GPT_CONFIG = LM._config
+GPT_BAD_CONFIG = (1, 3, 8, 5, 8)  # n_embd not a multiple of n_head
+GPT_PARAMS = LM._params.copy()
+GPT_TOKENS = np.array([[4, 1, 2, 3], [4, 0, 0, 1]])
+GPT_TARGETS = np.array([[1, 2, 3, 4], [0, 0, 1, 4]])
+GPT_BAD_TOKENS = GPT_TOKENS + 2
+GPT_ACTS = np.empty(_core.gpt_sizes(GPT_CONFIG, 2, 4)[1], dtype=np.float32)
+_core.gpt_forward(GPT_CONFIG, GPT_PARAMS, GPT_TOKENS, GPT_ACTS)
+GPT_COEF = np.full((2, 4), 0.125, dtype=np.float32)
+GPT_GRADS = np.empty_like(GPT_PARAMS)
+_core.gpt_backward(GPT_CONFIG, GPT_PARAMS, GPT_TOKENS, GPT_ACTS, GPT_TARGETS,
+                   GPT_COEF, GPT_GRADS)
+GPT_NAN_GRADS = np.where(np.arange(GPT_GRADS.size) == 7, np.float32(np.nan),
+                         GPT_GRADS)
+# AdamW's state, updated in place by every call
+ADAMW_PARAMS = GPT_PARAMS.copy()
+ADAMW_M = np.zeros_like(GPT_PARAMS)
+ADAMW_V = np.zeros_like(GPT_PARAMS)
+GPT_PROMPTS = np.array([[4, 0, 1], [4, 2, 2]])
+GPT_LENGTHS = np.array([1, 3])
+
+
+def _lm_generate(prompts):
+    return LM.generate(prompts, max_new_tokens=4, random_state=0)
+
+
 # (name, function, positional arguments, the exception it must raise or None)
 CALLS = [
     ("sample_sequences", _core.sample_sequences,
@@ -194,6 +235,49 @@ CALLS = [
      (SEQ_POLICY, _sequence_rewards), None),
     ("DPO sequences", _fit_policy(rlhf.DPO),
      (SEQ_POLICY, (SEQ_TOKENS[:2], SEQ_TOKENS[1:])), None),
+    ("gpt_sizes", _core.gpt_sizes, (GPT_CONFIG, 2, 4), None),
+    ("gpt_sizes bad config", _core.gpt_sizes, (GPT_BAD_CONFIG, 2, 4),
+     ValueError),
+    ("gpt_forward", _core.gpt_forward,
+     (GPT_CONFIG, GPT_PARAMS, GPT_TOKENS, GPT_ACTS), None),
+    ("gpt_forward bad token", _core.gpt_forward,
+     (GPT_CONFIG, GPT_PARAMS, GPT_BAD_TOKENS, GPT_ACTS), ValueError),
+    ("gpt_forward bad buffer", _core.gpt_forward,
+     (GPT_CONFIG, GPT_PARAMS, GPT_TOKENS, GPT_ACTS.astype(np.float64)),
+     ValueError),
+    ("gpt_token_stats", _core.gpt_token_stats,
+     (GPT_CONFIG, GPT_ACTS, GPT_TARGETS, True), None),
+    ("gpt_token_stats bad target", _core.gpt_token_stats,
+     (GPT_CONFIG, GPT_ACTS, GPT_BAD_TOKENS, True), ValueError),
+    ("gpt_backward", _core.gpt_backward,
+     (GPT_CONFIG, GPT_PARAMS, GPT_TOKENS, GPT_ACTS, GPT_TARGETS, GPT_COEF,
+      GPT_GRADS), None),
+    ("gpt_backward bad shape", _core.gpt_backward,
+     (GPT_CONFIG, GPT_PARAMS, GPT_TOKENS, GPT_ACTS, GPT_TARGETS,
+      GPT_COEF[:1], GPT_GRADS), ValueError),
+    ("gpt_adamw", _core.gpt_adamw,
+     (ADAMW_PARAMS, GPT_GRADS, ADAMW_M, ADAMW_V, LM._decay, 1e-3, 0.9, 0.999,
+      1e-8, 0.1, 1, 1.0), None),
+    ("gpt_adamw nan gradient", _core.gpt_adamw,
+     (ADAMW_PARAMS, GPT_NAN_GRADS, ADAMW_M, ADAMW_V, LM._decay, 1e-3, 0.9,
+      0.999, 1e-8, 0.1, 1, 1.0), FloatingPointError),
+    ("gpt_generate", _core.gpt_generate,
+     (GPT_CONFIG, GPT_PARAMS, GPT_PROMPTS, GPT_LENGTHS, 4, 1.0, 2, 5, 7, 4),
+     None),
+    ("gpt_generate bad length", _core.gpt_generate,
+     (GPT_CONFIG, GPT_PARAMS, GPT_PROMPTS, GPT_LENGTHS - 1, 4, 1.0, 2, 5, 7,
+      4), ValueError),
+    ("TinyLM.logits", LM.logits, (GPT_TOKENS,), None),
+    ("TinyLM.logits bad token", LM.logits, (GPT_BAD_TOKENS,), ValueError),
+    ("TinyLM.loss_and_gradients", LM.loss_and_gradients, (GPT_TOKENS,), None),
+    ("TinyLM.loss_and_gradients bad mask", LM.loss_and_gradients,
+     (GPT_TOKENS, GPT_TARGETS, -GPT_COEF), ValueError),
+    ("TinyLM.generate", _lm_generate, (["ab", "c"],), None),
+    ("TinyLM.generate bad prompt", _lm_generate, (["ab", "xyz"],),
+     ValueError),
+    ("TinyLM.log_prob", LM.log_prob, (["ab", ""], ["c", "ba"]), None),
+    ("TinyLM.log_prob bad lengths", LM.log_prob, (["ab"], ["c", "ba"]),
+     ValueError),
     ("logistic_loss_grad dense", _core.logistic_loss_grad,
      (X, y, sw, w3, True, 1.0, 0.5), None),
     ("logistic_loss_grad csr", _core.logistic_loss_grad,
@@ -324,8 +408,8 @@ def test_repeated_calls_leak_nothing(name, function, args, error):
         traced_before = tracemalloc.get_traced_memory()[0]
         rss_before = _rss_bytes()
         calls = (N_CALLS // 50 if name in SEQUENCE_FITS else
-                 N_CALLS // 20 if name in CURVES else
-                 N_CALLS // 10 if name in FITS else
+                 N_CALLS // 20 if name in CURVES | LM_SAMPLING else
+                 N_CALLS // 10 if name in FITS | LM_METHODS else
                  N_CALLS // 5 if name in PYTHON_ONLY | REDUCED else N_CALLS)
         for _ in range(calls):
             _call(function, args, error)
