@@ -22,6 +22,12 @@
 static int parse_config(PyObject *obj, rlhf_gpt_config *g)
 {
     Py_ssize_t v[5];
+    if (!PyTuple_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "config must be a tuple (n_layer, n_head, n_embd, "
+                        "vocab_size, block_size)");
+        return -1;
+    }
     if (!PyArg_ParseTuple(obj, "nnnnn;config must be (n_layer, n_head, "
                           "n_embd, vocab_size, block_size)", &v[0], &v[1],
                           &v[2], &v[3], &v[4])) {

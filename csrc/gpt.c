@@ -1063,7 +1063,8 @@ int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
             }
             out_lengths[i] = lengths[i];
             /* the length a sequence may reach; an end token cuts it */
-            limit[r] = lengths[i] + max_new < Tb ? lengths[i] + max_new : Tb;
+            limit[r] = max_new < Tb - lengths[i] ? lengths[i] + max_new
+                                                 : Tb;
         }
         for (ptrdiff_t s = 0; s + 1 < Tb; s++) {
             if (rlhf_interrupted()) {

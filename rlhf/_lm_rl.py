@@ -180,10 +180,29 @@ def surrogate(new_lp, old_lp, ref_lp, advantages, live, clip, kl_coef,
     return float(loss), coef, clip_fraction
 
 
-def _adamw(policy, grads, m, v, step, rate):
-    return _core.gpt_adamw(policy._params, grads, m, v, policy._decay, rate,
-                           _ADAMW[0], _ADAMW[1], _ADAMW[2], _WEIGHT_DECAY,
-                           step, _MAX_GRAD_NORM)
+def _diverged(owner, iteration, what):
+    return ValueError(
+        f"{owner} diverged at iteration {iteration + 1}: {what}. Lower "
+        "learning_rate, or rescale the rewards (or beta).")
+
+
+def _backward_coefficients(coef, owner, iteration):
+    """coef as float32 for the backward pass, refused when it overflows."""
+    if not np.all(np.abs(coef) < 1e38):
+        raise _diverged(owner, iteration, "the loss's coefficients overflow "
+                        "float32")
+    return coef.astype(np.float32)
+
+
+def _adamw(policy, grads, m, v, step, rate, owner, iteration):
+    try:
+        return _core.gpt_adamw(policy._params, grads, m, v, policy._decay,
+                               rate, _ADAMW[0], _ADAMW[1], _ADAMW[2],
+                               _WEIGHT_DECAY, step, _MAX_GRAD_NORM)
+    except FloatingPointError:
+        raise _diverged(owner, iteration, "the gradient is no longer finite "
+                        "(the weights were left as before the step)") \
+            from None
 
 
 def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
@@ -216,9 +235,9 @@ def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
     if max_new_tokens is None:
         max_new_tokens = reference.block_size - longest
     max_new_tokens = check_scalar(max_new_tokens, "max_new_tokens", owner,
-                                  kind="int", low=1)
+                                  kind="int", low=1, high=2 ** 62)
     n_prompts = check_scalar(prompts_per_iteration, "prompts_per_iteration",
-                             owner, kind="int", low=1)
+                             owner, kind="int", low=1, high=2 ** 20)
     budget = getattr(est, "cost_budget", None)
     if (costs is None) != (budget is None):
         raise ValueError(f"{owner}: costs and cost_budget go together; got "
@@ -290,8 +309,15 @@ def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
                     [roll.hidden, np.ones(roll.hidden.shape[:2] + (1,))],
                     axis=2)
                 old_values = np.where(live, features @ head, 0.0)
-                advantages, returns = _gae(token_rewards, old_values, live,
-                                           roll.last, gamma, gae_lam)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    advantages, returns = _gae(token_rewards, old_values,
+                                               live, roll.last, gamma,
+                                               gae_lam)
+                if not (np.isfinite(advantages).all()
+                        and np.isfinite(returns).all()
+                        and np.abs(returns).max() < 1e100
+                    and np.abs(old_values).max() < 1e100):
+                    raise _diverged(owner, iteration, "the returns overflow")
                 residual = (returns - old_values)[live]
                 spread = returns[live].var()
                 explained = float(1.0 - residual.var() / spread) \
@@ -338,23 +364,21 @@ def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
                     clipped.append(clip_fraction)
                     losses.append(float(loss * scale))
                     grads = np.empty_like(policy._params)
-                    _core.gpt_backward(policy._config, policy._params,
-                                       roll.inputs[chunk], acts,
-                                       roll.targets[chunk],
-                                       (coef * scale).astype(np.float32),
-                                       grads)
+                    _core.gpt_backward(
+                        policy._config, policy._params, roll.inputs[chunk],
+                        acts, roll.targets[chunk],
+                        _backward_coefficients(coef * scale, owner,
+                                               iteration), grads)
                     step += 1
-                    _adamw(policy, grads, m, v, step, rate)
+                    _adamw(policy, grads, m, v, step, rate, owner, iteration)
                     if is_ppo:
                         value_losses.append(_value_step(
                             head, hm, hv, features[chunk], lv,
                             returns[chunk], old_values[chunk], value_clip,
                             value_rate, step))
             if not np.all(np.isfinite(policy._params)):
-                raise FloatingPointError(
-                    f"{owner} diverged at iteration {iteration + 1}: the "
-                    "policy's weights are no longer finite. Lower "
-                    "learning_rate.")
+                raise _diverged(owner, iteration, "the policy's weights are "
+                                "no longer finite")
             history["reward"].append(float(reward_now.mean()))
             history["kl"].append(kl_now)
             history["entropy"].append(
@@ -519,14 +543,13 @@ def fit_lm_dpo(est, reference, comparisons, sample_weight, scheduled):
                 grads = np.empty_like(policy._params)
                 _core.gpt_backward(policy._config, policy._params,
                                    inputs[both], acts, targets[both],
-                                   coef.astype(np.float32), grads)
+                                   _backward_coefficients(coef, owner,
+                                                          iteration), grads)
                 step += 1
-                _adamw(policy, grads, m, v, step, rate)
+                _adamw(policy, grads, m, v, step, rate, owner, iteration)
             if not np.all(np.isfinite(policy._params)):
-                raise FloatingPointError(
-                    f"DPO diverged at iteration {iteration + 1}: the "
-                    "policy's weights are no longer finite. Lower "
-                    "learning_rate.")
+                raise _diverged(owner, iteration, "the policy's weights are "
+                                "no longer finite")
             totals = np.zeros(5)
             for lo in range(0, npairs, 128):
                 rows = np.arange(lo, min(lo + 128, npairs))

@@ -193,10 +193,11 @@ def _check_dtype(dtype):
         checked = np.dtype(dtype)
     except TypeError:
         checked = None
-    if checked is None or checked.kind not in "iuf":
+    if checked is None or checked.kind not in "iuf" or checked == np.float16:
         raise ValueError(
             "The 'dtype' parameter of hash_ngrams must be a NumPy integer "
-            f"or floating dtype. Got {format_value(dtype)} instead."
+            "or floating dtype (not float16, which sparse matrices do not "
+            f"hold). Got {format_value(dtype)} instead."
         )
     return checked
 

@@ -168,16 +168,20 @@ class TinyLM:
         views = self._views(new)
         missing = [name for name in self._shapes if name not in state]
         if missing:
-            raise KeyError(f"state has no {missing[0]!r} (and "
-                           f"{len(missing) - 1} more missing)"
-                           if len(missing) > 1 else
-                           f"state has no {missing[0]!r}")
+            raise ValueError(f"state has no {missing[0]!r} (and "
+                             f"{len(missing) - 1} more missing)"
+                             if len(missing) > 1 else
+                             f"state has no {missing[0]!r}")
+        odd = [name for name in state if not isinstance(name, str)]
+        if odd:
+            raise TypeError(f"state's keys must be parameter names (str); "
+                            f"got {odd[0]!r}")
         extra = [name for name in state if name not in self._shapes
                  and name != "lm_head.weight"
                  and not name.endswith((".attn.bias", ".attn.masked_bias"))]
         if extra:
-            raise KeyError(f"state has {extra[0]!r}, which is not a "
-                           "parameter of this model")
+            raise ValueError(f"state has {extra[0]!r}, which is not a "
+                             "parameter of this model")
         if "lm_head.weight" in state and not np.array_equal(
                 _to_numpy(state["lm_head.weight"]),
                 _to_numpy(state["transformer.wte.weight"])):
@@ -241,7 +245,11 @@ class TinyLM:
 
     def _tokens(self, tokens, name="tokens"):
         """A private int64 (B, T) copy of tokens, checked."""
-        array = np.array(tokens, copy=True)
+        try:
+            array = np.array(tokens, copy=True)
+        except ValueError as error:  # a ragged list
+            raise ValueError(f"{name} must be a rectangular array of token "
+                             f"ids ({error})") from None
         if array.dtype == object or not (
                 np.issubdtype(array.dtype, np.integer) or array.size == 0):
             raise TypeError(f"{name} must be an array of integer token ids; "
@@ -471,9 +479,15 @@ class TinyLM:
             logp, _ = self._token_log_probs(tokens, targets)
             loss = float(-(weight * logp.astype(np.float64)).sum())
             grads = self._gradient(tokens, targets, weight)
-            norm = _core.gpt_adamw(self._params, grads, m, v, self._decay,
-                                   rate, beta1, beta2, 1e-8, weight_decay,
-                                   step, max_grad_norm)
+            try:
+                norm = _core.gpt_adamw(self._params, grads, m, v,
+                                       self._decay, rate, beta1, beta2, 1e-8,
+                                       weight_decay, step, max_grad_norm)
+            except FloatingPointError:
+                raise ValueError(
+                    f"{_OWNER}.fit diverged at step {step}: the gradient is "
+                    "no longer finite (the weights were left as after the "
+                    "step before). Lower lr.") from None
             history["loss"].append(loss)
             history["lr"].append(rate)
             history["grad_norm"].append(norm)
@@ -537,16 +551,28 @@ class TinyLM:
             gives.
         """
         owner = f"{_OWNER}.sample"
+        # beyond block_size a larger value changes nothing; the caps keep
+        # every count an int64 the kernel can take
         max_new_tokens = check_scalar(max_new_tokens, "max_new_tokens", owner,
-                                      kind="int", low=0)
+                                      kind="int", low=0, high=2 ** 62)
         temperature = check_scalar(temperature, "temperature", owner, low=0.0,
                                    high=np.inf, high_open=True)
         if top_k is not None:
-            top_k = check_scalar(top_k, "top_k", owner, kind="int", low=1)
-        n = check_scalar(n, "n", owner, kind="int", low=1)
+            top_k = check_scalar(top_k, "top_k", owner, kind="int", low=1,
+                                 high=2 ** 62)
+        n = check_scalar(n, "n", owner, kind="int", low=1, high=2 ** 20)
         rng = _check_random_state(random_state, owner)
-        prompts = [self._tokens(p, f"prompt_tokens[{i}]")[0]
-                   for i, p in enumerate(prompt_tokens)]
+        prompts = []
+        for i, p in enumerate(prompt_tokens):
+            name = f"prompt_tokens[{i}]"
+            if np.ndim(p) != 1:
+                raise ValueError(f"{name} must be a 1-dimensional array of "
+                                 f"token ids; got {np.ndim(p)} dimensions")
+            prompts.append(self._tokens(p, name)[0])
+        if len(prompts) * n > 2 ** 24:
+            raise ValueError(
+                f"n: {len(prompts)} prompts x n = {n} samples is more than "
+                f"{2 ** 24:,} rows; sample in smaller batches")
         lengths = np.repeat([len(p) for p in prompts], n).astype(np.int64)
         width = max([len(p) for p in prompts] + [1])
         padded = np.full((len(prompts) * n, width), self.eot_token,

@@ -3121,18 +3121,9 @@ def hash_ngrams_oracle(args, result):
     assert difference.nnz == 0 or not difference.data.any()
 
 
-# the language model's entry points.  Known departures from "ValueError or
-# TypeError" are allowed where they occur, each pinned by an xfail test at
-# the end of this file until it is fixed:
-# - sizes beyond int64, or n of 2**40 samples: OverflowError, MemoryError
-#   (test_huge_sampling_sizes_are_value_errors)
-# - a fit that diverges: FloatingPointError
-#   (test_lm_divergence_is_a_value_error)
-# - a non-str key in load_state_dict: AttributeError
-#   (test_load_state_dict_with_a_non_str_key); a missing or unknown
-#   parameter is a KeyError by design, as a dict lookup's
-HUGE_SIZE_ERRORS = (OverflowError, MemoryError)
-DIVERGENCE_ERRORS = (FloatingPointError,)
+# the language model's entry points: ValueError or TypeError only (the
+# tests at the end of this file pin the cases that once escaped: sizes
+# beyond int64, divergence, non-str keys, 2-d prompts, ragged lists)
 LM_RL_NAMES = LM_NAMES + ("'", "rewards", "comparisons", "sample_weight")
 
 LM_ENTRY_POINTS = [
@@ -3163,36 +3154,29 @@ LM_ENTRY_POINTS = [
     Entry("rlhf.TinyLM.generate",
           _lm_public(_same_samples(
               lambda model, *args: model.generate(*args))),
-          lm_generate_arguments(), lm_generate_oracle, max_examples=100,
-          allowed=LM_ERRORS + HUGE_SIZE_ERRORS),
+          lm_generate_arguments(), lm_generate_oracle, max_examples=100),
     Entry("rlhf.TinyLM.sample",
           _lm_public(_same_samples(lambda model, *args: model.sample(*args))),
-          lm_sample_arguments(), lm_sample_oracle, max_examples=100,
-          allowed=LM_ERRORS + HUGE_SIZE_ERRORS),
+          lm_sample_arguments(), lm_sample_oracle, max_examples=100),
     Entry("rlhf.TinyLM.log_prob",
           _lm_public(lambda model, *args: model.log_prob(*args)),
           lm_log_prob_arguments(), lm_log_prob_oracle, max_examples=60),
     Entry("rlhf.TinyLM.load_state_dict", _lm_public(call_load_state_dict),
-          state_dict_arguments(), load_state_dict_oracle, max_examples=60,
-          allowed=LM_ERRORS + (KeyError, AttributeError)),
+          state_dict_arguments(), load_state_dict_oracle, max_examples=60),
     Entry("rlhf.TinyLM", _lm_public(call_tinylm), tinylm_arguments(),
           tinylm_oracle, max_examples=80),
     Entry("rlhf.TinyLM.fit", _lm_public(call_lm_fit), lm_fit_arguments(),
-          lm_fit_oracle, max_examples=50,
-          allowed=LM_ERRORS + DIVERGENCE_ERRORS),
+          lm_fit_oracle, max_examples=50),
     Entry("rlhf.PPO with a TinyLM",
           _public(call_lm_policy_gradient(rlhf.PPO), LM_RL_NAMES),
           lm_policy_gradient_arguments(), lm_policy_gradient_oracle,
-          max_examples=40,
-          allowed=LM_ERRORS + DIVERGENCE_ERRORS + HUGE_SIZE_ERRORS),
+          max_examples=40),
     Entry("rlhf.REINFORCE with a TinyLM",
           _public(call_lm_policy_gradient(rlhf.REINFORCE), LM_RL_NAMES),
           lm_policy_gradient_arguments(), lm_policy_gradient_oracle,
-          max_examples=30,
-          allowed=LM_ERRORS + DIVERGENCE_ERRORS + HUGE_SIZE_ERRORS),
+          max_examples=30),
     Entry("rlhf.DPO with a TinyLM", _public(call_lm_dpo, LM_RL_NAMES),
-          lm_dpo_arguments(), lm_dpo_oracle, max_examples=40,
-          allowed=LM_ERRORS + DIVERGENCE_ERRORS),
+          lm_dpo_arguments(), lm_dpo_oracle, max_examples=40),
     Entry("rlhf.text.hash_ngrams", rlhf.text.hash_ngrams,
           hash_ngrams_arguments(), hash_ngrams_oracle, max_examples=100),
 ]
@@ -3478,9 +3462,6 @@ def test_cost_model_stalled_at_the_start_warns():
 # -- the language model's known departures (xfail until fixed; then drop the
 # marker and the allowance in LM_ENTRY_POINTS that names the test) ---------
 
-@pytest.mark.xfail(strict=True, raises=SystemError, reason=(
-    "parse_config (csrc/_core_gpt.c) hands the config to PyArg_ParseTuple "
-    "without checking that it is a tuple"))
 @pytest.mark.parametrize("config", [list(LM._config), None,
                                     np.array(LM._config)])
 def test_gpt_config_that_is_not_a_tuple_is_a_type_error(config):
@@ -3488,22 +3469,19 @@ def test_gpt_config_that_is_not_a_tuple_is_a_type_error(config):
         _core.gpt_sizes(config, 1, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rlhf_gpt_generate (csrc/gpt.c) computes lengths[i] + max_new in "
-    "ptrdiff_t: near 2**63 it overflows (undefined behaviour) and nothing "
-    "is sampled"))
 def test_sampling_at_the_largest_max_new_tokens():
-    prompt = [np.array([LM.eot_token, 0])]
-    expected = LM.sample(prompt, 2**62, temperature=0.0, random_state=0)
-    got = LM.sample(prompt, 2**63 - 1, temperature=0.0, random_state=0)
-    assert np.array_equal(got[0], expected[0])
-    assert np.array_equal(got[2], expected[2])
+    # the kernel's own limit (TinyLM.sample caps max_new_tokens lower)
+    prompt = np.array([[LM.eot_token, 0]])
+    runs = [_core.gpt_generate(LM._config, LM._params, prompt, [2], max_new,
+                               0.0, 0, LM.tokenizer.vocab_size, 0,
+                               LM.eot_token)
+            for max_new in (2**62, 2**63 - 1)]
+    assert np.array_equal(runs[0][0], runs[1][0])
+    assert np.array_equal(runs[0][2], runs[1][2])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        LM.sample([prompt[0]], 2**63 - 1)
 
 
-@pytest.mark.xfail(strict=True, raises=HUGE_SIZE_ERRORS, reason=(
-    "TinyLM.sample checks only the lower bound of max_new_tokens, top_k and "
-    "n: beyond int64 the kernel's argument parsing raises OverflowError, "
-    "and n = 2**40 asks NumPy for 8 TiB"))
 @pytest.mark.parametrize("option", [{"max_new_tokens": 2**63},
                                     {"top_k": 2**63}, {"n": 2**63},
                                     {"n": 2**40}])
@@ -3512,10 +3490,6 @@ def test_huge_sampling_sizes_are_value_errors(option):
         LM.generate("ab", **option)
 
 
-@pytest.mark.xfail(strict=True, raises=FloatingPointError, reason=(
-    "the fits on a TinyLM report divergence as FloatingPointError "
-    "(gpt_adamw's message, or rlhf._lm_rl's), where the table and sequence "
-    "estimators raise a ValueError that names learning_rate"))
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("fit", ["TinyLM.fit", "PPO", "DPO"])
 def test_lm_divergence_is_a_value_error(fit):
@@ -3533,27 +3507,19 @@ def test_lm_divergence_is_a_value_error(fit):
                 LM, (["a"], ["b"], ["c"]))
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "TinyLM.load_state_dict calls name.endswith on every key"))
 def test_load_state_dict_with_a_non_str_key():
     state = LM.state_dict()
     state[1] = np.zeros(1)
-    with pytest.raises((KeyError, TypeError, ValueError)):
+    with pytest.raises(TypeError, match="str"):
         LM.copy().load_state_dict(state)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TinyLM.sample reads each prompt through _tokens, which takes (B, T), "
-    "and keeps row 0 of a 2-d prompt"))
 def test_sample_refuses_a_prompt_of_two_rows():
     with pytest.raises(ValueError, match="prompt_tokens"):
         LM.sample([np.array([[0, 1], [2, 3]])], max_new_tokens=1,
                   random_state=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TinyLM._tokens converts with np.array first: a ragged list gets "
-    "NumPy's 'inhomogeneous shape' message, which names no argument"))
 def test_ragged_tokens_are_a_named_error():
     with pytest.raises(ValueError, match="tokens"):
         LM.logits(RAGGED_TOKENS)
