@@ -155,10 +155,11 @@ est = rlhf.DPO(n_iterations=10**6, batch_size=512, random_state=0)
     # completed ones learned (the policy and its history agree)
     "tinylm_fit": (
         """
-lm = rlhf.TinyLM(n_embd=64, block_size=64, random_state=0)
-texts = ["a tiny corpus of text to learn " * 2] * 8
+# steps of a few ms (tens under the sanitizers): many finish in 1 s
+lm = rlhf.TinyLM(n_layer=1, n_embd=32, block_size=32, random_state=0)
+texts = ["a tiny corpus of text to learn"] * 8
 """,
-        "lm.fit(texts, max_steps=10**6, batch_size=32, random_state=0)",
+        "lm.fit(texts, max_steps=10**6, batch_size=8, random_state=0)",
         "assert lm.history_['loss'].size > 0",
     ),
     "tinylm_generate": (
