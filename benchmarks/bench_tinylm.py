@@ -3,6 +3,7 @@
     python benchmarks/bench_tinylm.py              # the figures in README.md
     python benchmarks/bench_tinylm.py --quick      # a fast sanity run
     python benchmarks/bench_tinylm.py --threads 1  # another thread count
+    python benchmarks/bench_tinylm.py --only sample --prompts 32
 
 The models: GPT-2 with n_layer=2, n_head=4, block_size=64, the byte
 vocabulary (V = 257, 256 bytes and the end of text) and n_embd 64 and 128.
@@ -65,6 +66,12 @@ def _arguments():
                         help="threads for both rlhf and PyTorch (default 2)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128],
                         help="n_embd values (default 64 128)")
+    parser.add_argument("--only", nargs="+",
+                        choices=["sft", "ppo", "sample", "memory"],
+                        help="these tables only (default: all four)")
+    parser.add_argument("--prompts", type=int, default=None,
+                        help="prompts for the sampling table (default 256, "
+                        "32 with --quick)")
     parser.add_argument("--memory-child", nargs=2,
                         metavar=("SIDE", "N_EMBD"), help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -700,37 +707,8 @@ def fmt_ratio(theirs, ours):
     return f"{theirs[0] / ours[0]:.2f}x ({theirs[1] / ours[1]:.2f}x)"
 
 
-def main():
-    quick, threads, sizes = ARGS.quick, ARGS.threads, ARGS.sizes
-    command = " ".join(["python"] + sys.argv)
-    load_before = load()
-    try:
-        import torch
-        import transformers
-        torch.set_num_threads(threads)
-        torch.manual_seed(0)
-        attention = make_lm(64).to_transformers().config._attn_implementation
-        versions = (f"PyTorch {torch.__version__} ({torch.get_num_threads()}"
-                    f" threads), transformers {transformers.__version__} "
-                    f"(GPT-2 attention: {attention})")
-    except ImportError:
-        torch = None
-        versions = "PyTorch not installed: rlhf alone"
+def sft_table(torch, sizes, quick):
     peers = torch is not None
-    print(f"command: {command}")
-    print(f"machine: {machine()}; lscpu: {lscpu_model()}")
-    print(f"rlhf {rlhf.__version__}, {rlhf_build()}, OpenMP "
-          f"{bool(_core.has_openmp())}, "
-          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; {versions}")
-    print(f"load average before: {load_before}")
-    print(f"models: n_layer={N_LAYER}, n_head={N_HEAD}, "
-          f"block_size={BLOCK}, V=257, n_embd in {sizes}")
-    print("Times are medians of wall time; a speed-up is the peer's time "
-          "over rlhf's, by wall time and (in brackets) by the CPU time of "
-          "the process, all threads; others: the share of the machine's "
-          "cores that other processes used while the row ran.\n",
-          flush=True)
-
     print(f"SFT step, {BATCH} x {SEQ} tokens (forward, backward, clip, "
           "AdamW), time per step and tokens/s:\n")
     print("| n_embd | params | rlhf kernels | rlhf fit, per step | nanoGPT "
@@ -755,7 +733,9 @@ def main():
               + " | ".join(cells) + f" | {loss} | {others(begin)} |",
               flush=True)
 
-    print(f"\nOne PPO iteration, {PPO_PROMPTS} prompts x {PPO_SAMPLES} "
+
+def ppo_table(torch, sizes, quick):
+    print(f"One PPO iteration, {PPO_PROMPTS} prompts x {PPO_SAMPLES} "
           f"responses of up to {PPO_NEW} tokens, {PPO_EPOCHS} epochs of "
           f"minibatches of {PPO_MINIBATCH}, time per iteration:\n")
     print("| n_embd | rlhf.PPO | PyTorch (nanoGPT, KV cache) | speed-up | "
@@ -764,7 +744,7 @@ def main():
     for n_embd in sizes:
         begin = cpu_snapshot()
         t, lengths = bench_ppo(torch, n_embd, quick)
-        if peers:
+        if torch is not None:
             theirs = (f"{fmt_ms(t['PyTorch'][0])} | "
                       f"{fmt_ratio(t['PyTorch'], t['rlhf'])}")
             length = f"{lengths['rlhf']:.1f} / {lengths['PyTorch']:.1f}"
@@ -773,8 +753,9 @@ def main():
         print(f"| {n_embd} | {fmt_ms(t['rlhf'][0])} | {theirs} | {length} "
               f"| {others(begin)} |", flush=True)
 
-    n_prompts = 32 if quick else 256
-    print(f"\nSampling with the key-value cache, {n_prompts} prompts x "
+
+def sampling_table(torch, sizes, quick, n_prompts):
+    print(f"Sampling with the key-value cache, {n_prompts} prompts x "
           f"{SAMPLE_NEW} new tokens, temperature 1, time and new "
           "tokens/s:\n")
     print("| n_embd | rlhf lm.sample | nanoGPT KV cache | HF generate | "
@@ -786,7 +767,7 @@ def main():
         expected = n_prompts * SAMPLE_NEW
         cells = [f"{fmt_ms(t[k][0])} ({fmt_rate(expected, t[k][0])})"
                  for k in t]
-        if peers:
+        if torch is not None:
             cells += [fmt_ratio(t["nanoGPT"], t["rlhf"]),
                       fmt_ratio(t["HF"], t["rlhf"])]
         else:
@@ -795,8 +776,10 @@ def main():
         print(f"| {n_embd} | " + " | ".join(cells)
               + f" | {drawn} | {others(begin)} |", flush=True)
 
-    sides = ["rlhf"] + (["nanoGPT", "HF"] if peers else [])
-    print("\nPeak resident memory of the SFT step (3 steps), each side in "
+
+def memory_table(torch, sizes):
+    sides = ["rlhf"] + (["nanoGPT", "HF"] if torch is not None else [])
+    print("Peak resident memory of the SFT step (3 steps), each side in "
           "a fresh process; in brackets the excess over the resident size "
           "with the libraries imported and the data made:\n")
     print("| n_embd | " + " | ".join(sides) + " |")
@@ -807,7 +790,50 @@ def main():
             f"{mem[s]['peak'] / 1024:.0f} MiB "
             f"(+{(mem[s]['peak'] - mem[s]['before']) / 1024:.0f})"
             for s in sides) + " |", flush=True)
-    print(f"\nload average after: {load()}")
+
+
+def main():
+    quick, threads, sizes = ARGS.quick, ARGS.threads, ARGS.sizes
+    command = " ".join(["python"] + sys.argv)
+    load_before = load()
+    try:
+        import torch
+        import transformers
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        attention = make_lm(64).to_transformers().config._attn_implementation
+        versions = (f"PyTorch {torch.__version__} ({torch.get_num_threads()}"
+                    f" threads), transformers {transformers.__version__} "
+                    f"(GPT-2 attention: {attention})")
+    except ImportError:
+        torch = None
+        versions = "PyTorch not installed: rlhf alone"
+    print(f"command: {command}")
+    print(f"machine: {machine()}; lscpu: {lscpu_model()}")
+    print(f"rlhf {rlhf.__version__}, {rlhf_build()}, OpenMP "
+          f"{bool(_core.has_openmp())}, "
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; {versions}")
+    print(f"load average before: {load_before}")
+    print(f"models: n_layer={N_LAYER}, n_head={N_HEAD}, "
+          f"block_size={BLOCK}, V=257, n_embd in {sizes}")
+    print("Times are medians of wall time; a speed-up is the peer's time "
+          "over rlhf's, by wall time and (in brackets) by the CPU time of "
+          "the process, all threads; others: the share of the machine's "
+          "cores that other processes used while the row ran.\n",
+          flush=True)
+    only = ARGS.only or ["sft", "ppo", "sample", "memory"]
+    n_prompts = ARGS.prompts or (32 if quick else 256)
+    for section in only:
+        if section == "sft":
+            sft_table(torch, sizes, quick)
+        elif section == "ppo":
+            ppo_table(torch, sizes, quick)
+        elif section == "sample":
+            sampling_table(torch, sizes, quick, n_prompts)
+        else:
+            memory_table(torch, sizes)
+        print()
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":
