@@ -707,8 +707,87 @@ def fmt_ratio(theirs, ours):
     return f"{theirs[0] / ours[0]:.2f}x ({theirs[1] / ours[1]:.2f}x)"
 
 
+def step_flops(n_embd, batch=None, seq=None):
+    """Floating-point operations in the matrix products of one SFT step
+    (forward, and backward at twice the forward), counting only the
+    causal half of the attention scores: a lower bound on any
+    implementation's arithmetic."""
+    B, T, C, V = batch or BATCH, seq or SEQ, n_embd, 257
+    N = B * T
+    per_layer = N * C * 3 * C + N * C * C + 2 * N * C * 4 * C
+    attention = 2 * B * C * (T * (T + 1) // 2)  # scores and the mix
+    forward = 2 * (N_LAYER * (per_layer + attention) + N * C * V)
+    return 3 * forward
+
+
+def sgemm_rate(torch, n=2048, repeats=7):
+    """FLOP/s of PyTorch's float32 matrix product (its tuned BLAS) on
+    n x n matrices with the benchmark's threads, best of repeats: what
+    this machine's cores reach on the best-shaped arithmetic."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - begin)
+    return 2 * n ** 3 / best
+
+
+def step_products(torch, n_embd, repeats=7):
+    """Seconds (best of repeats) for PyTorch's BLAS to do just the
+    matrix products of one SFT step at their own shapes, forward and
+    backward (for Y = X W: dX = dY W^T and dW = X^T dY), nothing else."""
+    B, T, C, V, H = BATCH, SEQ, n_embd, 257, N_HEAD
+    N, hs = B * T, n_embd // N_HEAD
+    pairs = []
+    for m, k, n in [(N, C, 3 * C), (N, C, C), (N, C, 4 * C),
+                    (N, 4 * C, C)] * N_LAYER + [(N, C, V)]:
+        x, w, dy = torch.randn(m, k), torch.randn(k, n), torch.randn(m, n)
+        pairs += [(x, w), (dy, w.T), (x.T, dy)]
+    for _ in range(N_LAYER):
+        q, kt = torch.randn(B * H, T, hs), torch.randn(B * H, hs, T)
+        p, v = torch.randn(B * H, T, T), torch.randn(B * H, T, hs)
+        pairs += [(q, kt), (p, v)] * 3  # forward, and two per backward
+    for _ in range(2):
+        for a, b in pairs:
+            a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        for a, b in pairs:
+            a @ b
+        best = min(best, time.perf_counter() - begin)
+    return best
+
+
+def ceiling_table(torch, sizes, peer_times):
+    """How fast an SFT step could possibly be here, against the 2x
+    target: its matrix products' arithmetic at the machine's best GEMM
+    rate, and the same products run alone by PyTorch's BLAS."""
+    rate = sgemm_rate(torch)
+    print(f"The ceiling: the SFT step's matrix products alone, (a) their "
+          f"arithmetic (causal half of the attention) at this machine's "
+          f"best float32 GEMM rate, PyTorch's 2048 x 2048 product on the "
+          f"same threads ({rate / 1e9:.1f} GFLOP/s), (b) run by PyTorch's "
+          f"BLAS at their own shapes, with no other work:\n")
+    print("| n_embd | GFLOP per step | (a) floor at the GEMM rate | (b) the "
+          "products in PyTorch | nanoGPT eager step | 2x target "
+          "(nanoGPT / 2) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n_embd in sizes:
+        flops = step_flops(n_embd)
+        peer = peer_times.get(n_embd)
+        cells = [fmt_ms(peer), fmt_ms(peer / 2)] if peer else ["-", "-"]
+        print(f"| {n_embd} | {flops / 1e9:.2f} | {fmt_ms(flops / rate)} | "
+              f"{fmt_ms(step_products(torch, n_embd))} | "
+              + " | ".join(cells) + " |", flush=True)
+
+
 def sft_table(torch, sizes, quick):
     peers = torch is not None
+    nanogpt_times = {}
     print(f"SFT step, {BATCH} x {SEQ} tokens (forward, backward, clip, "
           "AdamW), time per step and tokens/s:\n")
     print("| n_embd | params | rlhf kernels | rlhf fit, per step | nanoGPT "
@@ -732,6 +811,11 @@ def sft_table(torch, sizes, quick):
         print(f"| {n_embd} | {make_lm(n_embd).n_params:,} | "
               + " | ".join(cells) + f" | {loss} | {others(begin)} |",
               flush=True)
+        if peers:
+            nanogpt_times[n_embd] = t["nanoGPT"][0]
+    if peers:
+        print()
+        ceiling_table(torch, sizes, nanogpt_times)
 
 
 def ppo_table(torch, sizes, quick):

@@ -306,13 +306,16 @@ class TinyLM:
         acts = self._forward(tokens)[0]
         return _core.gpt_token_stats(self._config, acts, targets, entropy)
 
-    def _gradient(self, tokens, targets, coef):
-        """The flat gradient of -sum(coef * log p(targets)), float32."""
+    def _loss_and_flat_gradient(self, tokens, targets, weight):
+        """-sum(weight * log p(targets)) and its flat float32 gradient,
+        from one forward pass."""
         acts = self._forward(tokens)[0]
+        logp, _ = _core.gpt_token_stats(self._config, acts, targets, False)
+        loss = float(-(weight * logp.astype(np.float64)).sum())
         grads = np.empty_like(self._params)
         _core.gpt_backward(self._config, self._params, tokens, acts, targets,
-                           coef.astype(np.float32), grads)
-        return grads
+                           weight.astype(np.float32), grads)
+        return loss, grads
 
     def loss_and_gradients(self, tokens, targets=None, mask=None):
         """Mean next-token cross-entropy and its gradient in every
@@ -357,9 +360,7 @@ class TinyLM:
                 raise ValueError(f"targets has shape {targets.shape}; tokens "
                                  f"has {tokens.shape}")
         weight = _weights(mask, tokens.shape)
-        logp, _ = self._token_log_probs(tokens, targets)
-        loss = float(-(weight * logp.astype(np.float64)).sum())
-        grads = self._gradient(tokens, targets, weight)
+        loss, grads = self._loss_and_flat_gradient(tokens, targets, weight)
         return loss, self._views(grads)
 
     # -- text ----------------------------------------------------------------
@@ -476,9 +477,8 @@ class TinyLM:
             tokens, targets, weight = self._batch(documents, starts,
                                                   batch_size, rng)
             rate = _schedule(step, max_steps, warmup_steps, lr, min_lr_ratio)
-            logp, _ = self._token_log_probs(tokens, targets)
-            loss = float(-(weight * logp.astype(np.float64)).sum())
-            grads = self._gradient(tokens, targets, weight)
+            loss, grads = self._loss_and_flat_gradient(tokens, targets,
+                                                       weight)
             try:
                 norm = _core.gpt_adamw(self._params, grads, m, v,
                                        self._decay, rate, beta1, beta2, 1e-8,
