@@ -3,7 +3,7 @@
 Each function draws on ``ax`` (a new figure when None) and returns the
 matplotlib Axes, so that a notebook can add to it.  matplotlib is imported
 only when a function is called; without it the call raises an ImportError
-that says how to install it (``pip install rlhf[plot]``).
+that says how to install it (``pip install rlhf-lab[plot]``).
 """
 import numbers
 
@@ -21,7 +21,7 @@ def _pyplot():
     except ImportError as error:
         raise ImportError(
             "rlhf.plot needs matplotlib, which is not installed. Install it "
-            "with `pip install rlhf[plot]` (or `pip install matplotlib`)."
+            "with `pip install rlhf-lab[plot]` (or `pip install matplotlib`)."
         ) from error
     return plt
 

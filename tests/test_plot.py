@@ -173,5 +173,5 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch):
         if name == "matplotlib" or name.startswith("matplotlib."):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"pip install rlhf\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install rlhf-lab\[plot\]"):
         rlhf.plot.policy_bars([0.5, 0.5], [0.2, 0.8])
