@@ -6,6 +6,32 @@ update that stays near the reference -- with C kernels on NumPy buffers.
 try:
     from . import _core  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the install
+    # After `pip install .` (not -e), Python started in the source checkout
+    # finds the checkout's rlhf/, which has no compiled module, before the
+    # installed one: look for another rlhf with a compiled module on the
+    # rest of sys.path, to say so instead of asking for `pip install .`.
+    import importlib.machinery
+    import os
+    import sys
+
+    _here = os.path.dirname(os.path.realpath(__file__))
+    _checkout = os.path.dirname(_here)
+    _rest = [entry for entry in sys.path
+             if os.path.realpath(entry or os.curdir) != _checkout]
+    _spec = importlib.machinery.PathFinder.find_spec(__name__, _rest)
+    for _other in (_spec and _spec.submodule_search_locations) or ():
+        _other = os.path.realpath(_other)
+        if _other != _here and any(
+                name.startswith("_core.") and name.endswith(suffix)
+                for name in os.listdir(_other)
+                for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+            raise ImportError(
+                "rlhf's compiled module rlhf._core is missing here: you are "
+                f"importing rlhf from the source checkout at {_checkout}, "
+                f"which shadows the installed rlhf-lab at {_other}; run "
+                "Python from another directory, or install in editable "
+                "mode with `pip install -e .`"
+            ) from error
     raise ImportError(
         "rlhf's compiled module rlhf._core is missing or was built for "
         "another Python/NumPy. Build it with `pip install .` (or "
