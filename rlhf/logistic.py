@@ -155,7 +155,7 @@ class LogisticRegression(ParamsMixin):
     intercept_ : ndarray of shape (1,)
     n_iter_ : ndarray of shape (1,), int32
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Only when X was a DataFrame with string column names.
 
     Examples
@@ -469,7 +469,7 @@ class LogisticRegression(ParamsMixin):
         return self.classes_[positive.astype(np.intp)]
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, 2), columns as classes_."""
+        """Class probabilities, shape (n_samples, 2), in ``classes_`` order."""
         positive = np.exp(_log_expit(self.decision_function(X)))
         return np.column_stack([1.0 - positive, positive])
 

@@ -1154,7 +1154,7 @@ def value_function(policy, rewards, reference=None, beta=0.0):
 
     For the per-sequence reward ``r(y)`` minus ``beta`` times the per-token
     penalty ``log pi(a|s) - log pi_ref(a|s)`` (k1), with gamma = 1, by one
-    backward pass over the tree of prefixes:
+    backward pass over the tree of prefixes::
 
         Q(s, a) = -beta (log pi(a|s) - log pi_ref(a|s))
                   + (r(s + end) if a is the end token else V(s + a)),

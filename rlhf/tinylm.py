@@ -409,8 +409,9 @@ class TinyLM:
             One prompt per text.
         max_steps, batch_size : int
             Optimisation steps, and documents per step.
-        lr, weight_decay, min_lr_ratio, max_grad_norm : float
+        lr, weight_decay : float
         warmup_steps : int or None
+        min_lr_ratio, max_grad_norm : float
         betas : (float, float)
             AdamW's moment decays.
         random_state : None, int or numpy.random.Generator
