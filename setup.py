@@ -20,13 +20,17 @@ SOURCES = ["csrc/_core.c", "csrc/runtime.c", "csrc/logistic.c",
            "csrc/gpt.c"]
 
 
-def compiler_accepts(compiler, flags):
-    """Whether the compiler builds and links a tiny OpenMP program with flags."""
+OPENMP_PROBE = ("#include <omp.h>\nint main(void) "
+                "{ return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+
+
+def compiler_accepts(compiler, flags, program=OPENMP_PROBE):
+    """Whether the compiler builds and links a tiny program (by default one
+    that uses OpenMP) with flags."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as fh:
-            fh.write("#include <omp.h>\nint main(void) "
-                     "{ return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+            fh.write(program)
         try:
             objects = compiler.compile([src], output_dir=tmp,
                                        extra_postargs=flags)
@@ -45,9 +49,17 @@ class BuildExt(build_ext):
             # -fno-math-errno lets sqrt vectorise; the dynamic cost model
             # (that of -O3) vectorises loops over short rows, which -O2's
             # leaves scalar for their epilogue.  Neither changes a result:
-            # floating-point operations are not reordered.
-            flags = ["-std=c99", "-O2", "-fno-math-errno",
-                     "-fvect-cost-model=dynamic", "-Wall", "-Wextra"]
+            # floating-point operations are not reordered.  No fused
+            # multiply-add either: GCC's -std=c99 implies -ffp-contract=off,
+            # clang (macOS) needs it said, or arm64 builds give other bits.
+            flags = ["-std=c99", "-O2", "-fno-math-errno", "-ffp-contract=off",
+                     "-Wall", "-Wextra"]
+            # GCC only; clang refuses it
+            trivial = "int main(void) { return 0; }\n"
+            if compiler_accepts(self.compiler,
+                                ["-Werror", "-fvect-cost-model=dynamic"],
+                                trivial):
+                flags.insert(4, "-fvect-cost-model=dynamic")
             if os.environ.get("RLHF_WERROR") == "1":
                 flags.append("-Werror")
             if os.environ.get("RLHF_NO_OPENMP") != "1" and compiler_accepts(
