@@ -55,8 +55,10 @@ __all__ = [
 ]
 
 MAX_PROMPT_BYTES = 24
+"""Prompts have at most this many bytes."""
 # with the two end-of-text tokens, 24 + 36 + 2 = 62 <= 64
 MAX_RESPONSE_BYTES = 36
+"""Responses of the SFT corpus have at most this many bytes."""
 
 # --------------------------------------------------------------------------
 # the knowledge table: (question, accepted answers -- the first is the one
