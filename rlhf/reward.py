@@ -10,15 +10,19 @@ margins, and gives Laplace standard errors of the rewards.
 """
 import math
 import numbers
+import time
 import warnings
 
 import numpy as np
 
 from . import _core
 from ._base import ParamsMixin
+from ._progress import Progress, check_progress
+from ._progress import resolve as resolve_progress
 from ._validation import (
     _as_float_array,
     _check_finite,
+    _feature_names,
     _is_sparse,
     check_array,
     check_is_fitted,
@@ -42,6 +46,10 @@ _NEWTON_MAX_INTERMEDIATE = 50_000_000
 _NEWTON_AUTO_FEATURES = 16
 # reward_std inverts a dense Hessian of the parameters: at most this many
 _LAPLACE_MAX_PARAMS = 4 * _NEWTON_MAX_PARAMS
+# progress=None takes L-BFGS through the Python entry point of the
+# minimiser (a few microseconds per evaluation) only when an evaluation
+# takes at least this long
+_PROGRESS_MIN_EVAL_SECONDS = 1e-3
 _STOPS = {
     0: "the largest gradient component fell below tol",
     1: "the objective stopped decreasing (rounding level)",
@@ -173,6 +181,82 @@ def _private_problem(problem):
             + problem[7:])
 
 
+def _lbfgs_reporting(problem, x0, start, tol, max_iter, n_threads, bar):
+    """rlhf_bt_fit's L-BFGS (m = 10, relative gtol, ftol = 64 eps,
+    maxls = 50) through the minimiser's Python entry point, counting each
+    evaluation on the bar: the same kernel on the same objective, so the
+    same bits.  start is the objective at x0, its first evaluation."""
+    first = [start]
+
+    def objective(x):
+        if first and np.array_equal(x, x0):
+            f, g = first.pop()
+        else:
+            first.clear()
+            f, g = _core.bt_loss_grad(problem, x, n_threads=n_threads)
+        bar.update()
+        bar.set_postfix(objective=f, grad=lambda: float(np.abs(g).max()))
+        return f, g
+
+    return _core.lbfgs_minimize(objective, x0, m=10, gtol=-tol,
+                                ftol=64.0 * np.finfo(np.float64).eps,
+                                max_iter=max_iter, maxls=50)
+
+
+def _step_tol(threshold, gmax):
+    """The largest tol with tol * max(1, gmax) <= threshold: a Newton
+    restart at a point of largest gradient component gmax then stops at
+    the threshold of the first start."""
+    scale = max(1.0, gmax)
+    tol = threshold / scale
+    while tol > 0 and tol * scale > threshold:
+        tol = np.nextafter(tol, 0.0)
+    while np.nextafter(tol, np.inf) * scale <= threshold:
+        tol = np.nextafter(tol, np.inf)
+    return max(float(tol), 5e-324)
+
+
+def _newton_reporting(problem, x0, start, tol, max_iter, n_threads, bar,
+                      eval_seconds):
+    """rlhf_bt_fit's Newton method one step at a time, each step reported.
+
+    Newton's method keeps nothing from one step to the next but the point
+    and the stopping threshold ``tol * max(1, max |g(x0)|)``, which each
+    restart is given back: the same steps as one call, at the cost of one
+    more evaluation of the objective per step (at the restart point).
+    With eval_seconds > 0 (progress=None), a first step shorter than ten
+    evaluations makes that cost too large: the rest runs in one call."""
+    f, g = start
+    gmax = float(np.abs(g).max()) if len(g) else 0.0
+    threshold = tol * max(1.0, gmax)
+    bar.set_postfix(objective=f, grad=gmax)
+    x, n_iter, n_fev, restarts = x0, 0, 0, 0
+    while True:
+        steps = min(1, max_iter - n_iter)
+        begin = time.perf_counter()
+        x, f, g, k, fev, status = _core.bt_fit(
+            problem, x, "newton", _step_tol(threshold, gmax), steps,
+            n_threads=n_threads)
+        seconds = time.perf_counter() - begin
+        n_iter, n_fev, restarts = n_iter + k, n_fev + fev, restarts + 1
+        gmax = float(np.abs(g).max()) if len(g) else 0.0
+        bar.update(k)
+        bar.set_postfix(objective=f, grad=gmax)
+        if status != 2 or n_iter >= max_iter:
+            break
+        if eval_seconds and restarts == 1 and seconds < 10 * eval_seconds:
+            x, f, g, k, fev, status = _core.bt_fit(
+                problem, x, "newton", _step_tol(threshold, gmax),
+                max_iter - n_iter, n_threads=n_threads)
+            n_iter, n_fev, restarts = n_iter + k, n_fev + fev, restarts + 1
+            bar.update(k)
+            bar.set_postfix(objective=f, grad=float(np.abs(g).max())
+                            if len(g) else 0.0)
+            break
+    # each restart evaluated its starting point again
+    return x, f, g, n_iter, n_fev - (restarts - 1), status
+
+
 class RewardModel(ParamsMixin):
     """Bradley-Terry (or Plackett-Luce) reward model over item features.
 
@@ -216,6 +300,18 @@ class RewardModel(ParamsMixin):
         OpenMP threads (None: all); results are bitwise the same for any
         number.
     verbose : int, default=0
+    progress : bool or None, default=None
+        A progress bar with the objective and the largest gradient
+        component (see :mod:`rlhf._progress`): True always, False never,
+        None for fits still running after 3 seconds (never under pytest).
+        L-BFGS then reports each evaluation of the objective, through the
+        same minimiser called back from C; Newton's method each step, by
+        restarting it after every step (one more evaluation of the
+        objective per step, which the bar pays for).  The iterates are the
+        same either way.  None keeps the uninterrupted C loop unless the
+        first evaluation takes a millisecond or more (L-BFGS) or a step is
+        ten times an evaluation or more (Newton), so what the bar costs is
+        at most about a percent, or a tenth for Newton.
 
     Attributes
     ----------
@@ -229,6 +325,9 @@ class RewardModel(ParamsMixin):
     n_items_ : int
     n_features_in_ : int
         Only when fitted with features.
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
+        The column names, when the features were a DataFrame with string
+        column names.
 
     Notes
     -----
@@ -264,7 +363,7 @@ class RewardModel(ParamsMixin):
 
     def __init__(self, C=1.0, penalty="l2", solver="auto", tol=1e-8,
                  max_iter=1000, likelihood="bradley-terry", ties=None,
-                 n_threads=None, verbose=0):
+                 n_threads=None, verbose=0, progress=None):
         self.C = C
         self.penalty = penalty
         self.solver = solver
@@ -274,6 +373,7 @@ class RewardModel(ParamsMixin):
         self.ties = ties
         self.n_threads = n_threads
         self.verbose = verbose
+        self.progress = progress
 
     # -- parameters --------------------------------------------------------
 
@@ -291,6 +391,7 @@ class RewardModel(ParamsMixin):
         if self.n_threads is not None:
             check_n_threads(self.n_threads, "n_threads", name)
         check_scalar(self.verbose, "verbose", name, kind="int", low=0)
+        check_progress(self.progress, name)
         if self.likelihood == "plackett-luce" and self.ties is not None:
             raise ValueError(
                 "ties apply to pairwise comparisons; use "
@@ -456,6 +557,7 @@ class RewardModel(ParamsMixin):
             sample_weight = source_weight
         if n_items is None and features is None:
             n_items = source_items
+        names = _feature_names(features)
         F = self._check_features(features)
         if F is None and _is_sparse(features):
             raise TypeError("features must be an array or None.")
@@ -477,9 +579,8 @@ class RewardModel(ParamsMixin):
         x0 = np.zeros(n_params)
         n_threads = 0 if self.n_threads is None else int(self.n_threads)
         try:
-            x, loss, grad, n_iter, n_fev, status = _core.bt_fit(
-                problem, x0, solver, float(self.tol),
-                kernel_max_iter(self.max_iter), n_threads=n_threads)
+            x, loss, grad, n_iter, n_fev, status = self._minimize(
+                problem, x0, solver, n_threads)
         except ValueError:
             if F is not None:
                 _check_finite(F.data if _is_sparse(F) else F, "features")
@@ -508,6 +609,12 @@ class RewardModel(ParamsMixin):
             self.n_features_in_ = F.shape[1]
         elif hasattr(self, "n_features_in_"):
             del self.n_features_in_
+        if names is not None and F is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._fit_info = self._describe_fit(problem, F, coef, loss, n_coef,
+                                            status, n_fev)
         if self.verbose:
             print(f"{type(self).__name__}: {solver} stopped after {n_iter} "
                   f"iterations and {n_fev} evaluations: {_STOPS[status]} "
@@ -524,6 +631,77 @@ class RewardModel(ParamsMixin):
                 "loses somewhere in a connected comparison graph.",
                 sklearn_twin(ConvergenceWarning), stacklevel=2)
         return self
+
+    def _minimize(self, problem, x0, solver, n_threads):
+        """The kernel's fit, (x, loss, grad, n_iter, n_fev, status), with
+        a progress bar when the 'progress' parameter asks for one (see
+        the class's docstring): the same iterates either way."""
+        tol, max_iter = float(self.tol), kernel_max_iter(self.max_iter)
+        mode = resolve_progress(self.progress)
+        if mode is False:
+            return _core.bt_fit(problem, x0, solver, tol, max_iter,
+                                n_threads=n_threads)
+        begin = time.perf_counter()
+        start = _core.bt_loss_grad(problem, x0, n_threads=n_threads)
+        eval_seconds = time.perf_counter() - begin
+        if mode is None and solver == "lbfgs" and \
+                eval_seconds < _PROGRESS_MIN_EVAL_SECONDS:
+            # a few microseconds of Python per evaluation would show
+            return _core.bt_fit(problem, x0, solver, tol, max_iter,
+                                n_threads=n_threads)
+        desc = f"{type(self).__name__}.fit ({solver})"
+        if solver == "lbfgs":
+            with Progress(mode, None, desc, unit="eval") as bar:
+                return _lbfgs_reporting(problem, x0, start, tol, max_iter,
+                                        n_threads, bar)
+        with Progress(mode, None, desc, unit="step") as bar:
+            return _newton_reporting(problem, x0, start, tol, max_iter,
+                                     n_threads, bar,
+                                     eval_seconds if mode is None else 0.0)
+
+    def _describe_fit(self, problem, F, coef, loss, n_coef, status, n_fev):
+        """What summary() reports and fit's arguments are needed for:
+        counts, the log-likelihood, the training accuracy, how the solver
+        stopped (numbers only; no reference to the data)."""
+        data, weight, ties, alpha = problem[3], problem[4], problem[6], \
+            problem[8]
+        if F is None:
+            rewards = coef
+        elif _is_sparse(F):
+            rewards = np.asarray(F @ coef).ravel()
+        else:
+            rewards = np.einsum("ij,j->i", F, coef)
+        pl = self.likelihood == "plackett-luce"
+        tied = np.zeros(len(data), bool) if ties is None or pl else \
+            ties.astype(bool)
+        if pl:
+            # every ranked item against each one ranked below it
+            right = total = 0.0
+            K = data.shape[1]
+            for i in range(K):
+                for j in range(i + 1, K):
+                    both = (data[:, i] >= 0) & (data[:, j] >= 0)
+                    d = rewards[data[both, i]] - rewards[data[both, j]]
+                    right += float(np.sum(d > 0) + 0.5 * np.sum(d == 0))
+                    total += d.size
+            accuracy = right / total if total else math.nan
+        else:
+            strict = data[~tied]
+            d = rewards[strict[:, 0]] - rewards[strict[:, 1]]
+            accuracy = float(np.mean((d > 0) + 0.5 * (d == 0))) \
+                if d.size else math.nan
+        w = self._x[:n_coef]  # the kernel's penalty is on these
+        penalty = 0.5 * alpha * float(w @ w) if alpha else 0.0
+        return {
+            "n_rows": int(len(data)),
+            "n_ties": int(tied.sum()),
+            "weighted": weight is not None,
+            "log_likelihood": -(float(loss) - penalty),
+            "penalty": penalty,
+            "accuracy": accuracy,
+            "status": int(status),
+            "n_fev": int(n_fev),
+        }
 
     @staticmethod
     def _laplace_state(problem, x, solver, free):
@@ -725,27 +903,16 @@ class RewardModel(ParamsMixin):
 
     # -- uncertainty -------------------------------------------------------
 
-    def reward_std(self, features=None):
-        """Laplace-approximation standard errors of the rewards.
-
-        The posterior of the parameters is approximated by a Gaussian at
-        the optimum with covariance ``H^-1``, H the Hessian of the
-        objective (MacKay 1992); a reward ``f . w`` then has variance
-        ``f^T H^-1 f``.  Free strengths without a penalty are identified
-        up to a shift: the covariance is that of the mean-zero strengths
-        (the pseudo-inverse of the Hessian).  H comes from what the model
-        kept at fit (see the class's Notes), never from the arrays passed
-        to ``fit``; it is available for at most 4000 parameters.
-
-        Returns
-        -------
-        ndarray of shape (n_items,)
-        """
-        check_is_fitted(self, "coef_")
+    def _laplace_covariance(self, caller):
+        """The inverse Hessian of the objective at the optimum (of all
+        the kernel's parameters: the coefficients, then the tie
+        parameter); for free strengths without a penalty, that of the
+        mean-zero strengths.  A ValueError beyond the size limit or when
+        the Hessian is singular."""
         n_params = len(self._x)
         if n_params > _LAPLACE_MAX_PARAMS:
             raise ValueError(
-                f"reward_std inverts the ({n_params} x {n_params}) Hessian; "
+                f"{caller} inverts the ({n_params} x {n_params}) Hessian; "
                 f"it is available for at most {_LAPLACE_MAX_PARAMS} "
                 "parameters.")
         H = self._laplace_hessian()
@@ -767,7 +934,27 @@ class RewardModel(ParamsMixin):
             P = np.eye(len(H))
             P[:n_coef, :n_coef] -= 1.0 / n_coef
             cov = P @ cov @ P.T
-        cov_w = cov[:n_coef, :n_coef]
+        return cov
+
+    def reward_std(self, features=None):
+        """Laplace-approximation standard errors of the rewards.
+
+        The posterior of the parameters is approximated by a Gaussian at
+        the optimum with covariance ``H^-1``, H the Hessian of the
+        objective (MacKay 1992); a reward ``f . w`` then has variance
+        ``f^T H^-1 f``.  Free strengths without a penalty are identified
+        up to a shift: the covariance is that of the mean-zero strengths
+        (the pseudo-inverse of the Hessian).  H comes from what the model
+        kept at fit (see the class's Notes), never from the arrays passed
+        to ``fit``; it is available for at most 4000 parameters.
+
+        Returns
+        -------
+        ndarray of shape (n_items,)
+        """
+        check_is_fitted(self, "coef_")
+        n_coef = len(self._x) - (self.ties is not None)
+        cov_w = self._laplace_covariance("reward_std")[:n_coef, :n_coef]
         if features is None:
             if self._fitted_with_features:
                 raise ValueError("This model was fitted with features; "
@@ -797,3 +984,167 @@ class RewardModel(ParamsMixin):
                 if _is_sparse(F) else np.einsum("ij,ij->i", FS, F)
             var = var + rest
         return np.sqrt(np.maximum(var, 0.0))
+
+    # -- what was learned --------------------------------------------------
+
+    def summary(self, max_rows=30, alpha=0.05):
+        """A table of the fitted coefficients, in the style of statsmodels.
+
+        Each coefficient (a feature's reward weight, or an item's strength
+        when fitted without features; then the tie parameter, on the scale
+        it is fitted on) with its Laplace standard error: the square root
+        of the diagonal of the inverse Hessian of the minimised objective
+        at the optimum, so with a penalty the Hessian of the penalised
+        negative log-likelihood, ``1/C`` included (the posterior under the
+        Gaussian prior the penalty is), and without one the observed
+        information of the maximum-likelihood fit, as statsmodels' Logit
+        on the comparisons' feature differences gives.  ``z = coef / std
+        err``, ``P>|z|`` its two-sided normal p-value and the interval
+        ``coef +- z_(1 - alpha/2) std err``.  Above the table: the number
+        of comparisons, the log-likelihood (the objective without the
+        penalty), the share of the training comparisons the rewards order
+        right, the penalty, the solver, its iterations and why it stopped.
+
+        Parameters
+        ----------
+        max_rows : int or None, default=30
+            Rows of the table shown (the first ones); None: all.
+        alpha : float in (0, 1), default=0.05
+            One minus the confidence of the intervals.
+
+        Returns
+        -------
+        Summary
+            ``print`` it, or leave it at the end of a notebook cell.  Its
+            attributes ``names``, ``coef``, ``std_err``, ``z``,
+            ``p_value`` and ``conf_int`` (shape (n, 2)) hold the table's
+            numbers, unrounded and in full (every row), and
+            ``log_likelihood``, ``accuracy``, ``n_iter`` and ``converged``
+            the header's.
+        """
+        from ._summary import (Summary, format_columns, format_number,
+                               format_p_values, normal_quantile, normal_sf2)
+        check_is_fitted(self, "coef_")
+        name = type(self).__name__
+        if max_rows is not None:
+            check_scalar(max_rows, "max_rows", f"{name}.summary", kind="int",
+                         low=1)
+        check_scalar(alpha, "alpha", f"{name}.summary", low=0.0, high=1.0,
+                     low_open=True, high_open=True)
+        info = self._fit_info
+        n_coef = len(self._x) - (self.ties is not None)
+        features = self._fitted_with_features
+        if features:
+            names = (list(self.feature_names_in_)
+                     if hasattr(self, "feature_names_in_") else
+                     [f"x{j}" for j in range(len(self.coef_))])
+        else:
+            names = [f"item {i}" for i in range(len(self.coef_))]
+        coef = np.array(self.coef_, dtype=np.float64)
+        reg = self._alpha()
+        problem_note = None
+        try:
+            cov = self._laplace_covariance(f"{name}.summary")
+            se_x = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        except ValueError as error:
+            se_x = np.full(len(self._x), np.nan)
+            problem_note = f"No standard errors: {error}"
+        if self._columns is not None:
+            # coefficients of columns no comparison reaches: at 0, with
+            # the prior's variance C (infinite without a penalty)
+            se = np.full(len(coef), math.sqrt(1.0 / reg) if reg else np.inf)
+            se[self._columns] = se_x[:n_coef]
+        else:
+            se = se_x[:n_coef].copy()
+        if self.ties is not None:
+            names.append("log log theta" if self.ties == "rao-kupper"
+                         else "log nu")
+            coef = np.append(coef, self._x[n_coef])
+            se = np.append(se, se_x[n_coef])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(se > 0, coef / se, np.nan)
+        p_value = normal_sf2(z)
+        q = normal_quantile(1.0 - alpha / 2.0)
+        conf_int = np.column_stack([coef - q * se, coef + q * se])
+
+        shown = len(coef) if max_rows is None else min(max_rows, len(coef))
+        low = 100 * alpha / 2
+        columns = ["coef", "std err", "z", "P>|z|",
+                   f"[{format_number(low / 100, 3)}",
+                   f"{format_number(1 - low / 100, 3)}]"]
+        coef_s, se_s, low_s, high_s = format_columns(
+            coef[:shown], se[:shown], conf_int[:shown, 0],
+            conf_int[:shown, 1])
+        cells = [coef_s, se_s,
+                 [f"{v:.2f}" if math.isfinite(v) else format_number(v)
+                  for v in z[:shown]],
+                 format_p_values(p_value[:shown]), low_s, high_s]
+        rows = [(names[i], [c[i] for c in cells]) for i in range(shown)]
+
+        pl = self.likelihood == "plackett-luce"
+        model = "Plackett-Luce" if pl else "Bradley-Terry"
+        count = ("Rankings" if pl else "Comparisons")
+        left = [("Model", model)]
+        if self.ties is not None:
+            left.append(("Ties model", "Rao-Kupper" if self.ties ==
+                         "rao-kupper" else "Davidson"))
+        left.append((count, info["n_rows"]))
+        if info["n_ties"]:
+            left.append(("of which ties", info["n_ties"]))
+        left += [("Items", self.n_items_),
+                 ("Features", self.n_features_in_ if features else
+                  "none (strengths)"),
+                 ("Weighted", "yes" if info["weighted"] else "no")]
+        converged = info["status"] <= 1
+        right = [("Log-likelihood", format_number(info["log_likelihood"])),
+                 ("Accuracy (train)", f"{info['accuracy']:.3f}"),
+                 ("Penalty", f"L2, C = {format_number(1.0 / reg)}" if reg
+                  else "none"),
+                 ("Solver", self.solver_),
+                 ("Iterations", self.n_iter_),
+                 ("Converged", "yes" if converged else "NO")]
+        notes = [f"Stopped: {_STOPS[info['status']]}."]
+        if reg:
+            notes.append(
+                "Std. errors: Laplace approximation, the inverse Hessian of "
+                "the penalised negative log-likelihood (its L2 term 1/C "
+                "included).")
+        else:
+            notes.append(
+                "Std. errors: Laplace approximation, the inverse Hessian of "
+                "the negative log-likelihood (no penalty).")
+        if not features and not reg:
+            notes.append("Strengths are identified up to a shift: they and "
+                         "their errors are those of the mean-zero "
+                         "strengths.")
+        if self._columns is not None and reg:
+            notes.append("Columns no comparison reaches stay at 0 with std. "
+                         "err sqrt(C).")
+        if self.tie_param_ is not None:
+            notes.append(
+                ("theta" if self.ties == "rao-kupper" else "nu") +
+                f" = {format_number(self.tie_param_)} (the tie parameter).")
+        accuracy_of = "ranked pairs" if pl else "strict comparisons"
+        notes.append(f"Accuracy: the share of the training {accuracy_of} "
+                     "whose first item gets the higher reward (equal "
+                     "rewards count 1/2).")
+        if problem_note:
+            notes.append(problem_note)
+        title = (f"{name} ({model}) on {format_number(info['n_rows'])} "
+                 f"{count.lower()}")
+        return Summary(
+            title, left, right, columns, rows, notes,
+            omitted=len(coef) - shown,
+            numbers={"names": names, "coef": coef, "std_err": se, "z": z,
+                     "p_value": p_value, "conf_int": conf_int,
+                     "log_likelihood": info["log_likelihood"],
+                     "accuracy": info["accuracy"], "n_iter": self.n_iter_,
+                     "converged": converged})
+
+    def _repr_html_(self):
+        """Jupyter: the summary of a fitted model, the parameters of an
+        unfitted one."""
+        import html
+        if "coef_" in self.__dict__:
+            return self.summary()._repr_html_()
+        return f"<pre>{html.escape(repr(self))}</pre>"

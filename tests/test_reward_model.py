@@ -850,7 +850,7 @@ def test_params_and_clone():
     assert params == {"C": 3.0, "penalty": "l2", "solver": "lbfgs",
                       "tol": 1e-8, "max_iter": 1000,
                       "likelihood": "bradley-terry", "ties": "davidson",
-                      "n_threads": None, "verbose": 0}
+                      "n_threads": None, "verbose": 0, "progress": None}
     assert model.set_params(C=0.5, max_iter=500) is model
     assert model.C == 0.5 and model.max_iter == 500
     with pytest.raises(ValueError, match="Invalid parameter"):

@@ -1,0 +1,278 @@
+"""Progress of long fits: a bar in notebooks, one line in terminals.
+
+Every long fit takes ``progress``:
+
+- ``True``: always show it;
+- ``False``: never;
+- ``None`` (the default): only when the work is expected to take more
+  than about 3 seconds in all.  With a known number of steps (PPO's
+  iterations, TinyLM's steps) the expectation is the rate measured over
+  the first half second (or the first step, when that is slower)
+  extrapolated to the end, and the bar appears at that moment, counting
+  from the start; with an open-ended count (an optimiser that stops when
+  it has converged) it appears once the fit has run for 3 seconds.  It
+  never appears while pytest runs a test (``PYTEST_CURRENT_TEST`` in the
+  environment), so test logs stay clean; ``progress=True`` still shows it
+  there.
+
+The bar is tqdm's (``tqdm.auto``: the widget in Jupyter, text elsewhere)
+when tqdm is installed, and otherwise a single line on stderr rewritten in
+place with ``\\r``, at most four times a second (once a second when stderr
+is not a terminal).  Neither changes what is computed.
+
+Inside a loop, ``update`` adds to a counter and compares it with the next
+count at which to look at the clock (about every quarter second): nothing
+else happens per step.  ``set_postfix`` only keeps its numbers until the
+next redraw.
+"""
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from ._validation import format_value
+
+__all__ = ["Progress", "check_progress", "under_pytest"]
+
+#: the work a bar is worth showing for, in seconds
+EXPECTED_SECONDS = 3.0
+#: how long the rate is measured before it is extrapolated
+PROBE_SECONDS = 0.5
+#: time between redraws (and between looks at the clock)
+REFRESH_SECONDS = 0.25
+_REFRESH_NOT_A_TTY = 1.0
+
+
+def under_pytest():
+    """True while pytest runs a test (in this process or its parent's)."""
+    return "PYTEST_CURRENT_TEST" in os.environ
+
+
+def check_progress(value, owner):
+    """The 'progress' parameter: None, True or False (NumPy booleans too)."""
+    if isinstance(value, np.bool_):
+        value = bool(value)
+    if value is None or value is True or value is False:
+        return value
+    raise ValueError(
+        f"The 'progress' parameter of {owner} must be None (a bar for fits "
+        f"expected to take more than {EXPECTED_SECONDS:g} s), True or False. "
+        f"Got {format_value(value)} instead.")
+
+
+def resolve(progress):
+    """The mode a fit runs in: True, False or None (decide from the
+    rate); None under pytest is False."""
+    if progress is None and under_pytest():
+        return False
+    return progress
+
+
+def _format_stat(value):
+    if callable(value):  # computed only when drawn
+        value = value()
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if value == 0.0 or not math.isfinite(value):
+            return f"{value:g}"
+        if 1e-3 <= abs(value) < 1e5:
+            return f"{value:.4g}"
+        return f"{value:.3e}"
+    return str(value)
+
+
+def _format_seconds(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{seconds:02d}"
+    return f"{minutes:02d}:{seconds:02d}"
+
+
+class Progress:
+    """A progress reporter for one fit; use it as a context manager.
+
+    Parameters
+    ----------
+    progress : None, True or False
+        See the module's docstring.
+    total : int or None
+        Steps expected; None when open-ended.
+    desc : str
+        Shown before the bar ("PPO.fit").
+    unit : str
+        What a step is ("it", "step", "eval").
+    """
+
+    def __init__(self, progress, total=None, desc="", unit="it"):
+        mode = resolve(progress)
+        self.total = None if total is None else int(total)
+        self.desc = desc
+        self.unit = unit
+        self.n = 0
+        self.shown = False
+        self._auto = mode is None
+        self._closed = False
+        self._stats = {}
+        self._bar = None
+        self._line_width = 0
+        self._start = time.perf_counter()
+        self._last_draw = -math.inf
+        tty = getattr(sys.stderr, "isatty", None)
+        try:
+            self._refresh = REFRESH_SECONDS if tty and tty() else \
+                _REFRESH_NOT_A_TTY
+        except (ValueError, OSError):  # a closed stream
+            self._refresh = _REFRESH_NOT_A_TTY
+        # the count at which to look at the clock next; never when off
+        self._next_check = math.inf if mode is False else 1
+        if mode is True:
+            self._show()
+
+    # -- the hot path ------------------------------------------------------
+
+    def update(self, n=1):
+        """Count n more steps done."""
+        self.n += n
+        if self.n >= self._next_check:
+            self._check()
+
+    def set_postfix(self, **stats):
+        """Numbers to show after the bar, kept until the next redraw; a
+        value may be a function of no arguments, called only then."""
+        self._stats = stats
+
+    # -- the rest ----------------------------------------------------------
+
+    def _check(self):
+        now = time.perf_counter()
+        elapsed = now - self._start
+        # look again in about REFRESH_SECONDS at the rate so far
+        rate = self.n / elapsed if elapsed > 0 else math.inf
+        step = rate * REFRESH_SECONDS
+        self._next_check = self.n + (max(1, int(step)) if math.isfinite(step)
+                                     else 1)
+        if not self.shown:
+            if not self._auto or not self._worth_showing(elapsed):
+                return
+            self._show()
+        if now - self._last_draw >= self._refresh:
+            self._draw(now)
+
+    def _worth_showing(self, elapsed):
+        if self.total is None:
+            return elapsed >= EXPECTED_SECONDS
+        if elapsed < PROBE_SECONDS or self.n <= 0:
+            return False
+        return elapsed / self.n * self.total > EXPECTED_SECONDS
+
+    def _show(self):
+        self.shown = True
+        try:
+            with warnings.catch_warnings():
+                # tqdm.auto warns when Jupyter lacks ipywidgets, and then
+                # falls back to its text bar, which is fine here
+                warnings.simplefilter("ignore")
+                from tqdm.auto import tqdm
+                bar = tqdm(total=self.total, desc=self.desc, unit=self.unit,
+                           initial=self.n, postfix=self._postfix(),
+                           mininterval=REFRESH_SECONDS, leave=True)
+            # the bar's clock starts with the fit, not when it appeared
+            bar.start_t = bar._time() - (time.perf_counter() - self._start)
+            self._bar = bar
+            self._last_draw = time.perf_counter()
+        except Exception:  # no tqdm (or a broken one): the plain line
+            self._bar = None
+            self._draw(time.perf_counter())
+
+    def _postfix(self):
+        return {k: _format_stat(v) for k, v in self._stats.items()} or None
+
+    def _draw(self, now):
+        self._last_draw = now
+        if self._bar is not None:
+            # the count set, not added: tqdm then shows the mean rate
+            self._bar.n = self.n
+            if self._stats:
+                self._bar.set_postfix(self._postfix(), refresh=False)
+            self._bar.refresh()
+            return
+        self._write_line(self._line(now))
+
+    def _line(self, now):
+        elapsed = now - self._start
+        parts = [f"{self.desc}:"] if self.desc else []
+        rate = self.n / elapsed if elapsed > 0 else math.nan
+        if self.total:
+            share = min(self.n / self.total, 1.0)
+            remaining = (self.total - self.n) / rate if rate > 0 else math.nan
+            parts.append(f"{100 * share:3.0f}% {self.n}/{self.total}")
+            timing = f"{_format_seconds(elapsed)}<{_format_seconds(remaining)}"
+        else:
+            parts.append(f"{self.n} {self.unit}")
+            timing = _format_seconds(elapsed)
+        if math.isfinite(rate) and rate > 0:
+            timing += (f", {rate:.3g} {self.unit}/s" if rate >= 1 else
+                       f", {1 / rate:.3g} s/{self.unit}")
+        parts.append(f"[{timing}]")
+        parts.extend(f"{k}={_format_stat(v)}" for k, v in self._stats.items())
+        return " ".join(parts)
+
+    def _write_line(self, text):
+        pad = max(self._line_width - len(text), 0)
+        self._line_width = len(text)
+        try:
+            sys.stderr.write("\r" + text + " " * pad)
+            sys.stderr.flush()
+        except (ValueError, OSError):  # stderr closed: nothing to show on
+            pass
+
+    def write(self, message):
+        """Print a line of text (to stdout) without breaking the bar."""
+        if self._bar is not None:
+            self._bar.write(message)
+            return
+        if self.shown and not self._closed:
+            self._write_line("")
+            try:
+                sys.stderr.write("\r")
+                sys.stderr.flush()
+            except (ValueError, OSError):
+                pass
+            print(message, flush=True)
+            self._draw(time.perf_counter())
+            return
+        print(message, flush=True)
+
+    def close(self):
+        """The last redraw, with the final count and numbers."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.shown:
+            return
+        if self._bar is not None:
+            self._bar.n = self.n
+            if self._stats:
+                self._bar.set_postfix(self._postfix(), refresh=False)
+            self._bar.close()
+            return
+        self._write_line(self._line(time.perf_counter()))
+        try:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+        except (ValueError, OSError):
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
