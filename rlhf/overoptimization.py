@@ -20,9 +20,11 @@ largest.
   preferences.
 """
 import dataclasses
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
+from ._typing import ArrayLike, FloatArray, RandomState
 from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
                           check_option, check_scalar, format_value)
 from .optimize import PPO
@@ -77,32 +79,32 @@ class OveroptimizationCurves:
     reference_proxy: float
 
     @property
-    def best(self):
+    def best(self) -> int:
         """Index of the point with the largest gold reward."""
         return int(np.argmax(self.gold))
 
     @property
-    def peak_kl(self):
+    def peak_kl(self) -> float:
         """KL of the point with the largest gold reward."""
         return float(self.kl[self.best])
 
     @property
-    def peak_gold(self):
+    def peak_gold(self) -> float:
         """The largest gold reward on the curve."""
         return float(self.gold[self.best])
 
     @property
-    def peak_value(self):
+    def peak_value(self) -> Union[int, float]:
         """``n`` or ``beta`` of the point with the largest gold reward."""
         value = self.values[self.best]
         return int(value) if self.parameter == "n" else float(value)
 
     @property
-    def sqrt_kl(self):
+    def sqrt_kl(self) -> FloatArray:
         """``sqrt(KL)``, the axis of Gao et al.'s plots."""
         return np.sqrt(self.kl)
 
-    def plot(self, *, sqrt_kl=True, ax=None):
+    def plot(self, *, sqrt_kl: bool = True, ax: Any = None) -> Any:
         """Proxy and gold reward against (the square root of) KL, with the
         gold peak marked; see :func:`rlhf.plot.overoptimization`.
 
@@ -117,7 +119,7 @@ class OveroptimizationCurves:
                      f"({self.parameter} = {self.peak_value:.3g})")
         return ax
 
-    def fit_scaling_law(self):
+    def fit_scaling_law(self) -> Tuple[float, float]:
         """Fit Gao et al.'s functional form of the gold reward.
 
         With ``d = sqrt(KL)`` and ``R(d) = gold - gold(reference)``, Gao et
@@ -187,9 +189,17 @@ def _strengths(values, name, default, kind):
                      for value in values], dtype=np.float64)
 
 
-def overoptimization_curves(reference_policy, gold_rewards, proxy_rewards,
-                            *, method="best-of-n", n_values=None,
-                            betas=None, ppo=None, random_state=None):
+def overoptimization_curves(
+        reference_policy: ArrayLike,
+        gold_rewards: ArrayLike,
+        proxy_rewards: ArrayLike,
+        *,
+        method: str = "best-of-n",
+        n_values: Optional[ArrayLike] = None,
+        betas: Optional[ArrayLike] = None,
+        ppo: Optional[PPO] = None,
+        random_state: RandomState = None,
+) -> "OveroptimizationCurves":
     """Gold and proxy reward against KL as a policy optimises the proxy.
 
     Each point is a policy optimised on the proxy reward only; the gold
@@ -380,7 +390,8 @@ class OveroptimizationWorld:
     temperature: float
     noise: float
 
-    def comparisons(self, n_comparisons, *, random_state=None):
+    def comparisons(self, n_comparisons: int, *,
+                    random_state: RandomState = None) -> Comparisons:
         """Preferences between two responses of the reference, labelled by
         annotators who know the gold reward.
 
@@ -417,7 +428,8 @@ class OveroptimizationWorld:
                                     temperature=self.temperature,
                                     noise=self.noise, random_state=rng)
 
-    def fit_proxy(self, comparisons, *, C=10.0):
+    def fit_proxy(self, comparisons: Comparisons, *,
+                  C: float = 10.0) -> Tuple[RewardModel, FloatArray]:
         """The proxy reward: a :class:`rlhf.RewardModel` on
         ``proxy_features`` fitted to the comparisons.
 
@@ -449,11 +461,19 @@ class OveroptimizationWorld:
                 f"{self.proxy_feature_names})")
 
 
-def make_overoptimization_world(n_prompts=64, n_candidates=64, n_styles=6,
-                                *, proxy_features="linear",
-                                length_bonus=4.0, length_penalty=4.0,
-                                length_decay=8.0, temperature=0.3,
-                                noise=0.0, random_state=None):
+def make_overoptimization_world(
+        n_prompts: int = 64,
+        n_candidates: int = 64,
+        n_styles: int = 6,
+        *,
+        proxy_features: str = "linear",
+        length_bonus: float = 4.0,
+        length_penalty: float = 4.0,
+        length_decay: float = 8.0,
+        temperature: float = 0.3,
+        noise: float = 0.0,
+        random_state: RandomState = None,
+) -> "OveroptimizationWorld":
     """A world in which optimising a learned reward hard lowers the true
     one.
 

@@ -1,7 +1,10 @@
 """Policy updates towards higher reward, staying near a reference."""
+from typing import Union
+
 import numpy as np
 
 from . import _core
+from ._typing import ArrayLike, FloatArray
 from ._validation import (_as_float_array, _check_finite, check_scalar,
                           format_value)
 
@@ -9,7 +12,8 @@ __all__ = ["best_of_n_policy", "kl_divergence", "kl_regularized_policy",
            "reweight"]
 
 
-def reweight(policy, rewards, eta=0.5, eps=1e-6):
+def reweight(policy: ArrayLike, rewards: ArrayLike, eta: float = 0.5,
+             eps: float = 1e-6) -> FloatArray:
     """The lecture's policy update along the last axis.
 
     ``softmax(log(policy + eps) + eta * (rewards - mean(rewards)))``, i.e.
@@ -149,7 +153,8 @@ def _one_or_two_d(reference_policy, owner):
     return table, single
 
 
-def kl_regularized_policy(reference_policy, rewards, beta):
+def kl_regularized_policy(reference_policy: ArrayLike, rewards: ArrayLike,
+                          beta: float) -> FloatArray:
     """The optimum of ``E_pi[r] - beta KL(pi || pi_ref)``, row by row.
 
     ``pi*(y|x) = pi_ref(y|x) exp(r(x, y) / beta) / Z(x)`` (Ziegler et al.
@@ -209,7 +214,7 @@ def _tempered_in_log_space(reference, rewards, beta):
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-def kl_divergence(p, q):
+def kl_divergence(p: ArrayLike, q: ArrayLike) -> Union[float, FloatArray]:
     """``KL(p || q) = sum_y p(y) log(p(y) / q(y))`` along the last axis.
 
     Terms with ``p(y) = 0`` are 0; a response with ``p(y) > 0`` and
@@ -260,7 +265,8 @@ SequencePolicy
     return float(out) if out.ndim == 0 else out
 
 
-def best_of_n_policy(reference_policy, rewards, n):
+def best_of_n_policy(reference_policy: ArrayLike, rewards: ArrayLike,
+                     n: int) -> FloatArray:
     """The exact distribution of the best of n samples from the reference.
 
     Draw n responses independently from ``pi_ref(.|x)`` and keep one with

@@ -22,10 +22,11 @@ boolean tie mask of shape (m,): the inputs of ``rlhf.RewardModel.fit``.
 import dataclasses
 import math
 import numbers
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ._typing import ArrayLike, IntArray, RandomState
 from ._validation import _as_float_array, _check_finite, format_value
 
 __all__ = [
@@ -258,7 +259,7 @@ class Agreement:
         )
 
 
-def annotator_agreement(labels):
+def annotator_agreement(labels: ArrayLike) -> "Agreement":
     """Agreement statistics of several annotators labelling the same items.
 
     Parameters
@@ -404,11 +405,11 @@ class Comparisons:
         return out.copy() if copy else out
 
     @property
-    def n_ties(self):
+    def n_ties(self) -> int:
         """Number of ties."""
         return int(np.count_nonzero(self.ties))
 
-    def subset(self, index):
+    def subset(self, index: ArrayLike) -> "Comparisons":
         """The comparisons selected by a boolean mask or integer index
         array (rows in that order), as a new Comparisons."""
         index = np.asarray(index)
@@ -424,11 +425,11 @@ class Comparisons:
             self.sample_weight[index], self.groups[index],
             self.annotators[index], self.n_items, None)
 
-    def strict(self):
+    def strict(self) -> "Comparisons":
         """The comparisons that are not ties."""
         return self.subset(~self.ties)
 
-    def accuracy(self, scores):
+    def accuracy(self, scores: ArrayLike) -> float:
         """Fraction of strict comparisons that ``scores`` order the same
         way (equal scores count 1/2), e.g. the accuracy of a reward model's
         rewards.
@@ -477,8 +478,12 @@ def _pairwise_accuracy(scores, comparisons, ties, n_items):
 # simulation
 
 
-def simulate_preferences(rewards, pairs, temperature=1.0, noise=0.0, *,
-                         tie_margin=0.0, annotators="all", random_state=None):
+def simulate_preferences(rewards: ArrayLike, pairs: ArrayLike,
+                         temperature: Union[float, ArrayLike] = 1.0,
+                         noise: Union[float, ArrayLike] = 0.0, *,
+                         tie_margin: float = 0.0,
+                         annotators: Union[str, ArrayLike] = "all",
+                         random_state: RandomState = None) -> "Comparisons":
     """Pairwise preferences of simulated annotators who know the rewards.
 
     Shown items ``a`` and ``b``, an annotator prefers ``a`` with probability
@@ -620,7 +625,9 @@ default="all"
                        who.astype(np.int64, copy=False), n_items, agreement)
 
 
-def simulate_rankings(rewards, groups, temperature=1.0, random_state=None):
+def simulate_rankings(rewards: ArrayLike, groups: ArrayLike,
+                      temperature: float = 1.0,
+                      random_state: RandomState = None) -> IntArray:
     """Rank each group of items, best first, under Plackett-Luce.
 
     The item ranked first is drawn with probability
@@ -695,8 +702,10 @@ def _check_distinct_rows(rows, name, owner, row_ids=None):
             "be distinct.")
 
 
-def rankings_to_comparisons(rankings, ties=None, *, normalize=False,
-                            n_items=None):
+def rankings_to_comparisons(rankings: ArrayLike,
+                            ties: Optional[ArrayLike] = None, *,
+                            normalize: bool = False,
+                            n_items: Optional[int] = None) -> "Comparisons":
     """All pairwise comparisons implied by rankings.
 
     A ranking of K items, best first, gives its K(K-1)/2 pairs
@@ -920,7 +929,7 @@ class World:
     """
 
     prompts: np.ndarray
-    responses: np.ndarray
+    responses: Optional[np.ndarray]
     features: np.ndarray
     feature_names: tuple
     weights: np.ndarray
@@ -943,12 +952,12 @@ class World:
         return responses
 
     @property
-    def prompt_of_response(self):
+    def prompt_of_response(self) -> IntArray:
         return np.repeat(np.arange(self.candidates.shape[0]),
                          self.candidates.shape[1])
 
     @property
-    def pairs(self):
+    def pairs(self) -> IntArray:
         hi, lo = np.triu_indices(self.candidates.shape[1], 1)
         return np.stack([self.candidates[:, hi], self.candidates[:, lo]],
                         axis=-1).reshape(-1, 2)
@@ -960,9 +969,10 @@ class World:
                 f"feature_names={self.feature_names}, weights={weights})")
 
 
-def make_world(n_prompts=1, n_candidates=4, n_features=2, *,
-               feature_names=None, weights=None, reward_noise=0.0,
-               random_state=None):
+def make_world(n_prompts: int = 1, n_candidates: int = 4, n_features: int = 2,
+               *, feature_names: Optional[Sequence[str]] = None,
+               weights: Optional[ArrayLike] = None, reward_noise: float = 0.0,
+               random_state: RandomState = None) -> "World":
     """A synthetic world like the lecture's, at any size.
 
     The lecture has one prompt with four responses, each described by two

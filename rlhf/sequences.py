@@ -66,13 +66,23 @@ threads.  The rest is vectorised NumPy.
 """
 import dataclasses
 import numbers
+from typing import (Callable, Dict, Iterable, List, Optional, Tuple,
+                    Union)
 
 import numpy as np
 
 from . import _core
+from ._typing import ArrayLike, FloatArray, IntArray, NDArray, RandomState
 from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
                           check_scalar, format_value)
 from .preferences import _check_random_state
+
+SequencesLike = Union["Sequences", ArrayLike]
+"""Sequences, or an array-like of token ids of shape (n, T) padded with
+the end token."""
+RewardsLike = Union[Callable[["Sequences"], ArrayLike], ArrayLike]
+"""A function of Sequences, or one value per sequence of
+``reference.enumerate()`` in that order."""
 
 __all__ = [
     "KLEstimates",
@@ -246,8 +256,13 @@ tokens=[[3, 2, 0], [1, 0]])
     """
 
     __slots__ = ("tokens", "lengths", "vocab_size", "end_token")
+    tokens: IntArray
+    lengths: IntArray
+    vocab_size: int
+    end_token: int
 
-    def __init__(self, tokens, lengths=None, *, vocab_size, end_token=0):
+    def __init__(self, tokens: ArrayLike, lengths: Optional[ArrayLike] = None,
+                 *, vocab_size: int, end_token: int = 0) -> None:
         owner = "Sequences"
         vocab_size, end_token = _check_vocabulary(vocab_size, end_token,
                                                   owner)
@@ -342,11 +357,11 @@ tokens=[[3, 2, 0], [1, 0]])
                                      self.end_token))
 
     @property
-    def max_length(self):
+    def max_length(self) -> int:
         return self.tokens.shape[1]
 
     @property
-    def mask(self):
+    def mask(self) -> NDArray[np.bool_]:
         return np.arange(self.max_length) < self.lengths[:, None]
 
     def __len__(self):
@@ -387,9 +402,9 @@ tokens=[[3, 2, 0], [1, 0]])
         return bool(np.array_equal(self.tokens[:, :width],
                                    other.tokens[:, :width]))
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside
 
-    def to_list(self):
+    def to_list(self) -> List[List[int]]:
         """The sequences as lists of ints, without padding."""
         return [row.tolist() for row in self]
 
@@ -503,8 +518,9 @@ class SequencePolicy:
     1.83102
     """
 
-    def __init__(self, logits, vocab_size, max_length, end_token=0,
-                 context_length=None):
+    def __init__(self, logits: ArrayLike, vocab_size: int, max_length: int,
+                 end_token: int = 0,
+                 context_length: Optional[int] = None) -> None:
         owner = "SequencePolicy"
         self.vocab_size, self.end_token = _check_vocabulary(
             vocab_size, end_token, owner)
@@ -550,7 +566,7 @@ class SequencePolicy:
         self._offsets = _offsets(self.n_words, depth + 1)
 
     @property
-    def n_sequences(self):
+    def n_sequences(self) -> int:
         return _n_prefixes(self.n_words, self.max_length)
 
     def __repr__(self):
@@ -561,7 +577,7 @@ class SequencePolicy:
 
     # -- sampling and scoring -------------------------------------------
 
-    def sample(self, n, random_state=None):
+    def sample(self, n: int, random_state: RandomState = None) -> "Sequences":
         """Draw n sequences, token by token.
 
         Each token is drawn by inverse CDF from ``pi(. | s_t)`` with the
@@ -611,7 +627,7 @@ class SequencePolicy:
         return _as_sequences(sequences, self.vocab_size, self.end_token,
                              self.max_length, owner)
 
-    def states(self, sequences):
+    def states(self, sequences: SequencesLike) -> IntArray:
         """The state at each position of each sequence.
 
         Parameters
@@ -642,7 +658,8 @@ class SequencePolicy:
                                         sequences.lengths, self.end_token,
                                         self._depth)
 
-    def log_prob(self, sequences, per_token=False):
+    def log_prob(self, sequences: SequencesLike,
+                 per_token: bool = False) -> FloatArray:
         """Log-probabilities of sequences.
 
         Parameters
@@ -673,7 +690,8 @@ class SequencePolicy:
     def _token_log_probs(self, sequences):
         return self._states_and_log_probs(sequences)[1]
 
-    def token_distribution(self, states=None):
+    def token_distribution(self,
+                           states: Optional[ArrayLike] = None) -> FloatArray:
         """``pi(. | s)`` at the given states.
 
         Parameters
@@ -722,7 +740,7 @@ class SequencePolicy:
         return self.log_probs[self._offsets[context]
                               + code % self.n_words ** context]
 
-    def to_prefix_policy(self):
+    def to_prefix_policy(self) -> "SequencePolicy":
         """The same distribution with the whole prefix as the state.
 
         Returns
@@ -759,7 +777,10 @@ class SequencePolicy:
                                                             self.end_token]
         return out
 
-    def enumerate(self, max_sequences=MAX_SEQUENCES):
+    def enumerate(
+            self,
+            max_sequences: int = MAX_SEQUENCES,
+    ) -> Tuple["Sequences", FloatArray]:
         """Every complete sequence and its probability.
 
         Sequences come in trie order of their words (by length, then
@@ -789,7 +810,7 @@ class SequencePolicy:
                                          self.max_length)
         return sequences, np.exp(self._sequence_log_probs())
 
-    def entropy(self):
+    def entropy(self) -> float:
         """The exact entropy of the sequence distribution, in nats.
 
         ``H(pi) = sum_s P(s) H(pi(. | s))`` over the prefixes s (the chain
@@ -810,10 +831,18 @@ class SequencePolicy:
     # -- supervised fine-tuning ------------------------------------------
 
     @classmethod
-    def from_demonstrations(cls, demonstrations, max_length=None, *,
-                            vocab_size=None, end_token=None,
-                            context_length=None, smoothing=0.0, prior=None,
-                            sample_weight=None):
+    def from_demonstrations(
+            cls,
+            demonstrations: SequencesLike,
+            max_length: Optional[int] = None,
+            *,
+            vocab_size: Optional[int] = None,
+            end_token: Optional[int] = None,
+            context_length: Optional[int] = None,
+            smoothing: float = 0.0,
+            prior: Union["SequencePolicy", ArrayLike, None] = None,
+            sample_weight: Optional[ArrayLike] = None,
+    ) -> "SequencePolicy":
         """Maximum likelihood from demonstrations (SFT on sequences).
 
         In closed form, state by state:
@@ -1016,8 +1045,15 @@ def _aligned_rewards(rewards, reference, owner, name="rewards"):
     return values
 
 
-def soft_optimal_policy(reference, rewards, beta, *, costs=None,
-                        budget=None, return_multiplier=False):
+def soft_optimal_policy(
+        reference: "SequencePolicy",
+        rewards: RewardsLike,
+        beta: float,
+        *,
+        costs: Optional[RewardsLike] = None,
+        budget: Optional[float] = None,
+        return_multiplier: bool = False,
+) -> Union["SequencePolicy", Tuple["SequencePolicy", float]]:
     """The token-level policy maximising ``E_pi[r(y)] - beta KL(pi||pi_ref)``.
 
     By the soft Bellman backup over the tree of prefixes (Ziebart 2010,
@@ -1149,7 +1185,9 @@ def _budget_multiplier(reference, rewards, costs, budget, beta, owner):
 # KL divergence, exact and estimated
 
 
-def value_function(policy, rewards, reference=None, beta=0.0):
+def value_function(policy: "SequencePolicy", rewards: RewardsLike,
+                   reference: Optional["SequencePolicy"] = None,
+                   beta: float = 0.0) -> Tuple[FloatArray, FloatArray]:
     """Exact values ``V(s)`` and action values ``Q(s, a)`` of a policy.
 
     For the per-sequence reward ``r(y)`` minus ``beta`` times the per-token
@@ -1224,7 +1262,8 @@ def value_function(policy, rewards, reference=None, beta=0.0):
     return values, q
 
 
-def kl_divergence(policy, reference):
+def kl_divergence(policy: "SequencePolicy",
+                  reference: "SequencePolicy") -> float:
     """The exact ``KL(pi || pi_ref) = sum_y pi(y) log(pi(y) / pi_ref(y))``.
 
     By the chain rule over the tree of prefixes,
@@ -1298,19 +1337,19 @@ class KLEstimates:
     estimates: dict
 
     @property
-    def mean(self):
+    def mean(self) -> Dict[str, float]:
         return {k: float(v.mean()) for k, v in self.estimates.items()}
 
     @property
-    def bias(self):
+    def bias(self) -> Dict[str, float]:
         return {k: v - self.exact for k, v in self.mean.items()}
 
     @property
-    def variance(self):
+    def variance(self) -> Dict[str, float]:
         return {k: float(v.var(ddof=1)) for k, v in self.estimates.items()}
 
     @property
-    def bias_standard_error(self):
+    def bias_standard_error(self) -> Dict[str, float]:
         return {k: float(np.sqrt(v / self.n_repeats))
                 for k, v in self.variance.items()}
 
@@ -1323,8 +1362,9 @@ class KLEstimates:
                 f"{self.n_samples}, n_repeats={self.n_repeats}; {rows})")
 
 
-def kl_estimators(policy, reference, n_samples=100, n_repeats=100,
-                  random_state=None):
+def kl_estimators(policy: "SequencePolicy", reference: "SequencePolicy",
+                  n_samples: int = 100, n_repeats: int = 100,
+                  random_state: RandomState = None) -> "KLEstimates":
     """Bias and variance of the per-token KL estimators k1, k2, k3.
 
     Draws ``n_samples * n_repeats`` sequences from the policy, computes
@@ -1439,18 +1479,18 @@ class SequenceWorld:
     reference: SequencePolicy
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return len(self.vocabulary)
 
     @property
-    def n_sequences(self):
+    def n_sequences(self) -> int:
         return self.reference.n_sequences
 
     def _sequences(self, sequences, owner):
         return _as_sequences(sequences, self.vocab_size, self.end_token,
                              self.max_length, owner)
 
-    def features(self, sequences):
+    def features(self, sequences: SequencesLike) -> FloatArray:
         """Bag of tokens: how often each token occurs in each sequence.
 
         The end token counts once, padding not at all;
@@ -1473,7 +1513,7 @@ class SequenceWorld:
         return np.bincount(flat, minlength=n * V).reshape(n, V).astype(
             np.float64)
 
-    def gold_reward(self, sequences):
+    def gold_reward(self, sequences: SequencesLike) -> FloatArray:
         """The lecture's linear reward with diminishing returns on length.
 
         ``r(y) = w . (sum_j phi(w_j)) / sqrt(m)`` over the m words of y
@@ -1494,7 +1534,7 @@ class SequenceWorld:
         total = counts @ (self.token_features @ self.weights)
         return total / np.sqrt(np.maximum(n_words, 1.0))
 
-    def cost(self, sequences):
+    def cost(self, sequences: SequencesLike) -> FloatArray:
         """The number of unsafe words in each sequence.
 
         Returns
@@ -1503,7 +1543,7 @@ class SequenceWorld:
         """
         return self.features(sequences) @ self.token_costs
 
-    def decode(self, sequences):
+    def decode(self, sequences: SequencesLike) -> List[str]:
         """The words of each sequence, joined by spaces (no end token).
 
         Returns
@@ -1514,7 +1554,7 @@ class SequenceWorld:
         words = np.array(self.vocabulary, dtype=object)
         return [" ".join(words[row[:-1]]) for row in sequences]
 
-    def encode(self, texts):
+    def encode(self, texts: Iterable[str]) -> "Sequences":
         """Sequences from texts of space-separated words.
 
         Parameters
@@ -1547,8 +1587,9 @@ class SequenceWorld:
                 f"weights={weights})")
 
 
-def make_sequence_world(n_words=None, max_length=6, *, weights=None,
-                        random_state=None):
+def make_sequence_world(n_words: Optional[int] = None, max_length: int = 6, *,
+                        weights: Optional[ArrayLike] = None,
+                        random_state: RandomState = None) -> "SequenceWorld":
     """The lecture's world as sequences of words.
 
     By default seven words from the lecture's responses -- "answer",

@@ -18,9 +18,13 @@ SciPy is installed and plain NumPy arrays otherwise.
 """
 import re
 from collections.abc import Mapping, Set
+from typing import (Any, Dict, Iterable, List, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+from ._typing import ArrayLike, NDArray
 from ._validation import check_scalar, format_value
 
 __all__ = [
@@ -202,8 +206,9 @@ def _check_dtype(dtype):
     return checked
 
 
-def hash_ngrams(texts, n_features=2**18, ngram_range=(1, 2), lowercase=True,
-                dtype=np.float64):
+def hash_ngrams(texts: Sequence[str], n_features: int = 2**18,
+                ngram_range: Tuple[int, int] = (1, 2), lowercase: bool = True,
+                dtype: DTypeLike = np.float64) -> Any:
     """Hashed word n-gram counts of each text.
 
     Each text is lowercased (optionally), split into tokens of two or
@@ -363,13 +368,16 @@ def _check_dict(d, kind, owner):
 class _Tokenizer:
     """What the tokenizers share: batches, equality, hashing, repr."""
 
-    kind = None
+    kind: Optional[str] = None
 
-    def encode(self, text):
+    def _encode(self, text: str, name: str) -> NDArray[np.int32]:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> NDArray[np.int32]:
         _check_text(text, "text")
         return self._encode(text, "text")
 
-    def encode_batch(self, texts):
+    def encode_batch(self, texts: Sequence[str]) -> List[NDArray[np.int32]]:
         """Token ids of each text, as ``[encode(t) for t in texts]``.
 
         Parameters
@@ -444,7 +452,7 @@ class ByteTokenizer(_Tokenizer):
     vocab_size = 257
     eot_token = 256
 
-    def encode(self, text):
+    def encode(self, text: str) -> NDArray[np.int32]:
         """The UTF-8 bytes of text as token ids (no end-of-text added).
 
         Parameters
@@ -474,7 +482,7 @@ class ByteTokenizer(_Tokenizer):
             ) from None
         return np.frombuffer(encoded, dtype=np.uint8).astype(np.int32)
 
-    def decode(self, ids):
+    def decode(self, ids: ArrayLike) -> str:
         """The text of a sequence of token ids.
 
         End-of-text tokens are dropped (a stream of several documents
@@ -499,7 +507,7 @@ class ByteTokenizer(_Tokenizer):
         data = ids[ids != self.eot_token].astype(np.uint8)
         return data.tobytes().decode("utf-8", errors="replace")
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """A JSON-serialisable description, ``{"kind": "byte"}``."""
         return {"kind": self.kind}
 
@@ -541,7 +549,7 @@ class CharTokenizer(_Tokenizer):
 
     kind = "char"
 
-    def __init__(self, chars):
+    def __init__(self, chars: Union[str, Iterable[str]]) -> None:
         if isinstance(chars, str):
             distinct = set(chars)
         else:
@@ -565,7 +573,7 @@ class CharTokenizer(_Tokenizer):
         self._codes = _code_points(self.chars)
 
     @classmethod
-    def from_corpus(cls, texts):
+    def from_corpus(cls, texts: Sequence[str]) -> "CharTokenizer":
         """The tokenizer of every character that occurs in texts.
 
         Parameters
@@ -595,7 +603,7 @@ class CharTokenizer(_Tokenizer):
             )
         return cls("".join(chars))
 
-    def encode(self, text):
+    def encode(self, text: str) -> NDArray[np.int32]:
         """The id of each character of text (no end-of-text added).
 
         Parameters
@@ -628,7 +636,7 @@ class CharTokenizer(_Tokenizer):
             )
         return ids.astype(np.int32)
 
-    def decode(self, ids):
+    def decode(self, ids: ArrayLike) -> str:
         """The text of a sequence of token ids.
 
         End-of-text tokens are dropped (a stream of several documents
@@ -653,7 +661,7 @@ class CharTokenizer(_Tokenizer):
         return codes.astype("<u4").tobytes().decode("utf-32-le",
                                                     "surrogatepass")
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """A JSON-serialisable description,
         ``{"kind": "char", "chars": chars}``."""
         return {"kind": self.kind, "chars": self.chars}
@@ -684,7 +692,9 @@ def _code_points(text):
 _TOKENIZERS = {cls.kind: cls for cls in (ByteTokenizer, CharTokenizer)}
 
 
-def tokenizer_from_dict(d):
+def tokenizer_from_dict(
+        d: Mapping[str, Any],
+) -> Union["ByteTokenizer", "CharTokenizer"]:
     """The tokenizer described by d, whichever its kind.
 
     Parameters

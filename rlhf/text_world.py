@@ -38,11 +38,14 @@ import dataclasses
 import re
 import types
 from collections.abc import Mapping, Set
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._typing import FloatArray, RandomState
 from ._validation import check_scalar, format_value
-from .preferences import _check_random_state, simulate_preferences
+from .preferences import (Comparisons, _check_random_state,
+                          simulate_preferences)
 from .text import hash_ngrams
 
 __all__ = [
@@ -130,7 +133,7 @@ _FACTS = (
 
 _FACT_INDEX = {question: i for i, (question, _, _) in enumerate(_FACTS)}
 # every accepted answer of each kind
-_KIND_ANSWERS = {}
+_KIND_ANSWERS: Dict[str, set] = {}
 for _question, _answers, _kind in _FACTS:
     _KIND_ANSWERS.setdefault(_kind, set()).update(_answers)
 
@@ -341,7 +344,8 @@ class AssistantWorld:
         _check_same_length(owner, prompts=prompts, responses=responses)
         return prompts, responses
 
-    def gold_terms(self, prompts, responses):
+    def gold_terms(self, prompts: Sequence[str],
+                   responses: Sequence[str]) -> Dict[str, FloatArray]:
         """Each term of the gold reward, already weighted.
 
         A response is read as its words: runs of ASCII letters and digits,
@@ -408,7 +412,8 @@ class AssistantWorld:
             terms[name] = terms[name] * GOLD_RULE[name] + 0.0
         return terms
 
-    def gold_reward(self, prompts, responses):
+    def gold_reward(self, prompts: Sequence[str],
+                    responses: Sequence[str]) -> FloatArray:
         """The simulated human's reward of each response: the sum of
         :meth:`gold_terms`.
 
@@ -428,7 +433,8 @@ class AssistantWorld:
         terms = self.gold_terms(prompts, responses)
         return np.sum(list(terms.values()), axis=0).reshape(-1)
 
-    def cost(self, prompts, responses):
+    def cost(self, prompts: Sequence[str],
+             responses: Sequence[str]) -> FloatArray:
         """Forbidden words used: the safety cost.
 
         The number of occurrences of "darn", "stupid", "dumb" and "shut up"
@@ -452,7 +458,8 @@ class AssistantWorld:
             counts[i] = _count_phrases(_words(response), _FORBIDDEN)
         return counts
 
-    def features(self, prompts, responses):
+    def features(self, prompts: Sequence[str],
+                 responses: Sequence[str]) -> Any:
         """Hashed word features: what a linear proxy reward model sees.
 
         Each (prompt, response) becomes the counts of three kinds of
@@ -500,8 +507,10 @@ class AssistantWorld:
             return dense
         return counts
 
-    def annotate(self, prompts, responses_a, responses_b, temperature=1.0,
-                 noise=0.0, *, tie_margin=0.0, random_state=None):
+    def annotate(self, prompts: Sequence[str], responses_a: Sequence[str],
+                 responses_b: Sequence[str], temperature: float = 1.0,
+                 noise: float = 0.0, *, tie_margin: float = 0.0,
+                 random_state: RandomState = None) -> Tuple[Any, Comparisons]:
         """Simulated annotators compare two responses to each prompt.
 
         Annotator choices follow Bradley-Terry on the gold reward: shown
@@ -574,7 +583,11 @@ class AssistantWorld:
             random_state=rng)
         return self.features(items_prompts, items_responses), comparisons
 
-    def sample_pairs(self, n_pairs, random_state=None):
+    def sample_pairs(
+            self,
+            n_pairs: int,
+            random_state: RandomState = None,
+    ) -> Tuple[List[str], List[str], List[str]]:
         """Pairs of different corpus responses to one prompt.
 
         A prompt is drawn as often as the corpus asks it, then two of its
@@ -595,7 +608,7 @@ class AssistantWorld:
         owner = "AssistantWorld.sample_pairs"
         n_pairs = check_scalar(n_pairs, "n_pairs", owner, kind="int", low=1)
         rng = _check_random_state(random_state, owner)
-        by_prompt = {}
+        by_prompt: Dict[str, Dict[str, int]] = {}
         for prompt, response in zip(self.sft_prompts, self.sft_responses):
             counts = by_prompt.setdefault(prompt, {})
             counts[response] = counts.get(response, 0) + 1
@@ -661,8 +674,10 @@ def _check_shares(style_shares, owner):
     return {style: share / total for style, share in shares.items()}
 
 
-def make_assistant_world(n_prompts=None, n_sft=3000, *, style_shares=None,
-                         n_features=2**12, random_state=None):
+def make_assistant_world(n_prompts: Optional[int] = None, n_sft: int = 3000, *,
+                         style_shares: Optional[Mapping[str, float]] = None,
+                         n_features: int = 2**12,
+                         random_state: RandomState = None) -> "AssistantWorld":
     """A question-answering world for InstructGPT on a laptop.
 
     Parameters

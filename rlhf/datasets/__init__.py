@@ -22,12 +22,14 @@ import os
 import re
 import zlib
 from importlib import resources
-from typing import Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .._typing import ArrayLike
 from .._validation import check_scalar
-from ..preferences import _pairwise_accuracy, annotator_agreement
+from ..preferences import (Agreement, _pairwise_accuracy,
+                           annotator_agreement)
 
 __all__ = [
     "PreferenceDataset",
@@ -94,19 +96,19 @@ class PreferenceDataset:
         return self.comparisons.shape[0]
 
     @property
-    def n_ties(self):
+    def n_ties(self) -> int:
         """Number of ties."""
         return int(np.count_nonzero(self.ties))
 
     @property
-    def agreement(self):
+    def agreement(self) -> Optional[Agreement]:
         """rlhf.Agreement of the annotators' labels (None with fewer than
         two annotators)."""
         if self.labels is None or self.labels.shape[1] < 2:
             return None
         return annotator_agreement(self.labels)
 
-    def subset(self, index):
+    def subset(self, index: ArrayLike) -> "PreferenceDataset":
         """The comparisons selected by a boolean mask or integer index
         array (rows in that order), as a new PreferenceDataset with the
         same texts and prompts (so item indices keep their meaning)."""
@@ -126,17 +128,18 @@ class PreferenceDataset:
             labels=None if self.labels is None else self.labels[index],
             info={key: value[index] for key, value in self.info.items()})
 
-    def strict(self):
+    def strict(self) -> "PreferenceDataset":
         """The comparisons that are not ties."""
         return self.subset(~self.ties)
 
-    def accuracy(self, scores):
+    def accuracy(self, scores: ArrayLike) -> float:
         """Fraction of strict comparisons that ``scores`` (one per text)
         order the same way; equal scores count 1/2."""
         return _pairwise_accuracy(scores, self.comparisons, self.ties,
                                   self.texts.shape[0])
 
-    def to_jsonl(self, path, *, include_ties=True):
+    def to_jsonl(self, path: Union[str, "os.PathLike[str]"], *,
+                 include_ties: bool = True) -> int:
         """Write one ``{"prompt", "chosen", "rejected"}`` line per comparison.
 
         This is TRL's explicit-prompt preference format; gzip-compressed
@@ -385,7 +388,8 @@ def _surrogate_problem(text):
             "encode it)")
 
 
-def load_preference_jsonl(path, *, identical="raise"):
+def load_preference_jsonl(path: Union[str, "os.PathLike[str]"], *,
+                          identical: str = "raise") -> "PreferenceDataset":
     """Read preference pairs from a JSON Lines file.
 
     Each non-blank line is a JSON object with string values ``"chosen"``
@@ -480,7 +484,7 @@ def _bundled_records(directory, filename):
 _FINEGRAINED_PAIRS = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
 
 
-def load_finegrained_qa():
+def load_finegrained_qa() -> "PreferenceDataset":
     """Human preferences among 4 answers to each of 500 questions.
 
     The dev split of FineGrainedRLHF's qa-feedback (Wu et al. 2023,
@@ -560,7 +564,9 @@ def _cut(text, max_chars):
     return cut.rstrip(" ,;:-")
 
 
-def load_finegrained_qa_sft(max_chars=200):
+def load_finegrained_qa_sft(
+        max_chars: int = 200,
+) -> Tuple[List[str], List[str]]:
     """Questions and their best human-preferred answers, for SFT.
 
     From :func:`load_finegrained_qa`: for each of the 500 questions, the
@@ -615,7 +621,7 @@ def load_finegrained_qa_sft(max_chars=200):
     return prompts, responses
 
 
-def load_pandalm():
+def load_pandalm() -> "PreferenceDataset":
     """Three human annotators' verdicts on 999 pairs of responses.
 
     PandaLM's human-annotated test set (Wang et al. 2024, "PandaLM: an
@@ -641,7 +647,8 @@ def load_pandalm():
     records, source = _bundled_records("pandalm", "testset-v1.jsonl.gz")
     builder = _Builder()
     labels = []
-    info = {"idx": [], "cmp_key": [], "motivation_app": []}
+    info: Dict[str, List[Any]] = {"idx": [], "cmp_key": [],
+                                  "motivation_app": []}
     for line_no, record in records:
         instruction = _text_field(record, "instruction", source, line_no)
         extra = _text_field(record, "input", source, line_no)
@@ -664,7 +671,8 @@ def load_pandalm():
         info["idx"].append(idx)
         for key in ("cmp_key", "motivation_app"):
             info[key].append(_text_field(record, key, source, line_no))
-    info = {"idx": np.array(info["idx"], dtype=np.int64),
-            "cmp_key": np.array(info["cmp_key"], dtype=object),
-            "motivation_app": np.array(info["motivation_app"], dtype=object)}
-    return builder.build(np.array(labels), "pandalm", info)
+    columns = {"idx": np.array(info["idx"], dtype=np.int64),
+               "cmp_key": np.array(info["cmp_key"], dtype=object),
+               "motivation_app": np.array(info["motivation_app"],
+                                          dtype=object)}
+    return builder.build(np.array(labels), "pandalm", columns)
