@@ -488,9 +488,10 @@ def make_overoptimization_world(
     at length 1: rambling).  Styles do not matter to it.  The reference
     writes short answers, ``pi_ref ∝ exp(-length_decay * length)``, so
     preference data drawn from it shows mostly short answers, where longer
-    is better.  A proxy fitted on such data (:meth:`OveroptimizationWorld.
-    fit_proxy`) learns "longer is better"; with ``proxy_features='linear'``
-    it cannot represent the saturation at all (misspecified), with
+    is better.  A proxy fitted on such data
+    (:meth:`OveroptimizationWorld.fit_proxy`) learns "longer is better";
+    with ``proxy_features='linear'`` it cannot represent the saturation at
+    all (misspecified), with
     ``'quadratic'`` it can, but the data hardly constrain the curvature
     where the reference rarely goes.  With few comparisons it also gives
     weight to the styles by chance.  Both errors are largest on long
