@@ -11,6 +11,7 @@ for one of them before ``fit`` raises ``NotFittedError`` (an
 work as before).
 """
 import inspect
+from typing import Any, Dict
 
 from .exceptions import NotFittedError, sklearn_twin
 
@@ -45,11 +46,11 @@ class ParamsMixin:
             if p.name != "self" and p.kind != p.VAR_KEYWORD
         )
 
-    def get_params(self, deep=True):
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
         """Parameters of this estimator, as a dict name -> value."""
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params):
+    def set_params(self, **params: Any) -> "ParamsMixin":
         """Set parameters by name; returns self."""
         valid = self._get_param_names()
         for name, value in params.items():

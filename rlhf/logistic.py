@@ -7,11 +7,14 @@ for digit; the work is done by C kernels on the caller's NumPy buffers.
 """
 import numbers
 import warnings
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from . import _core
 from ._base import ParamsMixin
+from ._typing import ArrayLike, FloatArray, NDArray
 from ._validation import (
     _feature_names,
     _is_sparse,
@@ -168,9 +171,11 @@ class LogisticRegression(ParamsMixin):
     array([1])
     """
 
-    def __init__(self, penalty="l2", *, C=1.0, tol=1e-4, fit_intercept=True,
-                 class_weight=None, max_iter=100, solver="lbfgs", verbose=0,
-                 n_jobs=None, compat="1.2"):
+    def __init__(self, penalty: Optional[str] = "l2", *, C: float = 1.0,
+                 tol: float = 1e-4, fit_intercept: bool = True,
+                 class_weight: Union[str, Mapping[Any, float], None] = None,
+                 max_iter: int = 100, solver: str = "lbfgs", verbose: int = 0,
+                 n_jobs: Optional[int] = None, compat: str = "1.2") -> None:
         self.penalty = penalty
         self.C = C
         self.tol = tol
@@ -288,7 +293,8 @@ class LogisticRegression(ParamsMixin):
             )
         return weights
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: Any, y: ArrayLike,
+            sample_weight: Optional[ArrayLike] = None) -> "LogisticRegression":
         """Fit the model.
 
         Parameters
@@ -448,7 +454,7 @@ class LogisticRegression(ParamsMixin):
             )
         return X
 
-    def decision_function(self, X):
+    def decision_function(self, X: Any) -> FloatArray:
         """Scores ``X @ coef_.T + intercept_``, shape (n_samples,).
 
         Positive scores predict ``classes_[1]``.
@@ -461,24 +467,25 @@ class LogisticRegression(ParamsMixin):
             scores = np.einsum("ij,kj->ik", X, self.coef_) + self.intercept_
         return np.asarray(scores).ravel()
 
-    def predict(self, X):
+    def predict(self, X: Any) -> NDArray[Any]:
         """Predicted labels, shape (n_samples,)."""
         # scores first: an unfitted model must raise NotFittedError, not
         # the AttributeError of a missing classes_
         positive = self.decision_function(X) > 0
         return self.classes_[positive.astype(np.intp)]
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: Any) -> FloatArray:
         """Class probabilities, shape (n_samples, 2), in ``classes_`` order."""
         positive = np.exp(_log_expit(self.decision_function(X)))
         return np.column_stack([1.0 - positive, positive])
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: Any) -> FloatArray:
         """Log class probabilities, computed without underflow."""
         z = self.decision_function(X)
         return np.column_stack([_log_expit(-z), _log_expit(z)])
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X: Any, y: ArrayLike,
+              sample_weight: Optional[ArrayLike] = None) -> float:
         """Mean accuracy on (X, y), weighted by sample_weight."""
         predicted = self.predict(X)
         y = check_labels(y, len(predicted))
