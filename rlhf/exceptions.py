@@ -13,16 +13,51 @@ import sys
 
 
 class ConvergenceWarning(UserWarning):
-    """A solver stopped before its convergence test was met."""
+    """A solver stopped before its convergence test was met.
+
+    Examples
+    --------
+    >>> import warnings, rlhf
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     model = rlhf.LogisticRegression(max_iter=1).fit(
+    ...         [[0.0], [1.0], [2.0], [3.0]], [0, 1, 0, 1])
+    >>> [w.category.__name__ for w in caught]
+    ['ConvergenceWarning']
+    """
 
 
 class DataConversionWarning(UserWarning):
-    """Input was converted to the shape or type an estimator needs."""
+    """Input was converted to the shape or type an estimator needs.
+
+    Examples
+    --------
+    Labels as a column vector are read as a flat one, with a warning:
+
+    >>> import warnings, rlhf
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     model = rlhf.LogisticRegression().fit(
+    ...         [[0.0], [1.0], [2.0], [3.0]], [[0], [1], [0], [1]])
+    >>> [w.category.__name__ for w in caught]
+    ['DataConversionWarning']
+    """
 
 
 class NotFittedError(ValueError, AttributeError):
     """An estimator was used before fit (a ValueError and an AttributeError,
-    as scikit-learn's NotFittedError)."""
+    as scikit-learn's NotFittedError).
+
+    Examples
+    --------
+    >>> import rlhf
+    >>> try:
+    ...     rlhf.RewardModel().predict([[1.0, 0.0]])
+    ... except rlhf.NotFittedError as error:
+    ...     print(error)
+    This RewardModel instance is not fitted yet. Call 'fit' with \
+appropriate arguments before using this estimator.
+    """
 
 
 _TWINNED = (ConvergenceWarning, DataConversionWarning, NotFittedError)

@@ -66,6 +66,27 @@ class OveroptimizationCurves:
         reference was one distribution).
     reference_gold, reference_proxy : float
         The expectations under the reference policy (KL 0).
+
+    Examples
+    --------
+    Best-of-n on a proxy reward learned from comparisons: the proxy keeps
+    rising with n, the gold reward peaks and falls (Gao et al. 2022):
+
+    >>> import numpy as np, rlhf
+    >>> world = rlhf.make_overoptimization_world(n_prompts=16,
+    ...                                          n_candidates=32,
+    ...                                          random_state=0)
+    >>> model, proxy = world.fit_proxy(world.comparisons(2000,
+    ...                                                  random_state=0))
+    >>> curves = rlhf.overoptimization_curves(
+    ...     world.reference_policy, world.gold_rewards, proxy,
+    ...     n_values=[1, 2, 4, 16, 64, 256, 1024])
+    >>> curves.peak_value
+    64
+    >>> bool(np.all(np.diff(curves.proxy) > 0))
+    True
+    >>> bool(curves.gold[-1] < curves.peak_gold)
+    True
     """
 
     method: str
@@ -380,6 +401,19 @@ class OveroptimizationWorld:
     proxy_feature_names : tuple of str
     temperature, noise : float
         The simulated annotators' Bradley-Terry temperature and lapse rate.
+
+    Examples
+    --------
+    >>> import rlhf
+    >>> world = rlhf.make_overoptimization_world(n_prompts=16,
+    ...                                          n_candidates=32,
+    ...                                          random_state=0)
+    >>> world.reference_policy.shape, world.gold_rewards.shape
+    ((16, 32), (16, 32))
+    >>> world.proxy_feature_names[:2]
+    ('helpfulness', 'length')
+    >>> len(world.comparisons(100, random_state=0))
+    100
     """
 
     world: World

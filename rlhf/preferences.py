@@ -241,6 +241,19 @@ class Agreement:
     with_majority : ndarray of shape (n_annotators,)
         Fraction of the items with a majority label on which each annotator
         gave it.
+
+    Examples
+    --------
+    Three annotators label the same four items; the third disagrees with
+    the other two on one item:
+
+    >>> import rlhf
+    >>> a = rlhf.annotator_agreement([[0, 0, 0], [1, 1, 1], [1, 1, 0],
+    ...                               [0, 0, 0]])
+    >>> a.unanimous
+    0.75
+    >>> a.majority.tolist()
+    [0, 1, 1, 0]
     """
 
     unanimous: float
@@ -382,6 +395,22 @@ class Comparisons:
     agreement : Agreement or None
         Inter-annotator agreement when several annotators labelled every
         pair, else None.
+
+    Examples
+    --------
+    An annotator who knows the rewards compares three items; an error-free
+    one (temperature 0) always puts the better item first:
+
+    >>> import rlhf
+    >>> votes = rlhf.simulate_preferences([0.0, 1.0, 3.0],
+    ...                                   [[0, 1], [1, 2], [0, 2]],
+    ...                                   temperature=0.0)
+    >>> votes.comparisons.tolist()
+    [[1, 0], [2, 1], [2, 0]]
+    >>> len(votes), votes.n_ties
+    (3, 0)
+    >>> votes.accuracy([0.0, 1.0, 3.0])  # scores that rank the items right
+    1.0
     """
 
     comparisons: np.ndarray
@@ -926,6 +955,17 @@ class World:
     prompt_of_response : ndarray of shape (n_responses,), int64
     pairs : ndarray of shape (n_prompts * C(n_candidates, 2), 2), int64
         Every pair of candidates of the same prompt.
+
+    Examples
+    --------
+    >>> import numpy as np, rlhf
+    >>> world = rlhf.make_world(n_prompts=2, n_candidates=3, random_state=0)
+    >>> world.candidates.tolist()
+    [[0, 1, 2], [3, 4, 5]]
+    >>> world.pairs.tolist()
+    [[0, 1], [0, 2], [1, 2], [3, 4], [3, 5], [4, 5]]
+    >>> bool(np.allclose(world.rewards, world.features @ world.weights))
+    True
     """
 
     prompts: np.ndarray

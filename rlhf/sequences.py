@@ -1329,6 +1329,22 @@ class KLEstimates:
         Over the repeats: the mean estimate, ``mean - exact``, the
         variance of one estimate (ddof=1), and
         ``sqrt(variance / n_repeats)``, the standard error of the bias.
+
+    Examples
+    --------
+    The soft optimum of the gold reward moves away from the reference;
+    k1 and k3 estimate its KL without bias, k2 with a small one:
+
+    >>> import rlhf
+    >>> world = rlhf.make_sequence_world(random_state=0)
+    >>> tuned = rlhf.soft_optimal_policy(world.reference, world.gold_reward,
+    ...                                  beta=1.0)
+    >>> est = rlhf.kl_estimators(tuned, world.reference, n_samples=50,
+    ...                          n_repeats=20, random_state=0)
+    >>> round(est.exact, 3)
+    0.211
+    >>> abs(est.bias["k1"]) < 3 * est.bias_standard_error["k1"]
+    True
     """
 
     exact: float
@@ -1467,6 +1483,20 @@ class SequenceWorld:
     reference : SequencePolicy
         The "SFT model": a bigram (context_length=1) that writes short,
         middling answers.
+
+    Examples
+    --------
+    >>> import rlhf
+    >>> world = rlhf.make_sequence_world(random_state=0)
+    >>> world.vocabulary
+    ('<end>', 'answer', 'sources', 'steps', 'vague', 'speculation', 'joke', 'exploit')
+    >>> answers = world.encode(["answer sources", "joke exploit"])
+    >>> world.decode(answers)
+    ['answer sources', 'joke exploit']
+    >>> world.cost(answers).tolist()  # unsafe words
+    [0.0, 2.0]
+    >>> bool(world.gold_reward(answers)[0] > world.gold_reward(answers)[1])
+    True
     """
 
     vocabulary: tuple

@@ -321,6 +321,20 @@ class AssistantWorld:
         The probability of each style in the corpus.
     n_features : int
         Columns of :meth:`features`.
+
+    Examples
+    --------
+    The simulated human rewards a correct answer and marks down a rude
+    one; the cost counts forbidden words:
+
+    >>> import rlhf
+    >>> world = rlhf.text_world.make_assistant_world(random_state=0)
+    >>> prompt = "star nearest to earth?"
+    >>> answers = [" sun.", " moon.", " ugh, sun. obviously"]
+    >>> world.gold_reward([prompt] * 3, answers).tolist()
+    [2.0, 0.0, 0.5]
+    >>> world.cost([prompt] * 3, answers).tolist()
+    [0.0, 0.0, 0.0]
     """
 
     prompts: tuple

@@ -79,6 +79,17 @@ class PreferenceDataset:
     info : dict of str to ndarray of shape (n_comparisons,)
         Other per-comparison fields of the source (e.g. PandaLM's ``idx``).
     name : str
+
+    Examples
+    --------
+    >>> from rlhf import datasets
+    >>> data = datasets.load_finegrained_qa()
+    >>> data.comparisons.shape, data.n_ties
+    ((3000, 2), 384)
+    >>> len(data.strict())  # without the ties
+    2616
+    >>> str(data.texts[data.comparisons[0, 0]])[:24]  # the preferred text
+    'Bloom is the second stud'
     """
 
     texts: np.ndarray
@@ -429,6 +440,20 @@ def load_preference_jsonl(path: Union[str, "os.PathLike[str]"], *,
     OSError
         A file that cannot be opened (missing, a directory, not
         readable), as from ``open``, with its name.
+
+    Examples
+    --------
+    Write five comparisons out and read them back:
+
+    >>> import os, tempfile
+    >>> from rlhf import datasets
+    >>> data = datasets.load_finegrained_qa().subset([0, 1, 2, 3, 4])
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "prefs.jsonl")
+    ...     n_written = data.to_jsonl(path)
+    ...     back = datasets.load_preference_jsonl(path)
+    >>> n_written, len(back), back.n_ties
+    (5, 5, 2)
     """
     if identical not in ("raise", "drop"):
         raise ValueError(
@@ -503,6 +528,13 @@ def load_finegrained_qa() -> "PreferenceDataset":
         ``prompts[q]``; ``pairs`` follow the source's order (1v2, 1v3, 1v4,
         2v3, 2v4, 3v4) per question; ``labels`` has one column (1 = first
         better, 2 = second, 0 = no preference).
+
+    Examples
+    --------
+    >>> from rlhf import datasets
+    >>> data = datasets.load_finegrained_qa()
+    >>> len(data.texts), len(data.prompts), len(data)
+    (2000, 500, 3000)
     """
     records, source = _bundled_records("finegrained_qa",
                                        "dev_feedback.jsonl.gz")
@@ -643,6 +675,17 @@ def load_pandalm() -> "PreferenceDataset":
         two models, not saying which wrote response1) and
         ``motivation_app``.  The JSON value ``true`` that stands for a
         response in six records is read as the text "True".
+
+    Examples
+    --------
+    Three annotators labelled every pair; they agree on most:
+
+    >>> from rlhf import datasets
+    >>> data = datasets.load_pandalm()
+    >>> data.labels.shape
+    (999, 3)
+    >>> round(data.agreement.fleiss_kappa, 2)
+    0.86
     """
     records, source = _bundled_records("pandalm", "testset-v1.jsonl.gz")
     builder = _Builder()
