@@ -295,7 +295,9 @@ RLHF_CLONES static void matmul_strided(float *out, const float *inp,
     const ptrdiff_t blocks = (N + MR - 1) / MR;
     const int team = team_for(N * I * O);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t b = 0; b < blocks; b++) {
         const ptrdiff_t n0 = b * MR;
         ptrdiff_t o0 = 0;
@@ -349,7 +351,9 @@ static void transpose(float *dst, const float *src, ptrdiff_t rows,
 {
     const int team = team_for(8 * rows * cols);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t c0 = 0; c0 < cols; c0 += 16) {
         const ptrdiff_t c1 = c0 + 16 < cols ? c0 + 16 : cols;
         for (ptrdiff_t r = 0; r < rows; r++) {
@@ -366,7 +370,9 @@ RLHF_CLONES static void column_sums(float *sums, const float *d, ptrdiff_t N,
 {
     const int team = team_for(4 * N * O);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t o0 = 0; o0 < O; o0 += 64) {
         const ptrdiff_t o1 = o0 + 64 < O ? o0 + 64 : O;
         for (ptrdiff_t o = o0; o < o1; o++) {
@@ -387,7 +393,9 @@ static void layer_norm(float *out, float *mean, float *rstd, const float *x,
 {
     const int team = team_for(N * C);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t n = 0; n < N; n++) {
         const float *row = x + n * C;
         double s = 0.0;
@@ -422,7 +430,9 @@ static void layer_norm_backward(float *dx, float *dw, float *db,
 {
     const int team = team_for(N * C);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t n = 0; n < N; n++) {
         const float *row = x + n * C, *d = dout + n * C;
         const float m = mean[n], r = rstd[n];
@@ -440,7 +450,9 @@ static void layer_norm_backward(float *dx, float *dw, float *db,
             dx[n * C + c] = acc ? dx[n * C + c] + v : v;
         }
     }
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t c0 = 0; c0 < C; c0 += 16) {
         const ptrdiff_t c1 = c0 + 16 < C ? c0 + 16 : C;
         for (ptrdiff_t c = c0; c < c1; c++) {
@@ -500,7 +512,9 @@ RLHF_CLONES static void gelu_rows(float *out, const float *x, ptrdiff_t n)
 {
     const int team = team_for(8 * n);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t i0 = 0; i0 < n; i0 += SPAN) {
         gelu_span(out + i0, x + i0, n - i0 < SPAN ? n - i0 : SPAN);
     }
@@ -511,7 +525,9 @@ RLHF_CLONES static void gelu_backward_rows(float *d, const float *x,
 {
     const int team = team_for(8 * n);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t i0 = 0; i0 < n; i0 += SPAN) {
         gelu_backward_span(d + i0, x + i0, n - i0 < SPAN ? n - i0 : SPAN);
     }
@@ -581,7 +597,9 @@ RLHF_CLONES static void log_normalisers(float *lse, const float *logits, ptrdiff
 {
     const int team = team_for(8 * N * V);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t n = 0; n < N; n++) {
         const float *row = logits + n * V;
         float top = row[0];
@@ -638,7 +656,9 @@ static int forward(const rlhf_gpt_config *g, float *params,
         matmul(la.qkv, la.ln1, lp.attn_w, lp.attn_b, N, C, 3 * C, 0);
         const int team = team_for(B * H * T * T * D);
         (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
         for (ptrdiff_t bh = 0; bh < B * H; bh++) {
             const ptrdiff_t b = bh / H, h = bh % H;
             const float *base = la.qkv + b * T * 3 * C + h * D;
@@ -720,7 +740,9 @@ int rlhf_gpt_token_stats(const rlhf_gpt_config *g, const float *acts,
     }
     const int team = team_for(entropy != NULL ? 8 * N * V : 0);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t n = 0; n < N; n++) {
         const float *row = logits + n * V;
         logp[n] = row[targets[n]] - lse[n];
@@ -746,7 +768,9 @@ RLHF_CLONES static void dlogits_rows(float *dlogits, const float *logits,
 {
     const int team = team_for(8 * N * V);
     (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
     for (ptrdiff_t n = 0; n < N; n++) {
         float *d = dlogits + n * V;
         const float *row = logits + n * V;
@@ -844,7 +868,9 @@ int rlhf_gpt_backward(const rlhf_gpt_config *g, float *params,
         {
             const int team = team_for(B * H * T * T * D);
             (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
             for (ptrdiff_t bh = 0; bh < B * H; bh++) {
                 float *da = datt + THREAD_NUM * T;
                 const ptrdiff_t b = bh / H, h = bh % H;
@@ -893,7 +919,9 @@ int rlhf_gpt_backward(const rlhf_gpt_config *g, float *params,
     {
         const int team = team_for(4 * N * C);
         (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
         for (ptrdiff_t c0 = 0; c0 < C; c0 += 16) {
             const ptrdiff_t c1 = c0 + 16 < C ? c0 + 16 : C;
             for (ptrdiff_t n = 0; n < N; n++) {
@@ -1098,7 +1126,9 @@ int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
                 matmul(qkv, a, lp.attn_w, lp.attn_b, k, C, 3 * C, 0);
                 const int team = team_for(k * H * (s + 1) * D * 4);
                 (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
                 for (ptrdiff_t j = 0; j < k; j++) {
                     float *at = att + THREAD_NUM * Tb;
                     /* keys transposed (channel c of position t at
@@ -1138,7 +1168,9 @@ int rlhf_gpt_generate(const rlhf_gpt_config *g, float *params,
             matmul(logits, a, wte_t, NULL, k, C, V, 0);
             const int team = team_for(k * V * 16);
             (void)team;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
             for (ptrdiff_t j = 0; j < k; j++) {
                 const ptrdiff_t th = THREAD_NUM;
                 const ptrdiff_t r = rows[j], i = i0 + r;

@@ -93,7 +93,7 @@ RLHF_INLINE int row_exp(const double *z, ptrdiff_t k, double *e,
                         double *top_out, double *total_out)
 {
     double top = -INFINITY;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD_MINMAX
 #pragma omp simd reduction(max : top)
 #endif
     for (ptrdiff_t j = 0; j < k; j++) {
@@ -102,7 +102,7 @@ RLHF_INLINE int row_exp(const double *z, ptrdiff_t k, double *e,
     if (!(top > -INFINITY && top < INFINITY)) {
         return -1;
     }
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = 0; j < k; j++) {
@@ -126,7 +126,7 @@ static int log_softmax_row(const double *z, ptrdiff_t k, double *logp,
         return -1;
     }
     const double log_total = log(total), inverse = 1.0 / total;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = 0; j < k; j++) {
@@ -154,7 +154,7 @@ int rlhf_log_softmax(const double *logits, ptrdiff_t n_rows, ptrdiff_t k,
     for (ptrdiff_t i = 0; i < n_rows; i++) {
         if (log_softmax_row(logits + i * k, k, logp + i * k, p + i * k) < 0) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
             status = RLHF_ENONFINITE;
         }
@@ -197,7 +197,7 @@ int rlhf_sample_categorical(const double *policy, ptrdiff_t n_rows,
         }
         if (bad || last < 0 || !isfinite(total)) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
             status = RLHF_EVALUE;
             continue;
@@ -382,7 +382,7 @@ static int ppo_row(const double *z, const double *ref, ptrdiff_t k,
     }
     /* g = -coef_total * softmax(z), then + coef_s at each sampled y */
     const double factor = -coef_total / total;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = 0; j < k; j++) {
@@ -457,7 +457,7 @@ int rlhf_ppo_loss_grad(const double *logits, const double *ref_logp,
                     n_samples, clip, kl_coef, kl_kind, scale, grad + i * k,
                     row + 2, row, row + 1) < 0) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
             status = RLHF_ENONFINITE;
         }
@@ -653,7 +653,7 @@ static void adam_range(double *theta, const double *grad, double *m,
                        double beta1, double beta2, double eps, double c1,
                        double c2)
 {
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t q = lo; q < hi; q++) {
@@ -706,7 +706,7 @@ static int fused_row(const double *theta, const double *ref, ptrdiff_t k,
                      int kl_kind, double scale, double *z, double *g,
                      double *coefs, double *row_loss, double *row_clipped)
 {
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = 0; j < k; j++) {
@@ -781,7 +781,7 @@ int rlhf_ppo_adam_step(double *theta, double *m, double *v,
                    sizeof(double));
         if (buffer == NULL) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
             status = RLHF_ENOMEM;
         }
@@ -802,7 +802,7 @@ int rlhf_ppo_adam_step(double *theta, double *m, double *v,
                               kl_coef, kl_kind, scale, z, g, coefs,
                               &partial[2 * b], &partial[2 * b + 1]) < 0) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
                     status = RLHF_ENONFINITE;
                     continue;

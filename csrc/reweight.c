@@ -117,7 +117,7 @@ static int row(const double *p, const double *r, ptrdiff_t k, double eta,
 
     /* M = max_j eta * (r_j - mean); max is exact in any order */
     double top = -INFINITY;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD_MINMAX
 #pragma omp simd reduction(max : top)
 #endif
     for (ptrdiff_t i = 0; i < k; i++) {
@@ -129,7 +129,7 @@ static int row(const double *p, const double *r, ptrdiff_t k, double eta,
     /* the policy is checked in the pass that reads it: its minimum for the
      * sign, its sum (only a test: NaN and infinity propagate) for the rest */
     double smallest = INFINITY, p_min = INFINITY, p_sum = 0.0;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD_MINMAX
 #pragma omp simd reduction(min : smallest, p_min) reduction(+ : p_sum)
 #endif
     for (ptrdiff_t i = 0; i < k; i++) {
@@ -199,7 +199,7 @@ int rlhf_reweight(const double *policy, const double *rewards,
                         n_actions, eta, eps, out + i * n_actions);
             if (s != 0) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
                 status = s;
             }

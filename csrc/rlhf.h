@@ -34,6 +34,26 @@
 #define RLHF_CLONES
 #endif
 
+/*
+ * OpenMP: parallel regions keep to OpenMP 2.0, all that MSVC's /openmp
+ * offers (_OPENMP 200203): signed loop indices, no collapse, scalar
+ * reductions only, and a status set by a failing thread under
+ * `critical(rlhf_status)` rather than 3.1's `atomic write` (it happens on
+ * error paths only).  The `simd` hints (4.0) are used where the compiler
+ * has them; each marks a loop whose result does not depend on the order
+ * of its iterations (element-wise; a max, min, bitwise or or integer
+ * reduction; a sum only tested for being finite), so builds with and
+ * without them give the same bits.
+ */
+#if defined(_OPENMP) && _OPENMP >= 201307
+#define RLHF_OMP_SIMD 1
+/* clang cannot vectorise a floating-point max or min reduction without
+ * -ffast-math's assumptions and warns that the hint failed; GCC can */
+#if !defined(__clang__)
+#define RLHF_OMP_SIMD_MINMAX 1
+#endif
+#endif
+
 /* runtime.c ---------------------------------------------------------- */
 
 /*

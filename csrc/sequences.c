@@ -159,7 +159,7 @@ static inline ptrdiff_t first_above(const double *cdf, ptrdiff_t V,
 {
     if (V <= 64) {
         ptrdiff_t count = 0;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd reduction(+ : count)
 #endif
         for (ptrdiff_t j = 0; j < V; j++) {
@@ -309,7 +309,7 @@ int rlhf_sample_sequences(const double *probs, ptrdiff_t n_states,
             last[s] = pick;
             if (bad || pick < 0 || !isfinite(sum)) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
                 status = RLHF_EVALUE;
             }
@@ -405,14 +405,14 @@ static double backup_node(const double *ref, double reward,
                           const double *children, ptrdiff_t V,
                           ptrdiff_t end_token, double *out, double *e)
 {
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = 0; j < end_token; j++) {
         out[j] = ref[j] + children[j];
     }
     out[end_token] = ref[end_token] + reward;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = end_token + 1; j < V; j++) {
@@ -420,7 +420,7 @@ static double backup_node(const double *ref, double reward,
     }
     double top = -INFINITY;
     int nan_seen = 0;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD_MINMAX
 #pragma omp simd reduction(max : top) reduction(| : nan_seen)
 #endif
     for (ptrdiff_t j = 0; j < V; j++) {
@@ -430,7 +430,7 @@ static double backup_node(const double *ref, double reward,
     top = nan_seen ? NAN : top;
     /* z - top <= 0, or NaN (top infinite or NaN), which exp_nonpositive
      * passes through */
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = 0; j < V; j++) {
@@ -441,7 +441,7 @@ static double backup_node(const double *ref, double reward,
         total += e[j];
     }
     const double value = top + log(total);
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = 0; j < V; j++) {
@@ -510,7 +510,7 @@ int rlhf_soft_backup(const double *ref_log_probs, const double *scaled_rewards,
                 double *e = malloc((size_t)V * sizeof(double));
                 if (e == NULL) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
                     status = RLHF_ENOMEM;
                 }
@@ -609,7 +609,7 @@ int rlhf_copy_token_indices(const int64_t *states, const int64_t *actions,
 {
     int64_t bad = 0;
     if (actions == NULL) {
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd reduction(| : bad)
 #endif
         for (ptrdiff_t q = 0; q < n; q++) {
@@ -618,7 +618,7 @@ int rlhf_copy_token_indices(const int64_t *states, const int64_t *actions,
             bad |= s >= n_states;
         }
     } else {
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd reduction(| : bad)
 #endif
         for (ptrdiff_t q = 0; q < n; q++) {
@@ -642,7 +642,7 @@ int rlhf_copy_indices(const int64_t *indices, ptrdiff_t n, ptrdiff_t upper,
                       int64_t *out)
 {
     int64_t bad = 0;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd reduction(| : bad)
 #endif
     for (ptrdiff_t q = 0; q < n; q++) {
@@ -712,7 +712,7 @@ static void add_blocks(double *tables, ptrdiff_t stride, ptrdiff_t n_blocks,
 {
     for (ptrdiff_t b = 1; b < n_blocks; b++) {
         const double *other = tables + b * stride;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
         for (ptrdiff_t k = k0; k < k1; k++) {
@@ -932,6 +932,7 @@ static int token_grad_grouping(const double *log_probs, ptrdiff_t n_states,
     token_groups g;
     int status = token_groups_alloc(&g, states, n_tokens, n_states, 0);
     const int team = rlhf_threads(0);
+    (void)team; /* read only by OpenMP's num_threads */
     for (ptrdiff_t s0 = 0, s1; s0 < n_states && status == 0; s0 = s1) {
         if (s0 > 0 && rlhf_interrupted()) {
             status = RLHF_EINTR;
@@ -998,7 +999,7 @@ static void adam_entries(double *theta, const double *grad, double *m,
                          double *v, ptrdiff_t n, double lr, double beta1,
                          double beta2, double eps, double c1, double c2)
 {
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t q = 0; q < n; q++) {
@@ -1088,7 +1089,7 @@ static void ppo_chunk_terms(const ppo_tokens *t, ptrdiff_t n,
         c->d[i] = lp - ref[k];
         c->cell[i] = live ? k : -1;
     }
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -1114,7 +1115,7 @@ static void ppo_chunk_terms(const ppo_tokens *t, ptrdiff_t n,
             c->coef[i] += kl_coef * c->rho[i] * (k + dk);
         }
     } else if (kl_coef != 0.0) {
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
         for (ptrdiff_t i = 0; i < n; i++) {
@@ -1123,7 +1124,7 @@ static void ppo_chunk_terms(const ppo_tokens *t, ptrdiff_t n,
             c->coef[i] += kl_coef * c->rho[i] * (d + 1.0);
         }
     }
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -1173,7 +1174,7 @@ static int row_log_softmax(const double *theta, const double *ref,
 {
     double top = -INFINITY;
     int bad = 0;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD_MINMAX
 #pragma omp simd reduction(max : top) reduction(| : bad)
 #endif
     for (ptrdiff_t j = 0; j < V; j++) {
@@ -1187,7 +1188,7 @@ static int row_log_softmax(const double *theta, const double *ref,
     double e[64], total = 0.0;
     for (ptrdiff_t j0 = 0; j0 < V; j0 += 64) {
         const ptrdiff_t n = V - j0 < 64 ? V - j0 : 64;
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
         for (ptrdiff_t j = 0; j < n; j++) {
@@ -1198,7 +1199,7 @@ static int row_log_softmax(const double *theta, const double *ref,
         }
     }
     const double log_total = log(total);
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
     for (ptrdiff_t j = 0; j < V; j++) {
@@ -1220,7 +1221,7 @@ static void ppo_row_step(double *theta, double *m, double *v,
                          double *counts, const adam_settings *adam)
 {
     if (coef_total != 0.0) {
-#ifdef _OPENMP
+#ifdef RLHF_OMP_SIMD
 #pragma omp simd
 #endif
         for (ptrdiff_t j = 0; j < V; j++) {
@@ -1357,7 +1358,7 @@ static int ppo_streaming(double *theta, double *m, double *v,
             if (row_log_softmax(theta + s * V, ref + s * V, V,
                                 logp + s * V) < 0) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
                 status = RLHF_ENONFINITE;
             }
@@ -1441,7 +1442,7 @@ static int ppo_grouping(double *theta, double *m, double *v,
         for (ptrdiff_t s = s0; s < s1; s++) {
             if (!logits_ok(theta + s * V, ref + s * V, V)) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
                 status = RLHF_ENONFINITE;
             }
@@ -1462,7 +1463,7 @@ static int ppo_grouping(double *theta, double *m, double *v,
             double *buffer = malloc((size_t)(2 * V) * sizeof(double));
             if (buffer == NULL) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
                 status = RLHF_ENOMEM;
             }
@@ -1479,7 +1480,7 @@ static int ppo_grouping(double *theta, double *m, double *v,
                               ref + s * V, V, a, g.order + g.start[s], count,
                               logp, grad, g.partial + 2 * s, adam) < 0) {
 #ifdef _OPENMP
-#pragma omp atomic write
+#pragma omp critical(rlhf_status)
 #endif
                     status = RLHF_ENONFINITE;
                 }
@@ -1689,6 +1690,7 @@ static int value_grouping(double *values, double *m, double *v,
     token_groups g;
     int status = token_groups_alloc(&g, a->states, n_tokens, n_states, 1);
     const int team = rlhf_threads(0);
+    (void)team; /* read only by OpenMP's num_threads */
     for (ptrdiff_t s0 = 0, s1; s0 < n_states && status == 0; s0 = s1) {
         if (s0 > 0 && rlhf_interrupted()) {
             status = RLHF_EINTR;
