@@ -1,7 +1,43 @@
 """rlhf: reinforcement learning from human feedback at notebook scale.
 
 The pipeline of the lecture -- preference data, a reward model, a policy
-update that stays near the reference -- with C kernels on NumPy buffers.
+update that stays near the reference -- with C kernels on NumPy buffers,
+each step fast enough to run live and exact enough to check against
+theory.  Estimators follow scikit-learn's conventions (``fit`` returns
+self, learned attributes end in ``_``, ``random_state`` everywhere).
+
+Preference data
+    make_world, simulate_preferences, simulate_rankings,
+    rankings_to_comparisons, annotator_agreement (comparisons are int64
+    pairs, preferred first, in a Comparisons); real human preferences in
+    rlhf.datasets.
+Reward models (Bradley-Terry)
+    LogisticRegression, scikit-learn's drop-in, which reproduces the
+    lecture's digits; RewardModel, pairwise in item space, with ties,
+    rankings and Laplace standard errors.
+Policies near a reference
+    reweight (the lecture's update), kl_regularized_policy (the optimum
+    ``pi_ref * exp(r / beta) / Z`` of ``E[r] - beta KL(pi || pi_ref)``),
+    kl_divergence, best_of_n_policy; PPO, REINFORCE, DPO and SFT, which
+    take a table, a SequencePolicy or a TinyLM as the policy.
+Safety
+    constrained_policy (a cost budget, through its Lagrange multiplier),
+    shape_rewards, mask_policy, CostModel.
+Over-optimisation
+    overoptimization_curves, make_overoptimization_world.
+Tokens and a language model
+    rlhf.sequences (Sequences, SequencePolicy, make_sequence_world,
+    soft_optimal_policy, kl_estimators), TinyLM (GPT-2 in C),
+    rlhf.text (hashed n-grams, tokenizers), rlhf.text_world.
+Pictures
+    rlhf.plot (matplotlib, optional).
+
+``python -m rlhf demo`` runs the lecture's demo and a short tour.  The
+notebooks in the repository's notebooks/ folder go through the pipeline
+step by step (``pip install -e '.[notebooks]' && jupyter lab
+notebooks/``); the documentation in docs/ (``pip install -e '.[docs]' &&
+sphinx-build -b html docs docs/_build/html``) has a getting-started page,
+the theory the notebooks lean on and a reference for every public name.
 """
 try:
     from . import _core  # noqa: F401
