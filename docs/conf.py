@@ -105,6 +105,8 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 html_context = {"default_mode": "light"}
+# pages with no section to navigate get the full width
+html_sidebars = {"index": [], "getting_started": []}
 
 # MathJax is loaded by the reader's browser when a page with math is opened;
 # the build itself fetches nothing.
