@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from . import _core
+from ._progress import Progress
 from ._validation import check_scalar, format_value
 
 _WEIGHT_DECAY = 0.0
@@ -208,7 +209,7 @@ def _adamw(policy, grads, m, v, step, rate, owner, iteration):
 def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
                            prompts_per_iteration, max_new_tokens, scheduled):
     """PPO or REINFORCE on a TinyLM; sets est's fitted attributes."""
-    from .optimize import _random_generator
+    from .optimize import _facts, _random_generator
     owner = type(est).__name__
     is_ppo = hasattr(est, "gae_lambda")
     if est.exact:
@@ -279,6 +280,13 @@ def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
     step = 0
     n_iterations = int(est.n_iterations)
     begin = time.perf_counter()
+    est._facts = _facts(f"a TinyLM ({policy._params.size:,} parameters)",
+                        n_iterations, exact=False, start=None)
+    bar = Progress(est.progress, n_iterations, f"{owner}.fit")
+    # read only when the bar is drawn
+    bar.set_postfix(reward=lambda: history["reward"][-1],
+                    kl=lambda: history["kl"][-1])
+    stopped = None
     try:
         for iteration in range(n_iterations):
             rate = scheduled(est, iteration)
@@ -395,17 +403,23 @@ def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
                 history["lambda"].append(lam_cost)
                 lam_cost = max(0.0, lam_cost + float(
                     est.lambda_learning_rate) * (float(cost.mean()) - budget))
+            bar.update()
             if est.verbose and (iteration % max(1, n_iterations // 10) == 0
                                 or iteration == n_iterations - 1):
-                print(f"{owner} iteration {iteration + 1}/{n_iterations}: "
-                      f"reward {reward_now.mean():.4f}, KL {kl_now:.4f}, "
-                      f"beta {beta:.4g} "
-                      f"({time.perf_counter() - begin:.1f} s)", flush=True)
+                bar.write(f"{owner} iteration {iteration + 1}/{n_iterations}: "
+                          f"reward {reward_now.mean():.4f}, KL {kl_now:.4f}, "
+                          f"beta {beta:.4g} "
+                          f"({time.perf_counter() - begin:.1f} s)")
             if est._controls_beta():
                 error = np.clip(kl_now / float(est.target_kl) - 1.0, -0.2,
                                 0.2)
                 beta *= 1.0 + error * rows_per_iteration / horizon
+    except BaseException as error:
+        stopped = type(error).__name__
+        raise
     finally:
+        bar.close()
+        est._stopped_by = stopped  # what summary() says of an early end
         est.history_ = {key: np.asarray(value)
                         for key, value in history.items()}
         est.samples_ = samples
@@ -449,7 +463,7 @@ def _value_step(head, m, v, features, live, returns, old_values, value_clip,
 
 def fit_lm_dpo(est, reference, comparisons, sample_weight, scheduled):
     """DPO-family losses on a TinyLM's sequence log-probabilities."""
-    from .optimize import _DPO_LOSSES, _random_generator
+    from .optimize import _DPO_LOSSES, _dpo_start, _facts, _random_generator
     from ._validation import check_sample_weight
     owner = "DPO"
     if est.policy != "tabular":
@@ -529,6 +543,13 @@ def fit_lm_dpo(est, reference, comparisons, sample_weight, scheduled):
         return loss, grad[0], both, acts, stats
 
     n_iterations = int(est.n_iterations)
+    est._facts = _facts(f"a TinyLM ({policy._params.size:,} parameters)",
+                        n_iterations, exact=False,
+                        start=_dpo_start(loss_kind, beta, smoothing))
+    bar = Progress(est.progress, n_iterations, "DPO.fit")
+    bar.set_postfix(loss=lambda: history["loss"][-1],
+                    accuracy=lambda: history["accuracy"][-1])
+    stopped = None
     try:
         for iteration in range(n_iterations):
             rate = scheduled(est, iteration)
@@ -559,13 +580,19 @@ def fit_lm_dpo(est, reference, comparisons, sample_weight, scheduled):
                                             accuracy])
             for key, value in zip(history, totals):
                 history[key].append(float(value))
+            bar.update()
             if est.verbose and (iteration % max(1, n_iterations // 10) == 0
                                 or iteration == n_iterations - 1):
-                print(f"DPO iteration {iteration + 1}/{n_iterations}: loss "
-                      f"{totals[0]:.5f}, chosen {totals[1]:.4f}, rejected "
-                      f"{totals[2]:.4f}, accuracy {totals[4]:.3f}",
-                      flush=True)
+                bar.write(f"DPO iteration {iteration + 1}/{n_iterations}: "
+                          f"loss {totals[0]:.5f}, chosen {totals[1]:.4f}, "
+                          f"rejected {totals[2]:.4f}, accuracy "
+                          f"{totals[4]:.3f}")
+    except BaseException as error:
+        stopped = type(error).__name__
+        raise
     finally:
+        bar.close()
+        est._stopped_by = stopped  # what summary() says of an early end
         est.history_ = {key: np.asarray(value)
                         for key, value in history.items()}
         est.theta_ = policy._params

@@ -72,8 +72,6 @@ def resolve(progress):
 
 
 def _format_stat(value):
-    if callable(value):  # computed only when drawn
-        value = value()
     if isinstance(value, (float, np.floating)):
         value = float(value)
         if value == 0.0 or not math.isfinite(value):
@@ -153,9 +151,9 @@ class Progress:
     def _check(self):
         now = time.perf_counter()
         elapsed = now - self._start
-        # look again in about REFRESH_SECONDS at the rate so far
+        # look again in about half a refresh at the rate so far
         rate = self.n / elapsed if elapsed > 0 else math.inf
-        step = rate * REFRESH_SECONDS
+        step = rate * REFRESH_SECONDS / 2
         self._next_check = self.n + (max(1, int(step)) if math.isfinite(step)
                                      else 1)
         if not self.shown:
@@ -184,7 +182,9 @@ class Progress:
                            initial=self.n, postfix=self._postfix(),
                            mininterval=REFRESH_SECONDS, leave=True)
             # the bar's clock starts with the fit, not when it appeared
-            bar.start_t = bar._time() - (time.perf_counter() - self._start)
+            # (moved back from its own start, which its close() compares
+            # with the time it last printed)
+            bar.start_t -= time.perf_counter() - self._start
             self._bar = bar
             self._last_draw = time.perf_counter()
         except Exception:  # no tqdm (or a broken one): the plain line
@@ -192,7 +192,17 @@ class Progress:
             self._draw(time.perf_counter())
 
     def _postfix(self):
-        return {k: _format_stat(v) for k, v in self._stats.items()} or None
+        """The numbers to show, formatted; a function is called now, and
+        left out while it fails (a history with no entry yet)."""
+        shown = {}
+        for key, value in self._stats.items():
+            if callable(value):
+                try:
+                    value = value()
+                except (IndexError, KeyError, ValueError, TypeError):
+                    continue
+            shown[key] = _format_stat(value)
+        return shown or None
 
     def _draw(self, now):
         self._last_draw = now
@@ -221,7 +231,7 @@ class Progress:
             timing += (f", {rate:.3g} {self.unit}/s" if rate >= 1 else
                        f", {1 / rate:.3g} s/{self.unit}")
         parts.append(f"[{timing}]")
-        parts.extend(f"{k}={_format_stat(v)}" for k, v in self._stats.items())
+        parts.extend(f"{k}={v}" for k, v in (self._postfix() or {}).items())
         return " ".join(parts)
 
     def _write_line(self, text):

@@ -170,8 +170,8 @@ class Summary:
             c.rjust(w) for c, w in zip(self.columns, widths))]
         lines.append("-" * WIDTH)
         for name, cells in self.rows:
-            lines.append(_shorten(name, name_width).ljust(name_width) + "".join(
-                c.rjust(w) for c, w in zip(cells, widths)))
+            lines.append(_shorten(name, name_width).ljust(name_width)
+                         + "".join(c.rjust(w) for c, w in zip(cells, widths)))
         if self.omitted:
             lines.append(f"... {self.omitted} more rows (summary(max_rows="
                          "None) shows them all)")

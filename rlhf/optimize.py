@@ -21,16 +21,19 @@ Training loops are plain Python over the C kernels of ``rlhf._core`` (the
 same loops run on their NumPy twins in ``rlhf._reference``, which the tests
 and the benchmark use).
 """
+import math
 import numbers
 
 import numpy as np
 
 from . import _core
 from ._base import ParamsMixin
+from ._summary import Summary, format_columns, format_number
 from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
-                          check_option, check_sample_weight, check_scalar,
-                          format_value, kernel_max_iter)
+                          check_is_fitted, check_option, check_sample_weight,
+                          check_scalar, format_value, kernel_max_iter)
 from . import _lm_rl, _token_rl
+from ._progress import Progress, check_progress
 from .tinylm import TinyLM
 from .policy import _check_policy_table, _check_rewards
 from .sequences import SequencePolicy
@@ -147,6 +150,7 @@ def _check_common(est, owner):
     check_option(est.lr_schedule, "lr_schedule", owner,
                  ["linear", "constant"])
     check_scalar(est.verbose, "verbose", owner, kind="int", low=0)
+    check_progress(est.progress, owner)
 
 
 def _check_positive_finite(value, name, owner):
@@ -165,7 +169,91 @@ def _batch(est, n):
     return n if est.batch_size is None else min(int(est.batch_size), n)
 
 
-class _PolicyGradient(ParamsMixin):
+def _table_words(n_prompts, n_responses):
+    return (f"a table of {n_prompts} prompt{'s' * (n_prompts != 1)} x "
+            f"{n_responses} response{'s' * (n_responses != 1)}")
+
+
+def _facts(policy, n_iterations, exact, start):
+    """What summary() needs besides history_: the policy's description,
+    the iterations asked for, whether history_'s statistics are exact (of
+    the policy after each iteration) or estimated from the iteration's
+    samples, and the statistics at the reference when known exactly."""
+    return {"policy": policy, "n_iterations": int(n_iterations),
+            "exact": bool(exact), "start": start}
+
+
+def _dpo_start(loss_kind, beta, smoothing):
+    """DPO's statistics at the reference: every log-ratio is 0 there, so
+    the loss is the kernel's at d = 0 and no comparison is ranked right
+    (the accuracy counts d > 0)."""
+    loss = _core.dpo_loss_grad(np.zeros((1, 2)), np.zeros((1, 2)),
+                               np.array([[0, 0, 1]], dtype=np.int64),
+                               np.ones(1), beta, loss_kind, smoothing)[0]
+    return {"loss": float(loss), "chosen_log_ratio": 0.0,
+            "rejected_log_ratio": 0.0, "margin": 0.0, "accuracy": 0.0}
+
+
+class _Summarised:
+    """summary() of a fitted estimator (its result shows itself as text or,
+    in Jupyter, as HTML)."""
+
+    _fitted_attribute = "history_"
+
+    def summary(self):
+        """What the fit did, in a table: start and end of what
+        ``history_`` records, the iterations and how the fit ended.
+
+        Returns
+        -------
+        Summary
+            ``print`` it, or leave it at the end of a notebook cell; its
+            ``table`` attribute maps each row's name to its (start, end)
+            numbers.
+        """
+        check_is_fitted(self, self._fitted_attribute)
+        return self._summary()
+
+    def _history_table(self, rows):
+        """(columns, formatted rows, numbers) of the rows (key, label) of
+        history_ present in this fit: start, end, change and the standard
+        deviation over the last tenth of the iterations."""
+        facts, history = self._facts, self.history_
+        start = facts["start"] or {}
+        n = len(next(iter(history.values())))
+        tail = max(1, n // 10)
+        table, cells = {}, []
+        for key, label in rows:
+            if key not in history or n == 0:
+                continue
+            values = history[key]
+            first = start.get(key, float(values[0]))
+            last = float(values[-1])
+            sd = float(np.std(values[-tail:])) if tail > 1 else math.nan
+            table[key] = (first, last)
+            cells.append((label, [first, last, last - first, sd]))
+        formatted = []
+        for label, values in cells:
+            # one number of decimals along a row, set by its largest value
+            same = [c[0] for c in format_columns(*([v] for v in values[:3]))]
+            sd = "-" if math.isnan(values[3]) else format_number(values[3], 2)
+            formatted.append((label, same + [sd]))
+        columns = ["start", "end", "change", "sd, last 10%"]
+        return columns, formatted, table
+
+    def _ending(self):
+        """(iterations text, how it ended) of this fit."""
+        done = int(self.n_iter_)
+        asked = self._facts["n_iterations"]
+        if done >= asked:
+            return f"{done} of {asked}", "completed"
+        why = self.__dict__.get("_stopped_by")
+        how = ("interrupted (Ctrl-C)" if why == "KeyboardInterrupt" else
+               f"stopped by {why}" if why else "stopped early")
+        return f"{done} of {asked}", how
+
+
+class _PolicyGradient(_Summarised, ParamsMixin):
     """The sampling loop shared by PPO and REINFORCE.
 
     One iteration: sample n_samples responses per prompt from the current
@@ -247,7 +335,8 @@ n_features) or callable, optional
         owner = type(self).__name__
         self._validate()
         for name in ("values_", "lambda_", "samples_",
-                     "value_head_"):  # of an earlier fit
+                     "value_head_", "_facts",
+                     "_stopped_by"):  # of an earlier fit
             self.__dict__.pop(name, None)
         if isinstance(reference_policy, TinyLM):
             if features is not None:
@@ -344,102 +433,120 @@ n_features) or callable, optional
         logp, p = k.log_softmax(logits)
         n_iterations = int(self.n_iterations)
         n_epochs = int(self._epochs())
-        for iteration in range(n_iterations):
-            if costs is not None:
-                lam = float(np.exp(log_lambda[0]))
-                step_rewards = rewards - lam * costs
-            else:
-                step_rewards = rewards
-            if self.exact:
-                weights = p
-            else:
-                actions = k.sample_categorical(p, samples, seed, counter)
-                counter += n * samples
-            if costs is not None:
-                # the constraint's value at the policy that acted
-                cost_now = float((p * costs).sum(axis=1).mean()) if \
-                    self.exact else float(np.take_along_axis(
-                        costs, actions, axis=1).mean())
-            shaped, old_logp = k.shape_rewards(
-                step_rewards, logp, ref_logp, actions,
-                beta if self.kl_in_reward else 0.0, kl_kind)
-            if self.exact:
-                # the exact baseline: the expected shaped reward under pi_old
-                advantages = shaped - (p * shaped).sum(axis=1, keepdims=True)
-                kl_now = k.policy_stats(logp, ref_logp, rewards)[1]
-            else:
-                advantages = k.advantages(shaped, baseline, 1e-4)
-                if self._controls_beta():
-                    kl_now = float(np.mean(_kl_estimate(old_logp, ref_logp,
-                                                        actions, kl_kind)))
-            learning_rate = _scheduled(self, iteration)
-            losses, clipped = [], []
-            for _ in range(n_epochs):
-                order = all_rows if batch == n else rng.permutation(
-                    n).astype(np.int64)
-                for start in range(0, n, batch):
-                    rows = order[start:start + batch]
-                    kl_coef = 0.0 if self.kl_in_reward else beta
-                    step += 1
-                    if model.kind == "tabular":
-                        # gradient and Adam fused; theta, m, v in place
-                        loss, clip_fraction = k.ppo_adam_step(
-                            theta, m, v, ref_logp, rows, actions, weights,
-                            old_logp, advantages, clip, kl_coef, kl_kind,
-                            learning_rate, *_ADAM, step)
-                        _check_diverged(theta, self, iteration)
-                    else:
-                        loss, grad, clip_fraction = k.ppo_loss_grad(
-                            _check_diverged(model.logits(theta), self,
-                                            iteration), ref_logp, rows,
-                            actions,
-                            weights, old_logp, advantages, clip, kl_coef,
-                            kl_kind)
-                        theta, m, v = k.adam_step(
-                            theta, model.chain(grad), m, v, learning_rate,
-                            *_ADAM, step)
-                    losses.append(loss)
-                    clipped.append(clip_fraction)
-            _check_second_moment(v, self, iteration)
-            # the next iteration starts from this policy
-            logp, p = k.log_softmax(_check_diverged(
-                model.logits(theta, out=logits), self, iteration), (logp, p))
-            reward, kl, entropy = k.policy_stats(logp, ref_logp, rewards)
-            history["reward"].append(reward)
-            history["kl"].append(kl)
-            history["entropy"].append(entropy)
-            history["clip_fraction"].append(float(np.mean(clipped)))
-            history["beta"].append(beta)
-            history["loss"].append(float(np.mean(losses)))
-            if costs is not None:
-                history["cost"].append(float((p * costs).sum(axis=1).mean()))
-                history["lambda"].append(lam)
-                # an optimistic step, along 2 e_t - e_(t-1) (Popov 1980;
-                # Daskalakis et al. 2018): the error plus its change, the
-                # derivative term of a PID Lagrangian (Stooke et al. 2020),
-                # which damps the lag between policy and multiplier; Adam
-                # without momentum (beta1 = 0) for the same reason
-                error = cost_now - float(self.cost_budget)
-                if previous_error is None:
+        start = k.policy_stats(logp, ref_logp, rewards)
+        self._facts = _facts(
+            _table_words(n, n_resp), n_iterations,
+            exact=True, start={"reward": start[0], "kl": start[1],
+                               "entropy": start[2]})
+        if costs is not None:
+            self._facts["start"]["cost"] = float((p * costs).sum(
+                axis=1).mean())
+        bar = Progress(self.progress, n_iterations, f"{owner}.fit")
+        # read only when the bar is drawn
+        bar.set_postfix(reward=lambda: history["reward"][-1],
+                        kl=lambda: history["kl"][-1])
+        with bar:
+            for iteration in range(n_iterations):
+                if costs is not None:
+                    lam = float(np.exp(log_lambda[0]))
+                    step_rewards = rewards - lam * costs
+                else:
+                    step_rewards = rewards
+                if self.exact:
+                    weights = p
+                else:
+                    actions = k.sample_categorical(p, samples, seed, counter)
+                    counter += n * samples
+                if costs is not None:
+                    # the constraint's value at the policy that acted
+                    cost_now = float((p * costs).sum(axis=1).mean()) if \
+                        self.exact else float(np.take_along_axis(
+                            costs, actions, axis=1).mean())
+                shaped, old_logp = k.shape_rewards(
+                    step_rewards, logp, ref_logp, actions,
+                    beta if self.kl_in_reward else 0.0, kl_kind)
+                if self.exact:
+                    # the exact baseline: the expected shaped reward under
+                    # pi_old
+                    advantages = shaped - (p * shaped).sum(axis=1,
+                                                           keepdims=True)
+                    kl_now = k.policy_stats(logp, ref_logp, rewards)[1]
+                else:
+                    advantages = k.advantages(shaped, baseline, 1e-4)
+                    if self._controls_beta():
+                        kl_now = float(np.mean(_kl_estimate(old_logp, ref_logp,
+                                                            actions, kl_kind)))
+                learning_rate = _scheduled(self, iteration)
+                losses, clipped = [], []
+                for _ in range(n_epochs):
+                    order = all_rows if batch == n else rng.permutation(
+                        n).astype(np.int64)
+                    for start in range(0, n, batch):
+                        rows = order[start:start + batch]
+                        kl_coef = 0.0 if self.kl_in_reward else beta
+                        step += 1
+                        if model.kind == "tabular":
+                            # gradient and Adam fused; theta, m, v in place
+                            loss, clip_fraction = k.ppo_adam_step(
+                                theta, m, v, ref_logp, rows, actions, weights,
+                                old_logp, advantages, clip, kl_coef, kl_kind,
+                                learning_rate, *_ADAM, step)
+                            _check_diverged(theta, self, iteration)
+                        else:
+                            loss, grad, clip_fraction = k.ppo_loss_grad(
+                                _check_diverged(model.logits(theta), self,
+                                                iteration), ref_logp, rows,
+                                actions,
+                                weights, old_logp, advantages, clip, kl_coef,
+                                kl_kind)
+                            theta, m, v = k.adam_step(
+                                theta, model.chain(grad), m, v, learning_rate,
+                                *_ADAM, step)
+                        losses.append(loss)
+                        clipped.append(clip_fraction)
+                _check_second_moment(v, self, iteration)
+                # the next iteration starts from this policy
+                logp, p = k.log_softmax(_check_diverged(
+                    model.logits(theta, out=logits), self, iteration),
+                    (logp, p))
+                reward, kl, entropy = k.policy_stats(logp, ref_logp, rewards)
+                history["reward"].append(reward)
+                history["kl"].append(kl)
+                history["entropy"].append(entropy)
+                history["clip_fraction"].append(float(np.mean(clipped)))
+                history["beta"].append(beta)
+                history["loss"].append(float(np.mean(losses)))
+                if costs is not None:
+                    history["cost"].append(
+                        float((p * costs).sum(axis=1).mean()))
+                    history["lambda"].append(lam)
+                    # an optimistic step, along 2 e_t - e_(t-1) (Popov 1980;
+                    # Daskalakis et al. 2018): the error plus its change, the
+                    # derivative term of a PID Lagrangian (Stooke et al. 2020),
+                    # which damps the lag between policy and multiplier; Adam
+                    # without momentum (beta1 = 0) for the same reason
+                    error = cost_now - float(self.cost_budget)
+                    if previous_error is None:
+                        previous_error = error
+                    dual_grad = np.array([-(2.0 * error - previous_error)])
                     previous_error = error
-                dual_grad = np.array([-(2.0 * error - previous_error)])
-                previous_error = error
-                log_lambda, dual_m, dual_v = k.adam_step(
-                    log_lambda, dual_grad, dual_m, dual_v,
-                    _scheduled(self, iteration, self.lambda_learning_rate),
-                    0.0, _ADAM[1], _ADAM[2], iteration + 1)
-            if self.verbose and (iteration % max(1, n_iterations // 10)
-                                 == 0 or iteration == n_iterations - 1):
-                print(f"{owner} iteration {iteration + 1}: reward "
-                      f"{reward:.4f}, KL {kl:.4f}, entropy {entropy:.4f}, "
-                      f"beta {beta:.4g}")
-            if self._controls_beta():
-                # Ziegler et al. 2019, "Fine-tuning language models from
-                # human preferences", section 2.2: a proportional controller
-                # on log beta with the error clipped to +-0.2
-                error = np.clip(kl_now / float(self.target_kl) - 1.0, -0.2,
-                                0.2)
-                beta *= 1.0 + error * (n * samples) / horizon
+                    log_lambda, dual_m, dual_v = k.adam_step(
+                        log_lambda, dual_grad, dual_m, dual_v,
+                        _scheduled(self, iteration, self.lambda_learning_rate),
+                        0.0, _ADAM[1], _ADAM[2], iteration + 1)
+                bar.update()
+                if self.verbose and (iteration % max(1, n_iterations // 10)
+                                     == 0 or iteration == n_iterations - 1):
+                    bar.write(f"{owner} iteration {iteration + 1}: reward "
+                              f"{reward:.4f}, KL {kl:.4f}, entropy "
+                              f"{entropy:.4f}, beta {beta:.4g}")
+                if self._controls_beta():
+                    # Ziegler et al. 2019, "Fine-tuning language models
+                    # from human preferences", section 2.2: a proportional
+                    # controller on log beta with the error clipped to +-0.2
+                    error = np.clip(kl_now / float(self.target_kl) - 1.0, -0.2,
+                                    0.2)
+                    beta *= 1.0 + error * (n * samples) / horizon
         self.theta_ = theta
         self.policy_ = p
         self.beta_ = beta
@@ -456,6 +563,48 @@ n_features) or callable, optional
 
     def _horizon(self, n_steps):
         return np.inf
+
+    def _summary(self):
+        owner = type(self).__name__
+        facts = self._facts
+        columns, rows, table = self._history_table([
+            ("reward", "Reward E[r]"), ("kl", "KL to reference"),
+            ("entropy", "Entropy"), ("cost", "Cost E[c]"),
+            ("length", "Length (tokens)")])
+        iterations, ending = self._ending()
+        beta = format_number(float(self.beta))
+        if self._controls_beta():
+            beta += f" -> {format_number(float(self.beta_))}"
+        tinylm = facts["policy"].startswith("a TinyLM")
+        sequences = facts["policy"].startswith("a SequencePolicy")
+        samples = ("exact (no sampling)" if self.exact else
+                   f"{int(self.n_samples)} per prompt" if not sequences else
+                   f"{int(self.n_samples)} per iteration")
+        left = [("Iterations", iterations), ("Ended", ending),
+                ("Samples", samples)]
+        right = [("beta", beta),
+                 ("KL estimate", f"{self.kl_estimator}, " + (
+                     "in the reward" if self.kl_in_reward else "in the loss"))]
+        if "lambda_" in self.__dict__:
+            right.append(("lambda (end)", format_number(self.lambda_)))
+        if facts["start"] is not None:
+            notes = ["start: the reference policy (exact)."]
+        else:
+            notes = ["start: estimated from the first iteration's samples "
+                     "(drawn from the reference)."]
+        if facts["exact"]:
+            notes.append("end: the policy after the last iteration (exact).")
+        else:
+            notes.append("end: estimated from the last iteration's samples "
+                         "(drawn from the policy before its last update).")
+        if not tinylm and not sequences:
+            notes.append("Reward, KL and entropy are means over the prompts.")
+        notes.append("sd, last 10%: the standard deviation over the last "
+                     "tenth of the iterations, near 0 once the fit has "
+                     "settled; there is no convergence test, the fit runs "
+                     "n_iterations.")
+        return Summary(f"{owner} on {facts['policy']}", left, right,
+                       columns, rows, notes, numbers={"table": table})
 
 
 def _scheduled(est, iteration, learning_rate=None):
@@ -601,6 +750,11 @@ class PPO(_PolicyGradient):
         value gives the same result for any number of threads.
     verbose : int, default=0
         Print progress ten times per fit when positive.
+    progress : bool or None, default=None
+        A progress bar with the reward and the KL (tqdm's when installed):
+        True always, False never, None when the iterations are expected to
+        take more than 3 seconds in all (never under pytest; see
+        :mod:`rlhf._progress`).
 
     Attributes
     ----------
@@ -674,7 +828,7 @@ or TinyLM
                  lambda_learning_rate=0.05, gamma=1.0, gae_lambda=0.95,
                  value_clip=0.2, value_learning_rate=None,
                  whiten_advantages=True, exact=False, policy="tabular",
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, progress=None):
         self.beta = beta
         self.clip = clip
         self.learning_rate = learning_rate
@@ -699,6 +853,7 @@ or TinyLM
         self.policy = policy
         self.random_state = random_state
         self.verbose = verbose
+        self.progress = progress
 
     def _validate(self):
         super()._validate()
@@ -772,7 +927,8 @@ class REINFORCE(_PolicyGradient):
                  lr_schedule="linear", n_iterations=500, batch_size=None,
                  n_samples=4,
                  kl_estimator="k1", kl_in_reward=True, exact=False,
-                 policy="tabular", random_state=None, verbose=0):
+                 policy="tabular", random_state=None, verbose=0,
+                 progress=None):
         self.baseline = baseline
         self.beta = beta
         self.learning_rate = learning_rate
@@ -786,6 +942,7 @@ class REINFORCE(_PolicyGradient):
         self.policy = policy
         self.random_state = random_state
         self.verbose = verbose
+        self.progress = progress
 
     def _validate(self):
         super()._validate()
@@ -824,7 +981,7 @@ def _check_index_table(values, name, owner, n_columns, limits):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-class DPO(ParamsMixin):
+class DPO(_Summarised, ParamsMixin):
     """Direct preference optimisation of a policy near a reference.
 
     DPO (Rafailov et al. 2023, "Direct preference optimization: your
@@ -866,6 +1023,10 @@ class DPO(ParamsMixin):
     random_state : None, int or numpy.random.Generator, default=None
         Shuffles the minibatches.
     verbose : int, default=0
+    progress : bool or None, default=None
+        A progress bar with the loss and the accuracy: True always, False
+        never, None when the passes are expected to take more than 3
+        seconds in all (never under pytest; see :mod:`rlhf._progress`).
 
     Attributes
     ----------
@@ -896,7 +1057,7 @@ or TinyLM
     def __init__(self, beta=0.1, loss="sigmoid", label_smoothing=0.0,
                  learning_rate=0.1, lr_schedule="linear", n_iterations=1000,
                  batch_size=None, policy="tabular", random_state=None,
-                 verbose=0):
+                 verbose=0, progress=None):
         self.beta = beta
         self.loss = loss
         self.label_smoothing = label_smoothing
@@ -907,6 +1068,10 @@ or TinyLM
         self.policy = policy
         self.random_state = random_state
         self.verbose = verbose
+        self.progress = progress
+
+    def _summary(self):
+        return _dpo_summary(self)
 
     def _validate(self):
         owner = "DPO"
@@ -954,6 +1119,8 @@ n_features), optional
         """
         owner = "DPO"
         self._validate()
+        for name in ("_facts", "_stopped_by"):  # of an earlier fit
+            self.__dict__.pop(name, None)
         if isinstance(reference_policy, TinyLM):
             if features is not None:
                 raise ValueError("DPO with a TinyLM reference takes no "
@@ -1002,43 +1169,89 @@ n_features), optional
         history = {"loss": [], "chosen_log_ratio": [],
                    "rejected_log_ratio": [], "margin": [], "accuracy": []}
         n_iterations = int(self.n_iterations)
-        for iteration in range(n_iterations):
-            learning_rate = _scheduled(self, iteration)
-            order = np.arange(m) if batch == m else rng.permutation(m)
-            for start in range(0, m, batch):
-                rows = order[start:start + batch]
-                _, grad, _ = k.dpo_loss_grad(
+        self._facts = _facts(
+            _table_words(n, n_resp), n_iterations,
+            exact=True, start=_dpo_start(loss_kind, beta, smoothing))
+        bar = Progress(self.progress, n_iterations, "DPO.fit")
+        bar.set_postfix(loss=lambda: history["loss"][-1],
+                        accuracy=lambda: history["accuracy"][-1])
+        with bar:
+            for iteration in range(n_iterations):
+                learning_rate = _scheduled(self, iteration)
+                order = np.arange(m) if batch == m else rng.permutation(m)
+                for start in range(0, m, batch):
+                    rows = order[start:start + batch]
+                    _, grad, _ = k.dpo_loss_grad(
+                        _check_diverged(model.logits(theta), self, iteration),
+                        ref_logp, comparisons[rows],
+                        sample_weight[rows], beta, loss_kind, smoothing)
+                    step += 1
+                    theta, mom, var = k.adam_step(
+                        theta, model.chain(grad), mom, var, learning_rate,
+                        *_ADAM, step)
+                _check_second_moment(var, self, iteration)
+                loss, _, (chosen, rejected, accuracy) = k.dpo_loss_grad(
                     _check_diverged(model.logits(theta), self, iteration),
-                    ref_logp, comparisons[rows],
-                    sample_weight[rows], beta, loss_kind, smoothing)
-                step += 1
-                theta, mom, var = k.adam_step(theta, model.chain(grad), mom,
-                                              var, learning_rate, *_ADAM,
-                                              step)
-            _check_second_moment(var, self, iteration)
-            loss, _, (chosen, rejected, accuracy) = k.dpo_loss_grad(
-                _check_diverged(model.logits(theta), self, iteration),
-                ref_logp, comparisons, sample_weight,
-                beta, loss_kind, smoothing)
-            history["loss"].append(loss)
-            history["chosen_log_ratio"].append(chosen)
-            history["rejected_log_ratio"].append(rejected)
-            history["margin"].append(beta * (chosen - rejected))
-            history["accuracy"].append(accuracy)
-            if self.verbose and (iteration % max(1, n_iterations // 10)
-                                 == 0 or iteration == n_iterations - 1):
-                print(f"DPO iteration {iteration + 1}: loss {loss:.5f}, "
-                      f"chosen {chosen:.4f}, rejected {rejected:.4f}, "
-                      f"accuracy {accuracy:.3f}")
+                    ref_logp, comparisons, sample_weight,
+                    beta, loss_kind, smoothing)
+                history["loss"].append(loss)
+                history["chosen_log_ratio"].append(chosen)
+                history["rejected_log_ratio"].append(rejected)
+                history["margin"].append(beta * (chosen - rejected))
+                history["accuracy"].append(accuracy)
+                bar.update()
+                if self.verbose and (iteration % max(1, n_iterations // 10)
+                                     == 0 or iteration == n_iterations - 1):
+                    bar.write(f"DPO iteration {iteration + 1}: loss "
+                              f"{loss:.5f}, chosen {chosen:.4f}, rejected "
+                              f"{rejected:.4f}, accuracy {accuracy:.3f}")
         self.theta_ = theta
-        self.policy_ = k.log_softmax(model.logits(theta))[1]
+        final_logp, self.policy_ = k.log_softmax(model.logits(theta))
+        _, kl, entropy = k.policy_stats(final_logp, ref_logp,
+                                        np.zeros_like(ref_logp))
+        self._facts["end"] = {"kl": kl, "entropy": entropy}
         self.history_ = {key: np.asarray(value)
                          for key, value in history.items()}
         self.n_iter_ = n_iterations
         return self
 
 
-class SFT(ParamsMixin):
+def _dpo_summary(est):
+    facts = est._facts
+    columns, rows, table = est._history_table([
+        ("loss", "Loss"), ("accuracy", "Accuracy"), ("margin", "Margin"),
+        ("chosen_log_ratio", "Chosen log-ratio"),
+        ("rejected_log_ratio", "Rejected log-ratio")])
+    iterations, ending = est._ending()
+    end = facts.get("end")
+    left = [("Passes", iterations), ("Ended", ending),
+            ("Loss", est.loss)]
+    right = [("beta", format_number(float(est.beta))),
+             ("KL to reference", format_number(end["kl"]) if end else
+              "not computed"),
+             ("Entropy", format_number(end["entropy"]) if end else
+              "not computed")]
+    notes = ["start: the reference, where every log-ratio is 0 (exact). "
+             "end: after the last pass, over all comparisons (weighted "
+             "means); accuracy: the share with a larger log-ratio for the "
+             "chosen response; margin: beta times the difference of the "
+             "two log-ratios."]
+    if end:
+        notes.append("KL to reference and entropy: of the final policy, "
+                     "exact" + (", means over the prompts." if
+                                facts["policy"].startswith("a table")
+                                else "."))
+    else:
+        notes.append("KL to reference and entropy are not computed for a "
+                     "TinyLM (they would need sampling).")
+    notes.append("sd, last 10%: the standard deviation over the last tenth "
+                 "of the passes; there is no convergence test, the fit "
+                 "runs n_iterations.")
+    return Summary(f"DPO on {facts['policy']}", left, right, columns, rows,
+                   notes, numbers={"table": table, "end": end})
+
+
+class SFT(_Summarised, ParamsMixin):
     """Supervised fine-tuning: maximum likelihood on demonstrations.
 
     The pipeline's first stage: from demonstrations (prompt, response),
@@ -1062,6 +1275,10 @@ class SFT(ParamsMixin):
     max_iter : int >= 1, default=1000
         Any such int; L-BFGS counts at most ``2**31 - 1`` iterations
         (``n_iter_`` says how many ran).
+    progress : bool or None, default=None
+        A progress bar counting L-BFGS's evaluations, with the objective:
+        True always, False never, None once the fit has run 3 seconds
+        (never under pytest; see :mod:`rlhf._progress`).
 
     Attributes
     ----------
@@ -1080,11 +1297,12 @@ class SFT(ParamsMixin):
     """
 
     def __init__(self, smoothing=0.5, policy="tabular", tol=1e-10,
-                 max_iter=1000):
+                 max_iter=1000, progress=None):
         self.smoothing = smoothing
         self.policy = policy
         self.tol = tol
         self.max_iter = max_iter
+        self.progress = progress
 
     def fit(self, demonstrations, sample_weight=None, n_prompts=None,
             n_responses=None, features=None):
@@ -1112,6 +1330,7 @@ n_features), optional
         check_option(self.policy, "policy", owner, ["tabular", "linear"])
         tol = _check_positive_finite(self.tol, "tol", owner)
         check_scalar(self.max_iter, "max_iter", owner, kind="int", low=1)
+        check_progress(self.progress, owner)
         arr = np.asarray(demonstrations)
         if features is not None:
             shape = np.shape(features)
@@ -1159,11 +1378,16 @@ n_features), optional
                 model.shape)))
             loss = -(counts * logp).sum() / total
             grad = (row_totals * p - counts) / total
+            bar.update()
+            last[0] = loss
             return loss, np.ascontiguousarray(model.chain(grad)).ravel()
 
-        theta, _, _, n_iter, _, status = _core.lbfgs_minimize(
-            objective, model.initial().ravel(), gtol=tol,
-            ftol=0.0, max_iter=kernel_max_iter(self.max_iter))
+        last = [np.nan]
+        with Progress(self.progress, None, "SFT.fit", unit="eval") as bar:
+            bar.set_postfix(objective=lambda: last[0])
+            theta, loss, _, n_iter, _, status = _core.lbfgs_minimize(
+                objective, model.initial().ravel(), gtol=tol,
+                ftol=0.0, max_iter=kernel_max_iter(self.max_iter))
         if status == 2:
             import warnings
             from .exceptions import ConvergenceWarning
@@ -1172,6 +1396,45 @@ n_features), optional
                 f"gradient fell below tol={self.tol}.", ConvergenceWarning,
                 stacklevel=2)
         self.theta_ = theta.reshape(model.shape)
-        self.policy_ = _core.log_softmax(model.logits(self.theta_))[1]
+        logp, self.policy_ = _core.log_softmax(model.logits(self.theta_))
         self.n_iter_ = n_iter
+        weight = float(sample_weight.sum())
+        seen = sample_weight > 0
+        with np.errstate(invalid="ignore"):
+            log_likelihood = float(np.sum(
+                sample_weight[seen] * logp[demonstrations[seen, 0],
+                                           demonstrations[seen, 1]]))
+        self._facts = {
+            "policy": _table_words(*counts.shape),
+            "n": int(demonstrations.shape[0]), "weight": weight,
+            "status": int(status), "objective": float(loss),
+            "log_likelihood": log_likelihood,
+            "entropy": _core.policy_stats(logp, logp,
+                                          np.zeros_like(logp))[2]}
         return self
+
+    _fitted_attribute = "policy_"
+
+    def _summary(self):
+        from .reward import _STOPS
+        facts = self._facts
+        left = [("Demonstrations", facts["n"]),
+                ("Total weight", facts["weight"]),
+                ("Smoothing", float(self.smoothing)),
+                ("Policy", self.policy)]
+        right = [("Log-likelihood", facts["log_likelihood"]),
+                 ("per demonstration", facts["log_likelihood"]
+                  / facts["weight"] if facts["weight"] else math.nan),
+                 ("Entropy", facts["entropy"]),
+                 ("Iterations", int(self.n_iter_)),
+                 ("Converged", "yes" if facts["status"] <= 1 else "NO")]
+        notes = [f"Stopped: {_STOPS[facts['status']]}.",
+                 "Log-likelihood: sum of weight x log pi(response | prompt) "
+                 "over the demonstrations, without the smoothing "
+                 f"pseudo-counts (the minimised objective, with them and "
+                 f"per count, is {format_number(facts['objective'])}). "
+                 "Entropy: of the fitted policy, a mean over the prompts."]
+        return Summary(f"SFT on {facts['policy']}", left, right, notes=notes,
+                       numbers={"log_likelihood": facts["log_likelihood"],
+                                "entropy": facts["entropy"],
+                                "converged": facts["status"] <= 1})

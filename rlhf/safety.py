@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _core
 from ._base import ParamsMixin
+from ._progress import Progress, check_progress
 from ._validation import (_as_float_array, _check_finite, check_array,
                           check_is_fitted, check_sample_weight, check_scalar,
                           kernel_max_iter)
@@ -473,6 +474,10 @@ class CostModel(ParamsMixin):
     tol : float > 0, default=1e-6
         L-BFGS stops when the largest gradient component is below tol.
     max_iter : int >= 1, default=1000
+    progress : bool or None, default=None
+        A progress bar counting L-BFGS's evaluations, with the objective:
+        True always, False never, None once the fit has run 3 seconds
+        (never under pytest; see :mod:`rlhf._progress`).
 
     Attributes
     ----------
@@ -498,11 +503,13 @@ class CostModel(ParamsMixin):
     [True, True, False, False]
     """
 
-    def __init__(self, *, C=1.0, label_weight=1.0, tol=1e-6, max_iter=1000):
+    def __init__(self, *, C=1.0, label_weight=1.0, tol=1e-6, max_iter=1000,
+                 progress=None):
         self.C = C
         self.label_weight = label_weight
         self.tol = tol
         self.max_iter = max_iter
+        self.progress = progress
 
     def _validate_params(self):
         owner = type(self).__name__
@@ -512,6 +519,7 @@ class CostModel(ParamsMixin):
         check_scalar(self.tol, "tol", owner, low=0, low_open=True,
                      high=np.inf, high_open=True)
         check_scalar(self.max_iter, "max_iter", owner, kind="int", low=1)
+        check_progress(self.progress, owner)
 
     @staticmethod
     def _check_comparisons(comparisons, n_items):
@@ -603,15 +611,22 @@ class CostModel(ParamsMixin):
         label_weight = float(self.label_weight)
 
         def objective(params):
-            return _cost_loss_grad(params, features, comparisons, weight,
-                                   labelled, signs, label_weight, alpha,
-                                   fit_intercept)
+            value = _cost_loss_grad(params, features, comparisons, weight,
+                                    labelled, signs, label_weight, alpha,
+                                    fit_intercept)
+            bar.update()
+            last[0] = value[0]
+            return value
 
         x0 = np.zeros(n_features + (1 if fit_intercept else 0))
-        params, loss, grad, n_iter, _, status = _core.lbfgs_minimize(
-            objective, x0, gtol=float(self.tol),
-            ftol=64 * np.finfo(np.float64).eps,
-            max_iter=kernel_max_iter(self.max_iter), maxls=50)
+        last = [np.nan]
+        with Progress(self.progress, None, f"{type(self).__name__}.fit",
+                      unit="eval") as bar:
+            bar.set_postfix(objective=lambda: last[0])
+            params, loss, grad, n_iter, _, status = _core.lbfgs_minimize(
+                objective, x0, gtol=float(self.tol),
+                ftol=64 * np.finfo(np.float64).eps,
+                max_iter=kernel_max_iter(self.max_iter), maxls=50)
         if status == 1 and not params.any() and np.abs(grad).max() > self.tol:
             # the relative-decrease test passed without a single step taken:
             # features near the float range make every trial step overshoot

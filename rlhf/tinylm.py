@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _core
 from . import _reference_gpt
+from ._progress import Progress, check_progress
 from ._validation import check_scalar, format_value
 from .preferences import _check_random_state
 from .text import ByteTokenizer, _Tokenizer, tokenizer_from_dict
@@ -385,7 +386,7 @@ class TinyLM:
     def fit(self, texts, prompts=None, *, max_steps=500, batch_size=32,
             lr=3e-3, weight_decay=0.1, warmup_steps=None, min_lr_ratio=0.1,
             max_grad_norm=1.0, betas=(0.9, 0.95), random_state=None,
-            verbose=0):
+            verbose=0, progress=None):
         """Supervised fine-tuning (or pre-training): next-token
         cross-entropy with AdamW.
 
@@ -418,6 +419,11 @@ class TinyLM:
             Seeds the batches.
         verbose : int, default=0
             Print the loss ten times per fit when positive.
+        progress : bool or None, default=None
+            A progress bar with the loss (tqdm's when installed): True
+            always, False never, None when the steps are expected to take
+            more than 3 seconds in all (never under pytest; see
+            :mod:`rlhf._progress`).
 
         Returns
         -------
@@ -450,6 +456,7 @@ class TinyLM:
                                      low=0.0, high=np.inf, high_open=True)
         beta1, beta2 = _check_betas(betas, owner)
         verbose = check_scalar(verbose, "verbose", owner, kind="int", low=0)
+        progress = check_progress(progress, owner)
         rng = _check_random_state(random_state, owner)
 
         documents, starts = [], []
@@ -462,18 +469,22 @@ class TinyLM:
         v = np.zeros_like(self._params)
         history = {"loss": [], "lr": [], "grad_norm": []}
         begin = time.perf_counter()
+        bar = Progress(progress, max_steps, owner, unit="step")
+        # read only when the bar is drawn
+        bar.set_postfix(loss=lambda: history["loss"][-1])
         try:
             self._fit_steps(documents, starts, history, m, v, max_steps,
                             batch_size, lr, weight_decay, warmup_steps,
                             min_lr_ratio, max_grad_norm, beta1, beta2, rng,
-                            verbose, begin)
+                            verbose, begin, bar)
         finally:  # an interrupted fit keeps the steps it made
+            bar.close()
             self.history_ = {k: np.array(h) for k, h in history.items()}
         return self
 
     def _fit_steps(self, documents, starts, history, m, v, max_steps,
                    batch_size, lr, weight_decay, warmup_steps, min_lr_ratio,
-                   max_grad_norm, beta1, beta2, rng, verbose, begin):
+                   max_grad_norm, beta1, beta2, rng, verbose, begin, bar):
         for step in range(1, max_steps + 1):
             tokens, targets, weight = self._batch(documents, starts,
                                                   batch_size, rng)
@@ -492,11 +503,12 @@ class TinyLM:
             history["loss"].append(loss)
             history["lr"].append(rate)
             history["grad_norm"].append(norm)
+            bar.update()
             if verbose and (step % max(1, max_steps // 10) == 0
                             or step == max_steps):
-                print(f"{_OWNER}.fit: step {step}/{max_steps}  loss "
-                      f"{loss:.4f}  lr {rate:.2e}  "
-                      f"({time.perf_counter() - begin:.1f} s)", flush=True)
+                bar.write(f"{_OWNER}.fit: step {step}/{max_steps}  loss "
+                          f"{loss:.4f}  lr {rate:.2e}  "
+                          f"({time.perf_counter() - begin:.1f} s)")
 
     def _batch(self, documents, starts, batch_size, rng):
         """(tokens, targets, weights) of batch_size documents drawn at

@@ -185,7 +185,8 @@ def test_labels_only_is_logistic_regression():
 def test_params_and_convergence_warning():
     model = rlhf.CostModel(C=2.0)
     assert model.get_params() == {"C": 2.0, "label_weight": 1.0,
-                                  "tol": 1e-6, "max_iter": 1000}
+                                  "tol": 1e-6, "max_iter": 1000,
+                                  "progress": None}
     assert repr(model) == "CostModel(C=2.0)"
     _, features, comparisons, _, _, _ = problem(0)
     with pytest.warns(rlhf.ConvergenceWarning, match="iteration limit"):
