@@ -50,6 +50,9 @@ _LAPLACE_MAX_PARAMS = 4 * _NEWTON_MAX_PARAMS
 # minimiser (a few microseconds per evaluation) only when an evaluation
 # takes at least this long
 _PROGRESS_MIN_EVAL_SECONDS = 1e-3
+# below this many numbers in the problem's arrays an evaluation is far
+# from that: not even timed
+_SMALL_PROBLEM = 100_000
 _STOPS = {
     0: "the largest gradient component fell below tol",
     1: "the objective stopped decreasing (rounding level)",
@@ -638,7 +641,8 @@ class RewardModel(ParamsMixin):
         the class's docstring): the same iterates either way."""
         tol, max_iter = float(self.tol), kernel_max_iter(self.max_iter)
         mode = resolve_progress(self.progress)
-        if mode is False:
+        if mode is False or (mode is None and sum(
+                a.size for a in _problem_arrays(problem)) < _SMALL_PROBLEM):
             return _core.bt_fit(problem, x0, solver, tol, max_iter,
                                 n_threads=n_threads)
         begin = time.perf_counter()

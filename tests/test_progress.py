@@ -269,6 +269,7 @@ def test_reward_model_auto_takes_the_reporting_path_the_same(
     a time, or the rest in one call after a short first step."""
     features, pairs = _pairs(5, 60, 4, 500)
     monkeypatch.setattr(reward_module, "_PROGRESS_MIN_EVAL_SECONDS", 0.0)
+    monkeypatch.setattr(reward_module, "_SMALL_PROBLEM", 0)
     calls = []
     entry = _core.lbfgs_minimize
     monkeypatch.setattr(_core, "lbfgs_minimize",
@@ -292,6 +293,21 @@ def test_reward_model_auto_takes_the_reporting_path_the_same(
                 eval_seconds)
         assert stepped[0].tobytes() == one_call[0].tobytes()
         assert stepped[1:2] + stepped[3:] == one_call[1:2] + one_call[3:]
+
+
+def test_reward_model_auto_leaves_small_fits_alone(monkeypatch,
+                                                   outside_pytest):
+    """A small problem is not even timed: one call of the C loop."""
+    calls = []
+    evaluate = _core.bt_loss_grad
+    monkeypatch.setattr(_core, "bt_loss_grad",
+                        lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    features, pairs = _pairs(8, 60, 4, 500)
+    for solver in ("lbfgs", "newton"):
+        rlhf.RewardModel(solver=solver).fit(features, pairs)
+    assert calls == []
+    rlhf.RewardModel(solver="newton", progress=True).fit(features, pairs)
+    assert calls == [1]
 
 
 def test_newton_restarts_keep_the_first_threshold():
