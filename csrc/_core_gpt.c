@@ -333,7 +333,8 @@ static PyObject *py_gpt_backward(PyObject *Py_UNUSED(self), PyObject *args)
         core_raise_status(status, "gpt_backward");
         goto fail;
     }
-    result = Py_NewRef(Py_None);
+    Py_INCREF(Py_None);  /* Py_NewRef is 3.10+; 3.9 is supported */
+    result = Py_None;
 fail:
     Py_XDECREF(a.tokens);
     Py_XDECREF(targets);
