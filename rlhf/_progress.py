@@ -18,7 +18,8 @@ Every long fit takes ``progress``:
 The bar is tqdm's (``tqdm.auto``: the widget in Jupyter, text elsewhere)
 when tqdm is installed, and otherwise a single line on stderr rewritten in
 place with ``\\r``, at most four times a second (once a second when stderr
-is not a terminal).  Neither changes what is computed.
+is neither a terminal nor a Jupyter kernel's).  Neither changes what is
+computed.
 
 Inside a loop, ``update`` adds to a counter and compares it with the next
 count at which to look at the clock (about every quarter second): nothing
@@ -69,6 +70,16 @@ def resolve(progress):
     if progress is None and under_pytest():
         return False
     return progress
+
+
+def _interactive():
+    """True in a terminal or a Jupyter kernel (whose stderr is no tty)."""
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError, OSError):  # none, or closed
+        return False
 
 
 def _format_stat(value):
@@ -122,12 +133,8 @@ class Progress:
         self._line_width = 0
         self._start = time.perf_counter()
         self._last_draw = -math.inf
-        tty = getattr(sys.stderr, "isatty", None)
-        try:
-            self._refresh = REFRESH_SECONDS if tty and tty() else \
-                _REFRESH_NOT_A_TTY
-        except (ValueError, OSError):  # a closed stream
-            self._refresh = _REFRESH_NOT_A_TTY
+        self._refresh = REFRESH_SECONDS if _interactive() else \
+            _REFRESH_NOT_A_TTY
         # the count at which to look at the clock next; never when off
         self._next_check = math.inf if mode is False else 1
         if mode is True:

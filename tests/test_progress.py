@@ -141,6 +141,8 @@ def test_plain_line_is_throttled(clock, no_tqdm, outside_pytest,
     stream = io.StringIO()
     stream.isatty = lambda: True
     monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert _progress._interactive()
     # 100,000 steps over 10 s
     bar = _progress.Progress(True, 100_000, "fit")
     reads = clock.reads
@@ -155,7 +157,10 @@ def test_plain_line_is_throttled(clock, no_tqdm, outside_pytest,
 
 
 def test_plain_line_off_a_terminal_redraws_once_a_second(clock, no_tqdm,
-                                                         capsys):
+                                                         capsys,
+                                                         monkeypatch):
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert not _progress._interactive()  # capsys's stderr
     _run(_progress.Progress(True, 1000, "fit"), clock, 1000, 0.01,
          stats=False)
     redraws = capsys.readouterr().err.count("\r")
