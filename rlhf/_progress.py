@@ -22,13 +22,18 @@ is neither a terminal nor a Jupyter kernel's).  Neither changes what is
 computed.
 
 Inside a loop, ``update`` adds to a counter and compares it with the next
-count at which to look at the clock (about every quarter second): nothing
-else happens per step.  ``set_postfix`` only keeps its numbers until the
-next redraw.
+count at which to look at the clock (about every eighth of a second):
+nothing else happens per step.  ``set_postfix`` only keeps its numbers
+(or functions that give them) until the next redraw.  A fit that spends
+its time in one call into C, which releases the GIL and reports nothing
+until it returns, runs inside ``ticking()``: a thread then looks at the
+clock instead, and the bar shows how long the call has run.
 """
+import contextlib
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 
@@ -129,6 +134,7 @@ class Progress:
         self._auto = mode is None
         self._closed = False
         self._stats = {}
+        self._counting = True
         self._bar = None
         self._line_width = 0
         self._start = time.perf_counter()
@@ -152,6 +158,33 @@ class Progress:
         """Numbers to show after the bar, kept until the next redraw; a
         value may be a function of no arguments, called only then."""
         self._stats = stats
+
+    @contextlib.contextmanager
+    def ticking(self):
+        """For one long call into C with the GIL released, which reports
+        nothing before it returns: a thread looks at the clock in its
+        place, so the bar (the time it has run, no count) still appears
+        and moves.  The caller must not touch the reporter inside."""
+        if self._next_check == math.inf:  # off: no thread
+            yield self
+            return
+        self._counting = False
+        stop = threading.Event()
+        thread = threading.Thread(target=self._tick, args=(stop,),
+                                  name="rlhf-progress", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+
+    def _tick(self, stop):
+        while not stop.wait(REFRESH_SECONDS / 2):
+            try:
+                self._check()
+            except Exception:  # nothing to show on; the fit goes on
+                return
 
     # -- the rest ----------------------------------------------------------
 
@@ -187,7 +220,9 @@ class Progress:
                 from tqdm.auto import tqdm
                 bar = tqdm(total=self.total, desc=self.desc, unit=self.unit,
                            initial=self.n, postfix=self._postfix(),
-                           mininterval=REFRESH_SECONDS, leave=True)
+                           mininterval=REFRESH_SECONDS, leave=True,
+                           bar_format=None if self._counting else
+                           "{desc}: running [{elapsed}]")
             # the bar's clock starts with the fit, not when it appeared
             # (moved back from its own start, which its close() compares
             # with the time it last printed)
@@ -225,6 +260,8 @@ class Progress:
     def _line(self, now):
         elapsed = now - self._start
         parts = [f"{self.desc}:"] if self.desc else []
+        if not self._counting:
+            return " ".join(parts + [f"running [{_format_seconds(elapsed)}]"])
         rate = self.n / elapsed if elapsed > 0 else math.nan
         if self.total:
             share = min(self.n / self.total, 1.0)

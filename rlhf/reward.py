@@ -10,7 +10,6 @@ margins, and gives Laplace standard errors of the rewards.
 """
 import math
 import numbers
-import time
 import warnings
 
 import numpy as np
@@ -46,13 +45,10 @@ _NEWTON_MAX_INTERMEDIATE = 50_000_000
 _NEWTON_AUTO_FEATURES = 16
 # reward_std inverts a dense Hessian of the parameters: at most this many
 _LAPLACE_MAX_PARAMS = 4 * _NEWTON_MAX_PARAMS
-# progress=None takes L-BFGS through the Python entry point of the
-# minimiser (a few microseconds per evaluation) only when an evaluation
-# takes at least this long
-_PROGRESS_MIN_EVAL_SECONDS = 1e-3
-# below this many numbers in the problem's arrays an evaluation is far
-# from that: not even timed
-_SMALL_PROBLEM = 100_000
+# progress=None watches the clock from a thread (about 0.15 ms to start
+# and stop) only for problems of at least this size (numbers read per
+# evaluation, plus a Newton step's factorisation), which take milliseconds
+_PROGRESS_MIN_SIZE = 4_000_000
 _STOPS = {
     0: "the largest gradient component fell below tol",
     1: "the objective stopped decreasing (rounding level)",
@@ -219,16 +215,13 @@ def _step_tol(threshold, gmax):
     return max(float(tol), 5e-324)
 
 
-def _newton_reporting(problem, x0, start, tol, max_iter, n_threads, bar,
-                      eval_seconds):
+def _newton_reporting(problem, x0, start, tol, max_iter, n_threads, bar):
     """rlhf_bt_fit's Newton method one step at a time, each step reported.
 
     Newton's method keeps nothing from one step to the next but the point
     and the stopping threshold ``tol * max(1, max |g(x0)|)``, which each
     restart is given back: the same steps as one call, at the cost of one
-    more evaluation of the objective per step (at the restart point).
-    With eval_seconds > 0 (progress=None), a first step shorter than ten
-    evaluations makes that cost too large: the rest runs in one call."""
+    more evaluation of the objective per step (at the restart point)."""
     f, g = start
     gmax = float(np.abs(g).max()) if len(g) else 0.0
     threshold = tol * max(1.0, gmax)
@@ -236,25 +229,14 @@ def _newton_reporting(problem, x0, start, tol, max_iter, n_threads, bar,
     x, n_iter, n_fev, restarts = x0, 0, 0, 0
     while True:
         steps = min(1, max_iter - n_iter)
-        begin = time.perf_counter()
         x, f, g, k, fev, status = _core.bt_fit(
             problem, x, "newton", _step_tol(threshold, gmax), steps,
             n_threads=n_threads)
-        seconds = time.perf_counter() - begin
         n_iter, n_fev, restarts = n_iter + k, n_fev + fev, restarts + 1
         gmax = float(np.abs(g).max()) if len(g) else 0.0
         bar.update(k)
         bar.set_postfix(objective=f, grad=gmax)
         if status != 2 or n_iter >= max_iter:
-            break
-        if eval_seconds and restarts == 1 and seconds < 10 * eval_seconds:
-            x, f, g, k, fev, status = _core.bt_fit(
-                problem, x, "newton", _step_tol(threshold, gmax),
-                max_iter - n_iter, n_threads=n_threads)
-            n_iter, n_fev, restarts = n_iter + k, n_fev + fev, restarts + 1
-            bar.update(k)
-            bar.set_postfix(objective=f, grad=float(np.abs(g).max())
-                            if len(g) else 0.0)
             break
     # each restart evaluated its starting point again
     return x, f, g, n_iter, n_fev - (restarts - 1), status
@@ -304,17 +286,24 @@ class RewardModel(ParamsMixin):
         number.
     verbose : int, default=0
     progress : bool or None, default=None
-        A progress bar with the objective and the largest gradient
-        component (see :mod:`rlhf._progress`): True always, False never,
-        None for fits still running after 3 seconds (never under pytest).
-        L-BFGS then reports each evaluation of the objective, through the
-        same minimiser called back from C; Newton's method each step, by
-        restarting it after every step (one more evaluation of the
-        objective per step, which the bar pays for).  The iterates are the
-        same either way.  None keeps the uninterrupted C loop unless the
-        first evaluation takes a millisecond or more (L-BFGS) or a step is
-        ten times an evaluation or more (Newton), so what the bar costs is
-        at most about a percent, or a tenth for Newton.
+        A progress bar (see :mod:`rlhf._progress`).  The solvers run in C
+        and report nothing until they return, so:
+
+        - None (the default): the fit runs as with False, and a line
+          shows how long it has run once that is 3 seconds (a thread
+          watches the clock; no count, no numbers; only for problems of
+          more than a few million numbers, and never under pytest);
+        - True: each evaluation of the objective (L-BFGS, through the
+          minimiser's Python entry point) or each step (Newton, restarted
+          after every step), with the objective and the largest gradient
+          component.  The iterates are the same as without it, but it
+          costs time: the C wrapper checks the comparisons and allocates
+          its scratch again at each evaluation (15-20% more per L-BFGS
+          evaluation measured on 200,000 comparisons x 40 features), and
+          each Newton restart evaluates the objective once more (from a
+          few percent when the factorisation dominates, as with 1000 free
+          strengths, to a third or a half with 4 to 16 features);
+        - False: nothing.
 
     Attributes
     ----------
@@ -641,27 +630,27 @@ class RewardModel(ParamsMixin):
         the class's docstring): the same iterates either way."""
         tol, max_iter = float(self.tol), kernel_max_iter(self.max_iter)
         mode = resolve_progress(self.progress)
-        if mode is False or (mode is None and sum(
-                a.size for a in _problem_arrays(problem)) < _SMALL_PROBLEM):
-            return _core.bt_fit(problem, x0, solver, tol, max_iter,
-                                n_threads=n_threads)
-        begin = time.perf_counter()
-        start = _core.bt_loss_grad(problem, x0, n_threads=n_threads)
-        eval_seconds = time.perf_counter() - begin
-        if mode is None and solver == "lbfgs" and \
-                eval_seconds < _PROGRESS_MIN_EVAL_SECONDS:
-            # a few microseconds of Python per evaluation would show
-            return _core.bt_fit(problem, x0, solver, tol, max_iter,
-                                n_threads=n_threads)
         desc = f"{type(self).__name__}.fit ({solver})"
+        if mode is None:
+            # the numbers the kernel reads per evaluation, and the
+            # Cholesky factorisation's multiply-adds of a Newton step
+            size = sum(a.size for a in _problem_arrays(problem)) + (
+                len(x0) ** 3 / 3 if solver == "newton" else 0)
+            if size >= _PROGRESS_MIN_SIZE:
+                with Progress(None, None, desc) as bar, bar.ticking():
+                    return _core.bt_fit(problem, x0, solver, tol, max_iter,
+                                        n_threads=n_threads)
+        if mode is not True:
+            return _core.bt_fit(problem, x0, solver, tol, max_iter,
+                                n_threads=n_threads)
+        start = _core.bt_loss_grad(problem, x0, n_threads=n_threads)
         if solver == "lbfgs":
-            with Progress(mode, None, desc, unit="eval") as bar:
+            with Progress(True, None, desc, unit="eval") as bar:
                 return _lbfgs_reporting(problem, x0, start, tol, max_iter,
                                         n_threads, bar)
-        with Progress(mode, None, desc, unit="step") as bar:
+        with Progress(True, None, desc, unit="step") as bar:
             return _newton_reporting(problem, x0, start, tol, max_iter,
-                                     n_threads, bar,
-                                     eval_seconds if mode is None else 0.0)
+                                     n_threads, bar)
 
     def _describe_fit(self, problem, F, coef, loss, n_coef, status, n_fev):
         """What summary() reports and fit's arguments are needed for:

@@ -267,52 +267,73 @@ def test_reward_model_with_a_bar_is_the_same_fit(case, no_tqdm, capsys):
     assert f" {unit} " in err
 
 
-def test_reward_model_auto_takes_the_reporting_path_the_same(
+def test_reward_model_auto_runs_the_c_loop_with_a_clock(
         monkeypatch, outside_pytest, no_tqdm, capsys):
-    """progress=None outside pytest: L-BFGS through the Python entry point
-    when an evaluation is slow enough (here: always), Newton one step at
-    a time, or the rest in one call after a short first step."""
+    """progress=None outside pytest: the one C call, with a thread that
+    watches the clock from a few million numbers on (here: from 0)."""
+    threads = []
+    start_thread = _progress.threading.Thread.start
+    monkeypatch.setattr(_progress.threading.Thread, "start",
+                        lambda self: threads.append(self) or
+                        start_thread(self))
+    entries = []
+    for name in ("bt_loss_grad", "lbfgs_minimize"):
+        entry = getattr(_core, name)
+        monkeypatch.setattr(_core, name, lambda *a, _e=entry, **k:
+                            entries.append(1) or _e(*a, **k))
     features, pairs = _pairs(5, 60, 4, 500)
-    monkeypatch.setattr(reward_module, "_PROGRESS_MIN_EVAL_SECONDS", 0.0)
-    monkeypatch.setattr(reward_module, "_SMALL_PROBLEM", 0)
-    calls = []
-    entry = _core.lbfgs_minimize
-    monkeypatch.setattr(_core, "lbfgs_minimize",
-                        lambda *a, **k: calls.append(1) or entry(*a, **k))
     for solver in ("lbfgs", "newton"):
         plain = rlhf.RewardModel(solver=solver, progress=False).fit(
             features, pairs)
         auto = rlhf.RewardModel(solver=solver).fit(features, pairs)
         _same_fit(plain, auto)
-    assert calls == [1]
+    assert threads == [] and entries == []  # a small problem: no thread
+    monkeypatch.setattr(reward_module, "_PROGRESS_MIN_SIZE", 0)
+    for solver in ("lbfgs", "newton"):
+        plain = rlhf.RewardModel(solver=solver, progress=False).fit(
+            features, pairs)
+        auto = rlhf.RewardModel(solver=solver).fit(features, pairs)
+        _same_fit(plain, auto)
+    assert len(threads) == 2 and not any(t.is_alive() for t in threads)
+    assert entries == []
     assert capsys.readouterr() == ("", "")  # a short fit shows nothing
+
+
+def test_a_clock_for_a_long_call_into_c(clock, no_tqdm, outside_pytest,
+                                        capsys):
+    bar = _progress.Progress(None, None, "RewardModel.fit (lbfgs)")
+    with bar, bar.ticking():
+        clock.now += 2.0
+        time.sleep(0.4)  # the thread looks twice or more
+        assert not bar.shown
+        clock.now += 3.0
+        deadline = time.monotonic() + 10
+        while not bar.shown and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bar.shown
+    err = capsys.readouterr().err
+    assert err.startswith("\rRewardModel.fit (lbfgs): running [00:05]")
+    assert err.endswith("\n")
+    quiet = _progress.Progress(False, None, "fit")
+    with quiet, quiet.ticking():
+        pass
+    assert capsys.readouterr() == ("", "")
+
+
+def test_newton_one_step_at_a_time_is_one_call():
+    features, pairs = _pairs(5, 60, 4, 500)
     model = rlhf.RewardModel(solver="newton")
     model._validate_params()
     problem = model._problem(features, pairs, None, None, None, None, None)
-    one_call = _core.bt_fit(problem, np.zeros(4), "newton", 1e-8, 1000)
-    start = _core.bt_loss_grad(problem, np.zeros(4))
-    for eval_seconds in (0.0, 1e9):  # stepwise throughout; one step, rest
+    for max_iter in (1000, 3, 0):
+        one_call = _core.bt_fit(problem, np.zeros(4), "newton", 1e-8,
+                                max_iter)
+        start = _core.bt_loss_grad(problem, np.zeros(4))
         with _progress.Progress(False) as bar:
             stepped = reward_module._newton_reporting(
-                problem, np.zeros(4), start, 1e-8, 1000, 0, bar,
-                eval_seconds)
+                problem, np.zeros(4), start, 1e-8, max_iter, 0, bar)
         assert stepped[0].tobytes() == one_call[0].tobytes()
         assert stepped[1:2] + stepped[3:] == one_call[1:2] + one_call[3:]
-
-
-def test_reward_model_auto_leaves_small_fits_alone(monkeypatch,
-                                                   outside_pytest):
-    """A small problem is not even timed: one call of the C loop."""
-    calls = []
-    evaluate = _core.bt_loss_grad
-    monkeypatch.setattr(_core, "bt_loss_grad",
-                        lambda *a, **k: calls.append(1) or evaluate(*a, **k))
-    features, pairs = _pairs(8, 60, 4, 500)
-    for solver in ("lbfgs", "newton"):
-        rlhf.RewardModel(solver=solver).fit(features, pairs)
-    assert calls == []
-    rlhf.RewardModel(solver="newton", progress=True).fit(features, pairs)
-    assert calls == [1]
 
 
 def test_newton_restarts_keep_the_first_threshold():
@@ -465,34 +486,33 @@ warnings.simplefilter("ignore")
 rng = np.random.default_rng(0)
 """
 
-# the long fits of tests/test_interrupts.py, through the reporting paths
+# long fits of tests/test_interrupts.py: L-BFGS through its Python entry
+# point (progress=True), and the C loop watched by a thread (None)
 INTERRUPT_CASES = {
-    "lbfgs": """
+    "True": """
 n = 200_000
 pairs = np.stack([np.arange(n - 1), np.arange(1, n)], 1)
+F = None
 est = rlhf.RewardModel(C=1e6, tol=1e-300, max_iter=10**6, solver="lbfgs",
-                       progress=PROGRESS)
+                       progress=True)
 """,
-    "newton": """
-n = 3000
-pairs = rng.integers(0, n, size=(200_000, 2))
+    "None": """
+F = rng.normal(size=(2000, 40)) * np.logspace(0, 3, 40)
+pairs = rng.integers(0, 2000, size=(2_000_000, 2))
 pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-est = rlhf.RewardModel(C=10.0, solver="newton", tol=1e-300, max_iter=1000,
-                       progress=PROGRESS)
+n = None
+est = rlhf.RewardModel(C=1e12, tol=1e-300, max_iter=10**6, solver="lbfgs")
 """,
 }
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.parametrize("case, progress", [("lbfgs", "True"),
-                                            ("newton", "True"),
-                                            ("lbfgs", "None")])
-def test_ctrl_c_stops_a_fit_with_a_bar(case, progress):
-    setup = INTERRUPT_CASES[case].replace("PROGRESS", progress)
-    script = PRELUDE + setup + textwrap.dedent("""
+@pytest.mark.parametrize("progress", sorted(INTERRUPT_CASES))
+def test_ctrl_c_stops_a_fit_with_a_bar(progress):
+    script = PRELUDE + INTERRUPT_CASES[progress] + textwrap.dedent("""
         print("ready", flush=True)
         try:
-            est.fit(None, pairs, n_items=n)
+            est.fit(F, pairs, n_items=n)
         except KeyboardInterrupt:
             print("interrupted", time.monotonic(), flush=True)
             assert not hasattr(est, "coef_")
@@ -506,7 +526,8 @@ def test_ctrl_c_stops_a_fit_with_a_bar(case, progress):
                              text=True, env=env)
     try:
         assert child.stdout.readline().strip() == "ready"
-        time.sleep(1.0)
+        # None: long enough for the line to appear
+        time.sleep(1.0 if progress == "True" else 3.5)
         assert child.poll() is None, "the child stopped before the signal"
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
@@ -519,6 +540,7 @@ def test_ctrl_c_stops_a_fit_with_a_bar(case, progress):
     word, caught = out.split()
     assert word == "interrupted"
     assert float(caught) - sent < 1.0
-    if progress == "True":
-        assert f"RewardModel.fit ({case}):" in err
-        assert err.endswith("\n")  # the bar was closed
+    assert "RewardModel.fit (lbfgs):" in err
+    assert err.endswith("\n")  # the bar was closed
+    if progress == "None":
+        assert "running" in err
