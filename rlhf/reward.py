@@ -557,6 +557,7 @@ class RewardModel(ParamsMixin):
                                 rankings, n_items)
         n_items = problem[1]
         columns = None
+        uncompressed = problem
         if F is not None and _is_sparse(F):
             problem, columns = _compress(F, problem)
         n_coef = (n_items if F is None else F.shape[1] if columns is None
@@ -605,8 +606,8 @@ class RewardModel(ParamsMixin):
             self.feature_names_in_ = names
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
-        self._fit_info = self._describe_fit(problem, F, coef, loss, n_coef,
-                                            status, n_fev)
+        self._fit_info = self._describe_fit(uncompressed, F, coef, loss,
+                                            n_coef, status, n_fev)
         if self.verbose:
             print(f"{type(self).__name__}: {solver} stopped after {n_iter} "
                   f"iterations and {n_fev} evaluations: {_STOPS[status]} "
@@ -655,9 +656,18 @@ class RewardModel(ParamsMixin):
     def _describe_fit(self, problem, F, coef, loss, n_coef, status, n_fev):
         """What summary() reports and fit's arguments are needed for:
         counts, the log-likelihood, the training accuracy, how the solver
-        stopped (numbers only; no reference to the data)."""
+        stopped (numbers only; no reference to the data).  problem is the
+        one before _compress (its indices are rows of F)."""
         data, weight, ties, alpha = problem[3], problem[4], problem[6], \
             problem[8]
+
+        def gap(first, second):
+            # the indices may be the caller's array, which another thread
+            # may have written into during the fit (the kernel read a
+            # private copy): "clip" keeps a stray index in range
+            return (np.take(rewards, first, mode="clip")
+                    - np.take(rewards, second, mode="clip"))
+
         if F is None:
             rewards = coef
         elif _is_sparse(F):
@@ -674,13 +684,13 @@ class RewardModel(ParamsMixin):
             for i in range(K):
                 for j in range(i + 1, K):
                     both = (data[:, i] >= 0) & (data[:, j] >= 0)
-                    d = rewards[data[both, i]] - rewards[data[both, j]]
+                    d = gap(data[both, i], data[both, j])
                     right += float(np.sum(d > 0) + 0.5 * np.sum(d == 0))
                     total += d.size
             accuracy = right / total if total else math.nan
         else:
             strict = data[~tied]
-            d = rewards[strict[:, 0]] - rewards[strict[:, 1]]
+            d = gap(strict[:, 0], strict[:, 1])
             accuracy = float(np.mean((d > 0) + 0.5 * (d == 0))) \
                 if d.size else math.nan
         w = self._x[:n_coef]  # the kernel's penalty is on these

@@ -209,6 +209,13 @@ def test_reward_summary_of_unreached_sparse_columns():
                                                      pairs).summary()
     np.testing.assert_allclose(summary.std_err[:3], dense.std_err,
                                rtol=1e-6)
+    assert summary.accuracy == dense.accuracy
+    # items no comparison names are left out of the fit, not of the data
+    rows = np.vstack([features, np.ones((3, 3))])
+    model = rlhf.RewardModel(C=C, solver="lbfgs").fit(
+        sparse.csr_matrix(rows), pairs + 3)
+    assert model.summary().accuracy == pytest.approx(
+        model.score(rows, pairs + 3), abs=1e-15)
 
 
 def test_reward_summary_rows_and_html():
