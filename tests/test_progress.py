@@ -507,6 +507,9 @@ est = rlhf.RewardModel(C=1e12, tol=1e-300, max_iter=10**6, solver="lbfgs")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.skipif(os.environ.get("RLHF_SANITIZED") == "1",
+                    reason="Python paths over kernels test_interrupts "
+                    "already stops under the sanitizers")
 @pytest.mark.parametrize("progress", sorted(INTERRUPT_CASES))
 def test_ctrl_c_stops_a_fit_with_a_bar(progress):
     script = PRELUDE + INTERRUPT_CASES[progress] + textwrap.dedent("""
