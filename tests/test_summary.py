@@ -412,3 +412,21 @@ def test_summaries_before_fit():
     for est in (rlhf.PPO(), rlhf.REINFORCE(), rlhf.DPO(), rlhf.SFT()):
         with pytest.raises(rlhf.NotFittedError):
             est.summary()
+
+
+def test_reward_summary_without_standard_errors_says_why():
+    rng = np.random.default_rng(9)
+    pairs = rng.integers(0, 4001, size=(20_000, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    model = rlhf.RewardModel(solver="lbfgs").fit(None, pairs, n_items=4001)
+    summary = model.summary(max_rows=2)
+    assert np.isnan(summary.std_err).all()
+    np.testing.assert_array_equal(summary.coef, model.coef_)
+    assert "at most 4000 parameters" in _check_text(summary)
+    features = np.column_stack([np.linspace(-1, 1, 20), np.ones(20)])
+    pairs = pairs[(pairs < 20).all(axis=1)]
+    pairs = np.vstack([pairs, [[0, 19], [19, 0], [3, 9], [9, 3]]])
+    model = rlhf.RewardModel(penalty=None).fit(features, pairs)
+    summary = model.summary()
+    assert np.isnan(summary.p_value).all()
+    assert "singular" in _check_text(summary)
