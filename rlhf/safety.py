@@ -17,11 +17,13 @@ The costs themselves can be learned from "which is more harmful"
 comparisons with :class:`rlhf.CostModel`.
 """
 import warnings
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from ._base import ParamsMixin
+from ._typing import ArrayLike, FloatArray, NDArray
 from ._progress import Progress, check_progress
 from ._validation import (_as_float_array, _check_finite, check_array,
                           check_is_fitted, check_sample_weight, check_scalar,
@@ -55,7 +57,8 @@ def _rows_text(rows):
     return f"[{shown}{more}]"
 
 
-def shape_rewards(rewards, costs, lam):
+def shape_rewards(rewards: ArrayLike, costs: ArrayLike,
+                  lam: Union[float, ArrayLike]) -> FloatArray:
     """Shaped rewards ``rewards - lam * costs``.
 
     Reward shaping turns a safety cost into a penalty with a fixed price
@@ -144,7 +147,13 @@ def _check_reference(reference_policy):
     return reference_policy
 
 
-def constrained_policy(reference_policy, rewards, costs, beta, budget):
+def constrained_policy(
+        reference_policy: ArrayLike,
+        rewards: ArrayLike,
+        costs: ArrayLike,
+        beta: float,
+        budget: Union[float, ArrayLike],
+) -> Tuple[FloatArray, Union[float, FloatArray]]:
     """The best policy near a reference whose expected cost stays in budget.
 
     For each prompt (row), the exact solution of ::
@@ -279,7 +288,8 @@ def constrained_policy(reference_policy, rewards, costs, beta, budget):
     return policy, multiplier
 
 
-def mask_policy(policy, allowed, fallback=None):
+def mask_policy(policy: ArrayLike, allowed: ArrayLike,
+                fallback: Optional[ArrayLike] = None) -> FloatArray:
     """Forbid responses: zero the disallowed ones and renormalise.
 
     A hard guardrail (a filter in front of the policy).  For a prompt where
@@ -503,8 +513,9 @@ class CostModel(ParamsMixin):
     [True, True, False, False]
     """
 
-    def __init__(self, *, C=1.0, label_weight=1.0, tol=1e-6, max_iter=1000,
-                 progress=None):
+    def __init__(self, *, C: float = 1.0, label_weight: float = 1.0,
+                 tol: float = 1e-6, max_iter: int = 1000,
+                 progress: Optional[bool] = None) -> None:
         self.C = C
         self.label_weight = label_weight
         self.tol = tol
@@ -573,7 +584,9 @@ class CostModel(ParamsMixin):
             f"for unlabelled items; got {safe.dtype} values outside those."
         )
 
-    def fit(self, features, comparisons, safe=None, sample_weight=None):
+    def fit(self, features: Any, comparisons: ArrayLike,
+            safe: Optional[ArrayLike] = None,
+            sample_weight: Optional[ArrayLike] = None) -> "CostModel":
         """Fit the cost model.
 
         Parameters
@@ -659,17 +672,18 @@ class CostModel(ParamsMixin):
             )
         return features
 
-    def predict(self, features):
+    def predict(self, features: Any) -> FloatArray:
         """Costs ``features @ coef_ + intercept_``, shape (n_items,)."""
         return _costs(self._check_features(features), self.coef_,
                       self.intercept_)
 
-    def predict_safe(self, features):
+    def predict_safe(self, features: Any) -> NDArray[np.bool_]:
         """True where the predicted cost is <= 0 (meaningful only when
         fitted with safe labels), shape (n_items,)."""
         return self.predict(features) <= 0.0
 
-    def score(self, features, comparisons, sample_weight=None):
+    def score(self, features: Any, comparisons: ArrayLike,
+              sample_weight: Optional[ArrayLike] = None) -> float:
         """Pairwise accuracy: the (weighted) fraction of comparisons
         ``(more harmful, less harmful)`` whose first item gets the higher
         cost; a tie counts one half."""

@@ -369,8 +369,16 @@ class _Tokenizer:
     """What the tokenizers share: batches, equality, hashing, repr."""
 
     kind: Optional[str] = None
+    vocab_size: int
+    eot_token: int
 
     def _encode(self, text: str, name: str) -> NDArray[np.int32]:
+        raise NotImplementedError
+
+    def decode(self, ids: ArrayLike) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> Dict[str, Any]:
         raise NotImplementedError
 
     def encode(self, text: str) -> NDArray[np.int32]:

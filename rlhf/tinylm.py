@@ -22,13 +22,17 @@ GPT-2's beginning of text, the trailing one the model's choice to stop.
 import json
 import math
 import numbers
+import os
 import time
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from . import _reference_gpt
 from ._progress import Progress, check_progress
+from ._typing import ArrayLike, FloatArray, IntArray, NDArray, RandomState
 from ._validation import check_scalar, format_value
 from .preferences import _check_random_state
 from .text import ByteTokenizer, _Tokenizer, tokenizer_from_dict
@@ -86,8 +90,10 @@ class TinyLM:
     ' sat on the mat'
     """
 
-    def __init__(self, n_layer=2, n_head=4, n_embd=64, block_size=64,
-                 vocab_size=None, tokenizer=None, random_state=None):
+    def __init__(self, n_layer: int = 2, n_head: int = 4, n_embd: int = 64,
+                 block_size: int = 64, vocab_size: Optional[int] = None,
+                 tokenizer: Optional[_Tokenizer] = None,
+                 random_state: RandomState = None) -> None:
         n_layer = check_scalar(n_layer, "n_layer", _OWNER, kind="int", low=1,
                                high=64)
         n_head = check_scalar(n_head, "n_head", _OWNER, kind="int", low=1)
@@ -139,7 +145,7 @@ class TinyLM:
             start += size
         return views
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, NDArray[np.float32]]:
         """The parameters, as copies, under Hugging Face GPT-2's names.
 
         Returns
@@ -153,7 +159,7 @@ class TinyLM:
         return {name: view.copy()
                 for name, view in self._views(self._params).items()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, ArrayLike]) -> "TinyLM":
         """Set every parameter from ``state`` (names and shapes as
         :meth:`state_dict`'s; ``lm_head.weight``, which must equal the
         token embedding, and attention-mask buffers are ignored).
@@ -203,7 +209,7 @@ class TinyLM:
         self._params = new
         return self
 
-    def to_transformers(self):
+    def to_transformers(self) -> Any:
         """This model as a ``transformers.GPT2LMHeadModel`` (float32, eval
         mode), to carry on with trl or anything else built on PyTorch.
 
@@ -231,7 +237,7 @@ class TinyLM:
         model.tie_weights()
         return model.eval()
 
-    def copy(self):
+    def copy(self) -> "TinyLM":
         """An independent copy (the same weights and tokenizer), for
         example the frozen reference of an RLHF fit."""
         other = object.__new__(type(self))
@@ -287,7 +293,7 @@ class TinyLM:
                 acts[lse:lse + N].reshape(B, T),
                 acts[logits:logits + N * V].reshape(B, T, V))
 
-    def logits(self, tokens):
+    def logits(self, tokens: ArrayLike) -> NDArray[np.float32]:
         """Next-token logits at every position.
 
         Parameters
@@ -318,7 +324,12 @@ class TinyLM:
                            weight.astype(np.float32), grads)
         return loss, grads
 
-    def loss_and_gradients(self, tokens, targets=None, mask=None):
+    def loss_and_gradients(
+            self,
+            tokens: ArrayLike,
+            targets: Optional[ArrayLike] = None,
+            mask: Optional[ArrayLike] = None,
+    ) -> Tuple[float, Dict[str, NDArray[np.float32]]]:
         """Mean next-token cross-entropy and its gradient in every
         parameter.
 
@@ -376,17 +387,21 @@ class TinyLM:
         tokens = np.concatenate([[eot], head, body, [eot]]).astype(np.int64)
         return tokens, 1 + len(head)
 
-    def encode_prompts(self, prompts):
+    def encode_prompts(self, prompts: Sequence[str]) -> List[IntArray]:
         """The token arrays ``[eot] + tokens(prompt)`` of each prompt, the
         context a response is sampled from."""
         return [np.concatenate([[self.eot_token],
                                 self.tokenizer.encode(p)]).astype(np.int64)
                 for p in prompts]
 
-    def fit(self, texts, prompts=None, *, max_steps=500, batch_size=32,
-            lr=3e-3, weight_decay=0.1, warmup_steps=None, min_lr_ratio=0.1,
-            max_grad_norm=1.0, betas=(0.9, 0.95), random_state=None,
-            verbose=0, progress=None):
+    def fit(self, texts: Sequence[str],
+            prompts: Optional[Sequence[str]] = None, *, max_steps: int = 500,
+            batch_size: int = 32, lr: float = 3e-3, weight_decay: float = 0.1,
+            warmup_steps: Optional[int] = None, min_lr_ratio: float = 0.1,
+            max_grad_norm: Optional[float] = 1.0,
+            betas: Tuple[float, float] = (0.9, 0.95),
+            random_state: RandomState = None, verbose: int = 0,
+            progress: Optional[bool] = None) -> "TinyLM":
         """Supervised fine-tuning (or pre-training): next-token
         cross-entropy with AdamW.
 
@@ -467,7 +482,8 @@ class TinyLM:
             starts.append(start if prompts is not None else 1)
         m = np.zeros_like(self._params)
         v = np.zeros_like(self._params)
-        history = {"loss": [], "lr": [], "grad_norm": []}
+        history: Dict[str, List[float]] = {"loss": [], "lr": [],
+                                           "grad_norm": []}
         begin = time.perf_counter()
         bar = Progress(progress, max_steps, owner, unit="step")
         # read only when the bar is drawn
@@ -540,8 +556,15 @@ class TinyLM:
             total = weight.sum()
         return tokens, targets, weight / total
 
-    def sample(self, prompt_tokens, max_new_tokens=32, temperature=1.0,
-               top_k=None, n=1, random_state=None):
+    def sample(
+            self,
+            prompt_tokens: Sequence[ArrayLike],
+            max_new_tokens: int = 32,
+            temperature: float = 1.0,
+            top_k: Optional[int] = None,
+            n: int = 1,
+            random_state: RandomState = None,
+    ) -> Tuple[IntArray, IntArray, IntArray, NDArray[np.float32]]:
         """Sample continuations of token prompts with the key-value cache.
 
         Parameters
@@ -599,8 +622,10 @@ class TinyLM:
             self.tokenizer.vocab_size, seed, self.eot_token)
         return tokens, lengths, ends, log_probs
 
-    def generate(self, prompts, max_new_tokens=32, temperature=1.0,
-                 top_k=None, n=1, random_state=None):
+    def generate(self, prompts: Union[str, Sequence[str]],
+                 max_new_tokens: int = 32, temperature: float = 1.0,
+                 top_k: Optional[int] = None, n: int = 1,
+                 random_state: RandomState = None) -> Union[str, List[str]]:
         """Continue text prompts.
 
         Parameters
@@ -629,15 +654,20 @@ class TinyLM:
             the text.
         """
         single = isinstance(prompts, str)
-        prompts = [prompts] if single else _check_texts(prompts, "prompts")
+        texts_in: List[str] = ([prompts] if isinstance(prompts, str)
+                               else _check_texts(prompts, "prompts"))
         tokens, starts, ends, _ = self.sample(
-            self.encode_prompts(prompts), max_new_tokens, temperature, top_k,
+            self.encode_prompts(texts_in), max_new_tokens, temperature, top_k,
             n, random_state)
         texts = [self.tokenizer.decode(tokens[i, starts[i]:ends[i]])
                  for i in range(len(tokens))]
         return texts[0] if single and n == 1 else texts
 
-    def log_prob(self, prompts, responses):
+    def log_prob(
+            self,
+            prompts: Sequence[str],
+            responses: Sequence[str],
+    ) -> Tuple[FloatArray, List[NDArray[np.float32]]]:
         """log p(response | prompt) under the model, token by token.
 
         Each response is scored as the tokens that follow
@@ -682,15 +712,16 @@ class TinyLM:
 
     # -- files -------------------------------------------------------------
 
-    def save(self, path):
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write the model (shape, tokenizer and parameters) to an .npz."""
         meta = {"format": _FORMAT, "config": list(self._config),
                 "tokenizer": self.tokenizer.to_dict()}
-        np.savez(path, __meta__=np.array(json.dumps(meta)),
-                 **self.state_dict())
+        arrays: Dict[str, Any] = {"__meta__": np.array(json.dumps(meta))}
+        arrays.update(self.state_dict())
+        np.savez(path, **arrays)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "TinyLM":
         """The model :meth:`save` wrote to path."""
         with np.load(path, allow_pickle=False) as data:
             if "__meta__" not in data:
