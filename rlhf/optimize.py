@@ -23,11 +23,14 @@ and the benchmark use).
 """
 import math
 import numbers
+from typing import (Any, Callable, Dict, List, Optional, Sequence, TypeVar,
+                    Union)
 
 import numpy as np
 
 from . import _core
 from ._base import ParamsMixin
+from ._typing import ArrayLike, RandomState
 from ._summary import Summary, format_columns, format_number
 from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
                           check_is_fitted, check_option, check_sample_weight,
@@ -62,6 +65,13 @@ def _log_reference(reference):
     with np.errstate(divide="ignore"):
         return np.log(reference)
 
+
+PolicyLike = Union[ArrayLike, SequencePolicy, TinyLM]
+"""A reference policy: a table (n_prompts, n_responses), a token-level
+SequencePolicy or a TinyLM."""
+RewardsLike = Union[ArrayLike, Callable[..., Any]]
+"""Rewards as a table, or a function of what the policy samples."""
+_Estimator = TypeVar("_Estimator", bound="_PolicyGradient")
 
 class _Parametrisation:
     """logits = log pi_ref + theta (tabular) or + features @ theta
@@ -200,7 +210,10 @@ class _Summarised:
 
     _fitted_attribute = "history_"
 
-    def summary(self):
+    def _summary(self) -> Summary:
+        raise NotImplementedError
+
+    def summary(self) -> "Summary":
         """What the fit did, in a table: start and end of what
         ``history_`` records, the iterations and how the fit ended.
 
@@ -285,8 +298,12 @@ class _PolicyGradient(_Summarised, ParamsMixin):
         check_scalar(self.n_samples, "n_samples", owner, kind="int", low=1)
         _check_batch_size(self, owner)
 
-    def fit(self, reference_policy, rewards, features=None, costs=None, *,
-            prompts=None, prompts_per_iteration=16, max_new_tokens=None):
+    def fit(self: _Estimator, reference_policy: PolicyLike,
+            rewards: RewardsLike, features: Optional[ArrayLike] = None,
+            costs: Optional[RewardsLike] = None, *,
+            prompts: Optional[Sequence[str]] = None,
+            prompts_per_iteration: int = 16,
+            max_new_tokens: Optional[int] = None) -> _Estimator:
         """Optimise the policy from the reference.
 
         Parameters
@@ -820,15 +837,20 @@ or TinyLM
     True
     """
 
-    def __init__(self, beta=0.1, clip=0.2, learning_rate=0.1,
-                 lr_schedule="linear", n_iterations=500, n_epochs=4,
-                 batch_size=None, n_samples=4,
-                 kl_estimator="k1", kl_in_reward=True, target_kl=None,
-                 horizon=None, cost_budget=None, lambda_init=1.0,
-                 lambda_learning_rate=0.05, gamma=1.0, gae_lambda=0.95,
-                 value_clip=0.2, value_learning_rate=None,
-                 whiten_advantages=True, exact=False, policy="tabular",
-                 random_state=None, verbose=0, progress=None):
+    def __init__(self, beta: float = 0.1, clip: float = 0.2,
+                 learning_rate: float = 0.1, lr_schedule: str = "linear",
+                 n_iterations: int = 500, n_epochs: int = 4,
+                 batch_size: Optional[int] = None, n_samples: int = 4,
+                 kl_estimator: str = "k1", kl_in_reward: bool = True,
+                 target_kl: Optional[float] = None,
+                 horizon: Optional[float] = None,
+                 cost_budget: Optional[float] = None, lambda_init: float = 1.0,
+                 lambda_learning_rate: float = 0.05, gamma: float = 1.0,
+                 gae_lambda: float = 0.95, value_clip: Optional[float] = 0.2,
+                 value_learning_rate: Optional[float] = None,
+                 whiten_advantages: bool = True, exact: bool = False,
+                 policy: str = "tabular", random_state: RandomState = None,
+                 verbose: int = 0, progress: Optional[bool] = None) -> None:
         self.beta = beta
         self.clip = clip
         self.learning_rate = learning_rate
@@ -923,12 +945,13 @@ class REINFORCE(_PolicyGradient):
         As for :class:`PPO`.
     """
 
-    def __init__(self, baseline="rloo", beta=0.1, learning_rate=0.1,
-                 lr_schedule="linear", n_iterations=500, batch_size=None,
-                 n_samples=4,
-                 kl_estimator="k1", kl_in_reward=True, exact=False,
-                 policy="tabular", random_state=None, verbose=0,
-                 progress=None):
+    def __init__(self, baseline: str = "rloo", beta: float = 0.1,
+                 learning_rate: float = 0.1, lr_schedule: str = "linear",
+                 n_iterations: int = 500, batch_size: Optional[int] = None,
+                 n_samples: int = 4, kl_estimator: str = "k1",
+                 kl_in_reward: bool = True, exact: bool = False,
+                 policy: str = "tabular", random_state: RandomState = None,
+                 verbose: int = 0, progress: Optional[bool] = None) -> None:
         self.baseline = baseline
         self.beta = beta
         self.learning_rate = learning_rate
@@ -1054,10 +1077,12 @@ or TinyLM
 
     _kernels = _core
 
-    def __init__(self, beta=0.1, loss="sigmoid", label_smoothing=0.0,
-                 learning_rate=0.1, lr_schedule="linear", n_iterations=1000,
-                 batch_size=None, policy="tabular", random_state=None,
-                 verbose=0, progress=None):
+    def __init__(self, beta: float = 0.1, loss: str = "sigmoid",
+                 label_smoothing: float = 0.0, learning_rate: float = 0.1,
+                 lr_schedule: str = "linear", n_iterations: int = 1000,
+                 batch_size: Optional[int] = None, policy: str = "tabular",
+                 random_state: RandomState = None, verbose: int = 0,
+                 progress: Optional[bool] = None) -> None:
         self.beta = beta
         self.loss = loss
         self.label_smoothing = label_smoothing
@@ -1088,8 +1113,9 @@ or TinyLM
                 f"loss={self.loss!r}.")
         _check_batch_size(self, owner)
 
-    def fit(self, reference_policy, comparisons, sample_weight=None,
-            features=None):
+    def fit(self, reference_policy: PolicyLike, comparisons: Any,
+            sample_weight: Optional[ArrayLike] = None,
+            features: Optional[ArrayLike] = None) -> "DPO":
         """Fit the policy to comparisons.
 
         Parameters
@@ -1166,8 +1192,9 @@ n_features), optional
         theta = model.initial()
         mom, var = np.zeros_like(theta), np.zeros_like(theta)
         step = 0
-        history = {"loss": [], "chosen_log_ratio": [],
-                   "rejected_log_ratio": [], "margin": [], "accuracy": []}
+        history: Dict[str, List[float]] = {
+            "loss": [], "chosen_log_ratio": [], "rejected_log_ratio": [],
+            "margin": [], "accuracy": []}
         n_iterations = int(self.n_iterations)
         self._facts = _facts(
             _table_words(n, n_resp), n_iterations,
@@ -1296,16 +1323,19 @@ class SFT(_Summarised, ParamsMixin):
     array([[0.5  , 0.333, 0.167]])
     """
 
-    def __init__(self, smoothing=0.5, policy="tabular", tol=1e-10,
-                 max_iter=1000, progress=None):
+    def __init__(self, smoothing: float = 0.5, policy: str = "tabular",
+                 tol: float = 1e-10, max_iter: int = 1000,
+                 progress: Optional[bool] = None) -> None:
         self.smoothing = smoothing
         self.policy = policy
         self.tol = tol
         self.max_iter = max_iter
         self.progress = progress
 
-    def fit(self, demonstrations, sample_weight=None, n_prompts=None,
-            n_responses=None, features=None):
+    def fit(self, demonstrations: Any,
+            sample_weight: Optional[ArrayLike] = None,
+            n_prompts: Optional[int] = None, n_responses: Optional[int] = None,
+            features: Optional[ArrayLike] = None) -> "SFT":
         """Fit the policy to demonstrations.
 
         Parameters
@@ -1362,14 +1392,16 @@ n_features), optional
             [("prompt", n_prompts), ("response", n_responses)])
         sample_weight = check_sample_weight(sample_weight,
                                             demonstrations.shape[0])
-        counts = np.zeros((n_prompts, n_responses))
+        assert n_prompts is not None and n_responses is not None  # checked
+        shape = (int(n_prompts), int(n_responses))
+        counts = np.zeros(shape)
         np.add.at(counts, (demonstrations[:, 0], demonstrations[:, 1]),
                   sample_weight)
         counts += smoothing
         total = counts.sum()
         if not total > 0:
             raise ValueError("SFT has no demonstration of positive weight.")
-        zero = np.zeros((n_prompts, n_responses))
+        zero = np.zeros(shape)
         model = _Parametrisation(self.policy, zero, features, owner)
         row_totals = counts.sum(axis=1, keepdims=True)
 

@@ -11,11 +11,13 @@ margins, and gives Laplace standard errors of the rewards.
 import math
 import numbers
 import warnings
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from . import _core
 from ._base import ParamsMixin
+from ._typing import ArrayLike, FloatArray
 from ._progress import Progress, check_progress
 from ._progress import resolve as resolve_progress
 from ._validation import (
@@ -33,6 +35,9 @@ from ._validation import (
     kernel_max_iter,
 )
 from .exceptions import ConvergenceWarning, sklearn_twin
+
+if TYPE_CHECKING:
+    from ._summary import Summary
 
 __all__ = ["RewardModel"]
 
@@ -353,9 +358,11 @@ class RewardModel(ParamsMixin):
     array([1.728, 1.089, 1.411, 0.338])
     """
 
-    def __init__(self, C=1.0, penalty="l2", solver="auto", tol=1e-8,
-                 max_iter=1000, likelihood="bradley-terry", ties=None,
-                 n_threads=None, verbose=0, progress=None):
+    def __init__(self, C: float = 1.0, penalty: Optional[str] = "l2",
+                 solver: str = "auto", tol: float = 1e-8, max_iter: int = 1000,
+                 likelihood: str = "bradley-terry", ties: Optional[str] = None,
+                 n_threads: Optional[int] = None, verbose: int = 0,
+                 progress: Optional[bool] = None) -> None:
         self.C = C
         self.penalty = penalty
         self.solver = solver
@@ -507,8 +514,12 @@ class RewardModel(ParamsMixin):
 
     # -- fitting -----------------------------------------------------------
 
-    def fit(self, features, comparisons=None, sample_weight=None,
-            margin=None, ties=None, *, rankings=None, n_items=None):
+    def fit(self, features: Any, comparisons: Optional[ArrayLike] = None,
+            sample_weight: Optional[ArrayLike] = None,
+            margin: Optional[ArrayLike] = None,
+            ties: Optional[ArrayLike] = None, *,
+            rankings: Optional[ArrayLike] = None,
+            n_items: Optional[int] = None) -> "RewardModel":
         """Fit the reward model.
 
         Parameters
@@ -836,7 +847,7 @@ class RewardModel(ParamsMixin):
         # the rows between threads and its last bits depend on how many
         return np.einsum("ij,j->i", F, self.coef_)
 
-    def predict(self, features=None):
+    def predict(self, features: Any = None) -> FloatArray:
         """Rewards of items: ``features @ coef_`` (or the fitted strengths
         when fitted without features).
 
@@ -846,7 +857,8 @@ class RewardModel(ParamsMixin):
         """
         return self._rewards(features)
 
-    def predict_proba(self, features, comparisons):
+    def predict_proba(self, features: Any,
+                      comparisons: ArrayLike) -> FloatArray:
         """Probability that the first item of each pair is preferred (a
         strict win; under a tie model the rest is split between a tie and
         a loss).
@@ -864,17 +876,21 @@ class RewardModel(ParamsMixin):
         r = self._rewards(features)
         pairs = self._pairs(_unwrap(comparisons)[0], len(r))
         d = r[pairs[:, 0]] - r[pairs[:, 1]]
+        tie_param = self.tie_param_
         if self.ties == "rao-kupper":
-            d = d - math.log(self.tie_param_)
+            assert tie_param is not None  # fitted with ties
+            d = d - math.log(tie_param)
         if self.ties == "davidson":
-            nu = self.tie_param_
+            assert tie_param is not None
+            nu = tie_param
             # 1 / (1 + e^-d + nu e^(-d/2)), as a log-sum-exp
             stack = np.stack([np.zeros_like(d), -d,
                               math.log(nu) - 0.5 * d])
             return np.exp(-np.logaddexp.reduce(stack, axis=0))
         return np.exp(-np.logaddexp(0.0, -d))
 
-    def score(self, features, comparisons, ties=None):
+    def score(self, features: Any, comparisons: ArrayLike,
+              ties: Optional[ArrayLike] = None) -> float:
         """Pairwise accuracy: the share of strict comparisons whose
         preferred item gets the higher reward (equal rewards count one
         half).  Tied comparisons (``ties``, or those of an
@@ -939,7 +955,7 @@ class RewardModel(ParamsMixin):
             cov = P @ cov @ P.T
         return cov
 
-    def reward_std(self, features=None):
+    def reward_std(self, features: Any = None) -> FloatArray:
         """Laplace-approximation standard errors of the rewards.
 
         The posterior of the parameters is approximated by a Gaussian at
@@ -990,7 +1006,7 @@ class RewardModel(ParamsMixin):
 
     # -- what was learned --------------------------------------------------
 
-    def summary(self, max_rows=30, alpha=0.05):
+    def summary(self, max_rows: int = 30, alpha: float = 0.05) -> "Summary":
         """A table of the fitted coefficients, in the style of statsmodels.
 
         Each coefficient (a feature's reward weight, or an item's strength
