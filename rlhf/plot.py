@@ -27,10 +27,16 @@ import contextlib
 import math
 import numbers
 import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from ._typing import ArrayLike, NDArray
 from ._validation import _as_float_array, _check_finite, format_value
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["reward_kl_frontier", "cost_reward_tradeoff", "policy_bars",
            "calibration", "training_curves", "overoptimization",
@@ -80,7 +86,7 @@ def _pyplot():
 
 
 @contextlib.contextmanager
-def lecture_style(rc=None):
+def lecture_style(rc: Optional[Dict[str, Any]] = None) -> Iterator[None]:
     """Large fonts, thick lines and a high resolution, for a projector.
 
     A context manager around :func:`matplotlib.rc_context`: inside it,
@@ -114,7 +120,7 @@ def lecture_style(rc=None):
     """
     _pyplot()
     import matplotlib
-    settings = dict(_LECTURE_RC)
+    settings: Any = dict(_LECTURE_RC)
     if rc is not None:
         if not isinstance(rc, dict):
             raise TypeError(
@@ -234,8 +240,11 @@ def _fit_one_line(text, width, size):
     return text.rstrip() + "\u2026"
 
 
-def reward_kl_frontier(kl, reward, *, labels=None, ax=None, label=None,
-                       **line_kwargs):
+def reward_kl_frontier(kl: ArrayLike, reward: ArrayLike, *,
+                       labels: Optional[Sequence[Any]] = None,
+                       ax: Optional["Axes"] = None,
+                       label: Optional[str] = None,
+                       **line_kwargs: Any) -> "Axes":
     """Expected reward against KL(pi || pi_ref): the price of reward in
     distance from the reference.
 
@@ -338,8 +347,11 @@ def _annotate_points(ax, x, y, texts):
                     va=va)
 
 
-def cost_reward_tradeoff(cost, reward, *, budget=None, ax=None, label=None,
-                         **line_kwargs):
+def cost_reward_tradeoff(cost: ArrayLike, reward: ArrayLike, *,
+                         budget: Optional[float] = None,
+                         ax: Optional["Axes"] = None,
+                         label: Optional[str] = None,
+                         **line_kwargs: Any) -> "Axes":
     """Expected reward against expected cost, as a price ``lam`` or a
     budget sweeps; an optional vertical line marks a budget.
 
@@ -439,8 +451,11 @@ def _vector(values, name, length=None):
 _MAX_LABEL_LINES = 3
 
 
-def policy_bars(before, after, *, responses=None, names=("before", "after"),
-                orientation=None, ax=None):
+def policy_bars(before: ArrayLike, after: ArrayLike, *,
+                responses: Optional[Sequence[str]] = None,
+                names: Tuple[str, str] = ("before", "after"),
+                orientation: Optional[str] = None,
+                ax: Optional["Axes"] = None) -> "Axes":
     """Side-by-side bars of two distributions over the same responses.
 
     Long response texts are wrapped to the width of their group of bars
@@ -617,7 +632,9 @@ def _calibration_bins(probabilities, outcomes, n_bins):
             count[used])
 
 
-def calibration(probabilities, outcomes, *, n_bins=10, ax=None, label=None):
+def calibration(probabilities: ArrayLike, outcomes: ArrayLike, *,
+                n_bins: int = 10, ax: Optional["Axes"] = None,
+                label: Optional[str] = None) -> "Axes":
     """Reliability diagram: predicted preference probability against the
     observed frequency.
 
@@ -783,8 +800,15 @@ def _grid(n_panels):
     return int(math.ceil(n_panels / columns)), columns
 
 
-def training_curves(history, *, keys=None, x="step", axes=None, label=None,
-                    **line_kwargs):
+def training_curves(
+        history: Union[Mapping[str, Sequence[float]], Sequence[Mapping[str, Any]]],
+        *,
+        keys: Optional[Sequence[str]] = None,
+        x: str = "step",
+        axes: Any = None,
+        label: Optional[str] = None,
+        **line_kwargs: Any,
+) -> NDArray[Any]:
     """Training curves as small multiples: one panel per quantity, all
     sharing the horizontal axis.
 
@@ -857,7 +881,7 @@ def training_curves(history, *, keys=None, x="step", axes=None, label=None,
         drawn = [_GID.fullmatch(str(ax.get_gid())) for ax in
                  np.asarray(axes, dtype=object).ravel()]
         if all(drawn):
-            keys = [match.group(1) for match in drawn]
+            keys = [match.group(1) for match in drawn if match]
     if keys is None:
         keys = [k for k in columns if k != x and not _uninformative(
             columns[k])]
@@ -942,7 +966,9 @@ def _bottom_labels(panels, xlabel):
             ax.set_xlabel(xlabel, fontsize=_points("label"))
 
 
-def overoptimization(kl, gold, proxy, *, sqrt_kl=False, ax=None):
+def overoptimization(kl: ArrayLike, gold: ArrayLike, proxy: ArrayLike, *,
+                     sqrt_kl: bool = False,
+                     ax: Optional["Axes"] = None) -> "Axes":
     """Reward over-optimisation: the proxy (learned) reward keeps rising
     with KL while the gold (true) reward peaks and falls (Gao et al. 2023,
     "Scaling laws for reward model overoptimization", who plot against
