@@ -21,6 +21,7 @@ from ._typing import ArrayLike, FloatArray
 from ._progress import Progress, check_progress
 from ._progress import resolve as resolve_progress
 from ._validation import (
+    MAX_TABLE_ENTRIES,
     _as_float_array,
     _check_finite,
     _feature_names,
@@ -567,6 +568,12 @@ class RewardModel(ParamsMixin):
         problem = self._problem(F, comparisons, sample_weight, margin, ties,
                                 rankings, n_items)
         n_items = problem[1]
+        if F is None and n_items > MAX_TABLE_ENTRIES:
+            raise ValueError(
+                f"Without features the model has one strength per item, and "
+                f"the comparisons name item {n_items - 1}: more than 2**31 "
+                "strengths. Check the item indices in comparisons (or "
+                "n_items), or pass features.")
         columns = None
         uncompressed = problem
         if F is not None and _is_sparse(F):

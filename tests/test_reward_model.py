@@ -346,7 +346,10 @@ def big_problem(kind, seed=5):
         np.concatenate([rng.normal(size=n_items), [0.1]])
 
 
-@pytest.mark.parametrize("kind", ["dense", "identity", "pl"])
+@pytest.mark.parametrize("kind", [
+    "dense",
+    pytest.param("identity", marks=pytest.mark.slow),
+    pytest.param("pl", marks=pytest.mark.slow)])
 def test_threads_give_bitwise_identical_results(kind):
     problem, x = big_problem(kind)
     one = _core.bt_loss_grad(problem, x, n_threads=1)
@@ -536,6 +539,7 @@ def gumbel_rankings(rng, rewards, n_groups, sizes):
     return out
 
 
+@pytest.mark.slow
 def test_plackett_luce_recovers_strengths():
     rng = np.random.default_rng(99)
     truth = rng.normal(size=8)
@@ -581,6 +585,7 @@ def test_plackett_luce_with_two_items_is_bradley_terry(features):
 
 # -- 5. reward_std ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_laplace_intervals_cover_true_rewards():
     """95% Laplace intervals of the rewards over 400 simulated data sets:
     the share covering the true rewards is 0.95 up to the approximation
@@ -1181,6 +1186,7 @@ def test_kernel_rejects_invalid_problems(problem, x, match):
     assert [sys.getrefcount(a) for a in arrays] == before
 
 
+@pytest.mark.slow
 def test_rejected_csr_tuple_keeps_reference_counts():
     # in a child process: the bug frees arrays still in use
     result = subprocess.run([sys.executable, "-c", INVALID_CSR_SCRIPT],
@@ -1228,6 +1234,7 @@ def _parameter_bound(n_params):
     return 8 * n_params ** 2 + 8 * 4 * n_params + 4096
 
 
+@pytest.mark.slow
 def test_pickle_holds_the_parameters_not_the_data():
     """Regression: a fitted model kept the caller's features and
     comparisons for reward_std, so its pickle grew with the data (32.8 MB
@@ -1383,3 +1390,10 @@ def test_warns_when_the_maximum_does_not_exist():
                                        [[0, 1], [1, 2], [0, 2], [2, 0]])
     rlhf.RewardModel(penalty=None, likelihood="plackett-luce").fit(
         None, rankings=[[0, 1, 2], [2, 0, 1], [1, 2, 0]])
+
+
+def test_an_item_index_beyond_any_table_is_a_named_error():
+    # without features there is one strength per item: 2**40 items would
+    # ask for 8 TiB; the error says which index and what to check
+    with pytest.raises(ValueError, match=r"item 1099511627776.*2\*\*31"):
+        rlhf.RewardModel().fit(None, [[0, 2**40]])
