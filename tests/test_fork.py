@@ -17,10 +17,11 @@ import pytest
 
 import rlhf
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(os, "fork") or sys.platform == "darwin",
-    reason="fork() as Linux has it",
-)
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin",
+                       reason="fork() as Linux has it"),
+    pytest.mark.slow,  # child processes
+]
 
 TIMEOUT = 60
 

@@ -51,6 +51,8 @@ import rlhf  # noqa: E402
 import rlhf.text  # noqa: E402
 from rlhf import _core, _reference, _reference_gpt  # noqa: E402
 
+pytestmark = pytest.mark.slow  # minutes in all
+
 try:
     import matplotlib
     matplotlib.use("Agg")

@@ -17,9 +17,11 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    sys.platform == "win32", reason="SIGINT to a child process is POSIX"
-)
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32",
+                       reason="SIGINT to a child process is POSIX"),
+    pytest.mark.slow,  # seconds a case
+]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -35,6 +35,8 @@ import rlhf
 import rlhf.text
 from rlhf import _core
 
+pytestmark = pytest.mark.slow  # minutes in all
+
 SANITIZED = os.environ.get("RLHF_SANITIZED") == "1"
 N_CALLS = 1_000 if SANITIZED else 10_000
 # pure Python and NumPy, no compiled code of ours, and ~1 ms a call under

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import rlhf
 from rlhf.__main__ import demo, lecture_data, mirrored_rows
@@ -66,12 +67,14 @@ def test_reweight_is_the_lecture_update():
                                expected, rtol=1e-13, atol=0)
 
 
+@pytest.mark.slow
 def test_demo_prints_lecture_lines_first():
     out = io.StringIO()
     demo(out)
     assert out.getvalue().splitlines()[:2] == [LECTURE_REWARDS, LECTURE_POLICY]
 
 
+@pytest.mark.slow
 def test_command_line_demo():
     result = subprocess.run([sys.executable, "-m", "rlhf", "demo"],
                             capture_output=True, text=True, timeout=120)

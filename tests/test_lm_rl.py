@@ -143,11 +143,13 @@ def test_value_step_follows_the_gradient_of_the_clipped_value_loss():
 
 # -- the estimators on a tiny corpus ----------------------------------------
 
+@pytest.mark.slow
 def test_sft_model_is_mixed(sft):
     assert 0.15 < share_yes(sft) < 0.55
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_ppo_raises_reward_at_bounded_kl(sft):
     before = share_yes(sft)
     ppo = rlhf.PPO(learning_rate=3e-4, n_iterations=30, n_samples=8,
@@ -177,6 +179,7 @@ def test_ppo_raises_reward_at_bounded_kl(sft):
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_ppo_kl_controller_holds_the_target(sft):
     # unpenalised, the policy collapses on "yes" (about log 3 nats from the
     # SFT model); the controller (Ziegler et al. 2019) raises and lowers
@@ -195,6 +198,7 @@ def test_ppo_kl_controller_holds_the_target(sft):
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 @pytest.mark.parametrize("baseline", ["rloo", "grpo", "mean"])
 def test_reinforce_raises_reward(sft, baseline):
     est = rlhf.REINFORCE(baseline=baseline, learning_rate=5e-4,
@@ -205,6 +209,7 @@ def test_reinforce_raises_reward(sft, baseline):
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_cost_budget_lowers_the_cost(sft):
     kw = dict(learning_rate=3e-4, n_iterations=30, n_samples=8, beta=0.05,
               random_state=0)
@@ -221,6 +226,7 @@ def test_cost_budget_lowers_the_cost(sft):
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_dpo_raises_the_chosen_over_rejected_log_ratio(sft):
     prompts = ["q?"] * 4
     chosen = ["yes please", "yes indeed", "yes please", "yes indeed"]
@@ -242,6 +248,7 @@ def test_dpo_raises_the_chosen_over_rejected_log_ratio(sft):
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 @pytest.mark.parametrize("loss", ["ipo", "hinge", "robust"])
 def test_dpo_variants_run_and_separate(sft, loss):
     dpo = rlhf.DPO(loss=loss, label_smoothing=0.1 if loss == "robust" else
@@ -281,6 +288,7 @@ print(h.hexdigest())
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_same_bits_for_any_thread_count():
     digests = []
     for threads in ("1", "2", "3"):

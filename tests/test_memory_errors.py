@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # seconds
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 

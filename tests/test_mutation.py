@@ -17,6 +17,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # seconds a case
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 SCRIPT = """

@@ -185,6 +185,7 @@ def test_fitted_attributes_share_no_memory_with_fit_arguments(case):
         assert _shared(model, kwargs) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", REWARD_CASES + OTHER_CASES)
 def test_fitted_model_holds_no_reference_to_fit_arguments(case):
     """A view keeps its base alive: the reference counts of the arguments

@@ -41,6 +41,8 @@ with warnings.catch_warnings():
     pytest.importorskip(
         "ipykernel", reason=f"ipykernel is not installed; {_NEEDS}")
 
+pytestmark = pytest.mark.slow  # minutes in all
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 LECTURE_NOTEBOOK = "01_lecture_demo.ipynb"
 LECTURE_LINES = [

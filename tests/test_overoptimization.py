@@ -72,6 +72,7 @@ def test_best_of_n_by_enumeration(seed):
         np.sum(reference * gold) / n_prompts)
 
 
+@pytest.mark.slow
 def test_best_of_n_monte_carlo():
     """Sample n = 16 responses from the reference of the notebook's world,
     keep the proxy's favourite, average the gold reward: within 4 standard
@@ -181,6 +182,7 @@ def test_gold_rises_then_falls_while_proxy_rises(method):
     assert np.all(np.diff(curves.gold[best:]) < 0)
 
 
+@pytest.mark.slow
 def test_enough_data_with_the_right_features_removes_the_peak():
     """With length^2 among its features and 3,000 comparisons, the proxy
     no longer leads best-of-n past the gold optimum (up to n = 4096); with
@@ -242,6 +244,7 @@ def test_world():
                                exact.proxy_features @ model.coef_)
 
 
+@pytest.mark.slow
 def test_proxy_accuracy_grows_with_data():
     """Held-out accuracy against the gold ordering, averaged over three
     draws, is higher with 1,000 comparisons than with 30."""

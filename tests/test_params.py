@@ -361,6 +361,7 @@ INTEGER_PARAMETERS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "owner, call, name, errors", INTEGER_PARAMETERS,
     ids=[f"{owner}-{name}" for owner, _, name, _ in INTEGER_PARAMETERS])

@@ -20,6 +20,8 @@ matplotlib = pytest.importorskip(
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+pytestmark = pytest.mark.slow  # half a minute in all
+
 
 @pytest.fixture(autouse=True)
 def close_figures():

@@ -346,6 +346,7 @@ def test_no_reference_leaks_in_the_other_wrappers():
     assert [sys.getrefcount(a) for a in watched] == counts
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _core.has_openmp(), reason="built without OpenMP")
 def test_kernels_give_the_same_bits_for_any_thread_count():
     """Large enough to take the threaded paths (> 32768 entries)."""

@@ -70,6 +70,7 @@ def test_k3_in_the_reward_is_biased():
     assert total_variation(ppo.policy_, optimum) > 0.1
 
 
+@pytest.mark.slow
 def test_linear_policy_reaches_an_optimum_in_its_span():
     rng = np.random.default_rng(4)
     reference, _ = bandit(4, n_prompts=8)
@@ -256,7 +257,7 @@ def constrained_optimum(reference, rewards, costs, beta, budget):
                                            beta)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_ppo_lagrangian_reaches_the_constrained_optimum(seed):
     reference, rewards = bandit(seed)
     costs = np.random.default_rng(seed + 10).random(rewards.shape)
@@ -325,6 +326,7 @@ def test_ppo_lagrangian_equals_constrained_policy_on_one_prompt(seed):
     assert total_variation(ppo.policy_, policy) < 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [4, 8, 11])
 def test_ppo_lagrangian_on_sharp_problems(seed):
     """Rewards ten times beta: the optimum sits near a corner, between two

@@ -506,6 +506,7 @@ est = rlhf.RewardModel(C=1e12, tol=1e-300, max_iter=10**6, solver="lbfgs")
 }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.skipif(os.environ.get("RLHF_SANITIZED") == "1",
                     reason="Python paths over kernels test_interrupts "

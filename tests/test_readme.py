@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # seconds for the larger examples
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

@@ -22,6 +22,7 @@ def model():
     return params, tokens, targets, mask
 
 
+@pytest.mark.slow
 def test_every_gradient_matches_finite_differences(model):
     params, tokens, targets, mask = model
     loss, grads = gpt.loss_and_gradients(params, tokens, targets, N_LAYER,
@@ -56,6 +57,8 @@ def test_causal(model):
     assert not np.allclose(logits[:, -1], logits2[:, -1])
 
 
+@pytest.mark.slow
+@pytest.mark.no_sanitizer  # NumPy and PyTorch only
 def test_matches_transformers_gpt2(model):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -74,6 +77,8 @@ def test_matches_transformers_gpt2(model):
     np.testing.assert_allclose(logits, expected, atol=1e-10)
 
 
+@pytest.mark.slow
+@pytest.mark.no_sanitizer  # NumPy and PyTorch only
 def test_gradients_match_transformers_autograd(model):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")

@@ -503,6 +503,7 @@ def problems(draw):
     return reference, rewards, costs, beta, budget
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(problems())
 def test_kkt_and_twin_on_wide_ranges(problem):

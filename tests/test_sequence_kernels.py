@@ -657,6 +657,7 @@ THREAD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_same_bits_for_any_thread_count():
     """Large enough to take the threaded paths (> 32768 entries), the token
     kernels' streaming and grouping paths both."""

@@ -166,9 +166,11 @@ def test_ngram_policy_equals_its_prefix_form():
 # -- sampling and scoring -----------------------------------------------------
 
 @pytest.mark.parametrize("policy", [random_policy(20, zeros=0.2),
-                                    random_policy(21, max_length=5,
-                                                  context_length=1),
-                                    WORLD.reference],
+                                    pytest.param(random_policy(
+                                        21, max_length=5, context_length=1),
+                                        marks=pytest.mark.slow),
+                                    pytest.param(WORLD.reference,
+                                                 marks=pytest.mark.slow)],
                          ids=["prefix", "bigram", "world"])
 def test_sample_frequencies_match_enumerate(policy):
     enumerated, p = policy.enumerate()
@@ -330,7 +332,8 @@ def test_soft_optimum_is_the_closed_form(name, beta):
     assert np.isfinite(optimum.log_probs[optimum.log_probs > -np.inf]).all()
 
 
-@pytest.mark.parametrize("beta", [0.3, 1.0])
+@pytest.mark.parametrize("beta", [pytest.param(0.3, marks=pytest.mark.slow),
+                                  1.0])
 def test_soft_optimum_maximises_the_objective(beta):
     reference, rewards = WORLD.reference, WORLD.gold_reward
     sequences, _ = reference.enumerate()
@@ -635,7 +638,9 @@ def test_docstring_examples():
     assert result.attempted >= 10 and result.failed == 0
 
 
-@pytest.mark.parametrize("beta", [0.05, 0.5, 5.0])
+@pytest.mark.parametrize("beta", [
+    pytest.param(0.05, marks=pytest.mark.slow), 0.5,
+    pytest.param(5.0, marks=pytest.mark.slow)])
 def test_soft_optimum_under_a_cost_budget(beta):
     """The constrained optimum is the closed form pi_ref exp((r - lam c) /
     beta) / Z with E[c] on the budget, and no policy of the same family

@@ -67,6 +67,7 @@ def test_sklearn_estimator_check(estimator, check):
     check(estimator)
 
 
+@pytest.mark.slow
 def test_array_api_check_in_its_own_process():
     # scikit-learn skips check_array_api_input unless SCIPY_ARRAY_API=1 was
     # set before SciPy was imported, so it runs here in a fresh process
@@ -196,6 +197,7 @@ def test_pipeline_with_scaler_matches_sklearn():
     assert named.get_params()["model__C"] == 0.25
 
 
+@pytest.mark.slow
 def test_grid_search_over_C_matches_sklearn():
     X, y = _blobs(1, n=150)
     grid = {"logisticregression__C": [0.01, 0.1, 1.0, 10.0]}
@@ -218,6 +220,7 @@ def test_grid_search_over_C_matches_sklearn():
     assert plain.best_estimator_.C in (0.01, 1.0)
 
 
+@pytest.mark.slow
 def test_cross_val_score_matches_sklearn():
     X, y = _blobs(2, n=100)
     ours = cross_val_score(rlhf.LogisticRegression(compat="1.7"), X, y, cv=5)
@@ -339,7 +342,10 @@ def _installed_compat():
     return "1.2"
 
 
-@pytest.mark.parametrize("seed", range(N_PROBLEMS))
+# the first seven problems take every option but some label types
+@pytest.mark.parametrize("seed", [*range(7), *(
+    pytest.param(seed, marks=pytest.mark.slow)
+    for seed in range(7, N_PROBLEMS))])
 def test_compat_equals_installed_sklearn(seed):
     X, y, sample_weight, params, no_penalty, hits_limit, X_test = \
         _problem(seed)

@@ -43,6 +43,7 @@ def _check_text(summary):
 
 # -- RewardModel -----------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reward_summary_equals_statsmodels_logit(seed):
     """Without a penalty the Bradley-Terry likelihood is a logistic

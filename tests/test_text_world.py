@@ -108,6 +108,7 @@ def test_every_term(world):
         GOLD_RULE["correct"] = 10.0
 
 
+@pytest.mark.slow
 def test_repetition_is_penalised_but_the_proxy_likes_it(world, proxy):
     prompt = "capital of france?"
     responses = [" paris. glad to help!",
@@ -267,6 +268,7 @@ def test_features(world):
     assert np.all(twice >= 2 * once)
 
 
+@pytest.mark.slow
 def test_annotate_follows_gold(world):
     prompts, a, b = world.sample_pairs(2000, random_state=4)
     n = len(prompts)
@@ -288,11 +290,13 @@ def test_annotate_follows_gold(world):
     assert 0.6 < hot.subset(differ).accuracy(rewards) < 0.9
 
 
+@pytest.mark.slow
 def test_doctests_pass():
     result = doctest.testmod(text_world, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8 and result.failed == 0
 
 
+@pytest.mark.slow
 def test_proxy_accuracy(world, proxy):
     X_test, truth = world.annotate(*world.sample_pairs(1000, random_state=3),
                                    temperature=0, tie_margin=1e-9)
@@ -380,7 +384,8 @@ def test_finegrained_sft_takes_the_top_answers(finegrained):
             assert any(t.startswith(r) for t in texts)
 
 
-@pytest.mark.parametrize("max_chars", [None, 200, 60, 20])
+@pytest.mark.parametrize("max_chars", [None] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in (200, 60, 20)])
 def test_finegrained_sft_cuts_at_word_boundaries(finegrained, max_chars):
     prompts, responses = load_finegrained_qa_sft(max_chars=max_chars)
     assert all(isinstance(r, str) and r for r in responses)

@@ -82,6 +82,7 @@ def test_heavy_kernel_releases_the_gil():
         f"{stop - start:.3f} s")
 
 
+@pytest.mark.slow
 def test_concurrent_fits_equal_serial_fits():
     seeds = [0, 1, 2, 3]
     serial_logistic = [_fit_logistic(s) for s in seeds]
@@ -169,6 +170,7 @@ BLAS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_bitwise_the_same_for_any_blas_thread_count():
     """Regression: CostModel's objective used BLAS products (features @ w,
     features.T @ dcost, weight @ loss), whose sums OpenBLAS splits between
@@ -279,8 +281,10 @@ def _closed_forms(seed):
         rlhf.kl_divergence(policy, reference)])
 
 
-@pytest.mark.parametrize("job", [_fit_ppo, _fit_reinforce, _fit_dpo,
-                                 _fit_sft, _fit_cost_model, _closed_forms],
+@pytest.mark.parametrize("job", [
+    _fit_ppo, _fit_reinforce, pytest.param(_fit_dpo, marks=pytest.mark.slow),
+    _fit_sft, _fit_cost_model,
+    pytest.param(_closed_forms, marks=pytest.mark.slow)],
                          ids=lambda job: job.__name__.lstrip("_"))
 def test_concurrent_policy_fits_equal_serial_fits(job):
     """Four fits (or closed forms) at once on different problems, each
@@ -295,6 +299,7 @@ def test_concurrent_policy_fits_equal_serial_fits(job):
     assert serial[0].tobytes() != serial[1].tobytes()
 
 
+@pytest.mark.slow
 def test_concurrent_fits_of_different_policy_optimisers():
     """All the optimisers and the constrained closed form in flight at
     once (different kernels interleaved)."""

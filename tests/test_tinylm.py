@@ -435,6 +435,7 @@ THREADS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_bitwise_the_same_for_any_thread_count():
     """Each thread count in its own process (OpenMP reads
     OMP_NUM_THREADS at start-up): fit, logits, gradients and samples
@@ -472,6 +473,7 @@ def _hf_logits_and_gradients(torch, model, tokens, targets):
 
 
 @pytest.mark.slow  # importing torch and transformers takes seconds
+@pytest.mark.no_sanitizer
 def test_matches_transformers_gpt2():
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -510,6 +512,7 @@ def test_matches_transformers_gpt2():
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_transformers_state_dict_loads_back():
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -1080,6 +1083,7 @@ sys.exit(3)
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 @pytest.mark.skipif(sys.platform == "win32",
                     reason="SIGINT to a child process is POSIX")
 @pytest.mark.parametrize("case", sorted(INTERRUPT_CASES))

@@ -37,6 +37,7 @@ def soft_optimum(reference, rewards, beta):
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 @pytest.mark.parametrize("beta", [0.5, 2.0])
 def test_exact_ppo_with_defaults_reaches_the_soft_optimum(
         world, prefix_reference, beta):
@@ -59,6 +60,7 @@ def test_exact_ppo_with_defaults_reaches_the_soft_optimum(
         ppo.policy_.entropy(), abs=1e-10)
 
 
+@pytest.mark.slow
 def test_exact_ppo_on_random_worlds():
     for seed in range(3):
         w = rlhf.make_sequence_world(n_words=3, max_length=4,
@@ -70,6 +72,7 @@ def test_exact_ppo_on_random_worlds():
         assert tv < 1e-3, seed
 
 
+@pytest.mark.slow
 def test_exact_ppo_takes_an_array_and_a_reward_model(world,
                                                      prefix_reference):
     sequences, _ = prefix_reference.enumerate()
@@ -98,6 +101,7 @@ def test_exact_ppo_takes_an_array_and_a_reward_model(world,
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_sampled_ppo_reaches_the_soft_optimum(world, prefix_reference):
     beta = 0.5
     # TV 0.024 for random_state 0, 1 and 2 (0.10 with 512 samples: the
@@ -118,6 +122,7 @@ def test_sampled_ppo_reaches_the_soft_optimum(world, prefix_reference):
     assert ppo.values_.shape == (prefix_reference.n_states,)
 
 
+@pytest.mark.slow
 def test_sampled_ppo_values_approach_the_exact_values(world,
                                                       prefix_reference):
     """V(empty prefix) of the learnt value table against the exact value of
@@ -142,6 +147,7 @@ def test_ppo_on_an_ngram_reference_samples_without_enumerating():
         rlhf.PPO().fit(w.reference, np.zeros(3))
 
 
+@pytest.mark.slow
 def test_adaptive_kl_controller_moves_beta_toward_the_target(
         world, prefix_reference):
     low = rlhf.PPO(beta=0.05, target_kl=0.05, exact=True,
@@ -151,6 +157,7 @@ def test_adaptive_kl_controller_moves_beta_toward_the_target(
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_kl_in_the_loss_has_another_fixed_point(world, prefix_reference):
     """The per-token KL in the loss (GRPO's way) is the gradient of each
     state's own KL, holding the visits of later states fixed: its fixed
@@ -176,6 +183,7 @@ def test_kl_in_the_loss_has_another_fixed_point(world, prefix_reference):
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_reinforce_on_sequences(world, prefix_reference):
     exact = rlhf.REINFORCE(beta=0.5, exact=True, n_iterations=500).fit(
         prefix_reference, world.gold_reward)
@@ -225,7 +233,8 @@ def bradley_terry_mle(chosen, rejected, n_items):
                     options={"gtol": 1e-10}).x
 
 
-@pytest.mark.parametrize("beta", [0.5, 2.0])
+@pytest.mark.parametrize("beta", [0.5,
+                                  pytest.param(2.0, marks=pytest.mark.slow)])
 def test_dpo_reaches_the_bradley_terry_tempered_reference(beta):
     w = rlhf.make_sequence_world(n_words=2, max_length=3, random_state=1)
     reference = w.reference.to_prefix_policy()
@@ -346,6 +355,7 @@ def test_exact_policy_gradient_matches_finite_differences():
 # reproducibility
 
 
+@pytest.mark.slow
 def test_fits_are_reproducible_and_thread_independent(world,
                                                       prefix_reference):
     script = (
@@ -412,6 +422,7 @@ def test_bad_input_is_named(world, prefix_reference):
 
 
 @pytest.mark.slow
+@pytest.mark.no_sanitizer
 def test_docstring_examples():
     import doctest
 
@@ -422,6 +433,7 @@ def test_docstring_examples():
     assert doctest.testmod(_token_rl).failed == 0
 
 
+@pytest.mark.slow
 def test_whitening_keeps_the_kl_in_the_loss_at_beta(world, prefix_reference):
     """Whitened advantages with the KL in the loss: the KL term is scaled
     as the advantages, so the fit lands where the unwhitened one does
