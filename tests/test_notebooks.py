@@ -244,3 +244,16 @@ def test_notebook_stored_executed(path):
         for output in cell.get("outputs", []):
             assert output.get("output_type") != "error", (
                 f"{path.name} is stored with an error output")
+
+
+@pytest.mark.parametrize("path", notebook_paths(), ids=lambda path: path.name)
+def test_notebook_stored_without_progress_bars(path):
+    # a progress bar's timings differ on every run; notebooks/execute.py
+    # removes the bars before saving
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            assert not (output.get("output_type") == "stream"
+                        and "\r" in output.get("text", "")), (
+                f"{path.name}, cell {index}, is stored with a progress bar; "
+                "re-execute it with notebooks/execute.py")
