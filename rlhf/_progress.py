@@ -12,8 +12,10 @@ Every long fit takes ``progress``:
   from the start; with an open-ended count (an optimiser that stops when
   it has converged) it appears once the fit has run for 3 seconds.  It
   never appears while pytest runs a test (``PYTEST_CURRENT_TEST`` in the
-  environment), so test logs stay clean; ``progress=True`` still shows it
-  there.
+  environment), so test logs stay clean, nor when the environment sets
+  ``RLHF_PROGRESS=0`` (for a notebook whose stored outputs should not
+  depend on the machine's speed); ``progress=True`` still shows it in
+  both cases.
 
 The bar is tqdm's (``tqdm.auto``: the widget in Jupyter, text elsewhere)
 when tqdm is installed, and otherwise a single line on stderr rewritten in
@@ -69,10 +71,17 @@ def check_progress(value, owner):
         f"Got {format_value(value)} instead.")
 
 
+def switched_off():
+    """True when the environment turns the automatic bar off
+    (``RLHF_PROGRESS`` set to 0, false, no or off)."""
+    value = os.environ.get("RLHF_PROGRESS", "").strip().lower()
+    return value in ("0", "false", "no", "off")
+
+
 def resolve(progress):
     """The mode a fit runs in: True, False or None (decide from the
-    rate); None under pytest is False."""
-    if progress is None and under_pytest():
+    rate); None under pytest or with RLHF_PROGRESS=0 is False."""
+    if progress is None and (under_pytest() or switched_off()):
         return False
     return progress
 

@@ -98,6 +98,23 @@ def test_auto_shows_long_work_from_the_early_rate(clock, no_tqdm,
     assert "100% 100/100" in err
 
 
+@pytest.mark.parametrize("value", ["0", "off", "False"])
+def test_rlhf_progress_0_turns_the_automatic_bar_off(
+        clock, no_tqdm, outside_pytest, capsys, monkeypatch, value):
+    monkeypatch.setenv("RLHF_PROGRESS", value)
+    # ten seconds of work, which shows a bar without the variable
+    # (test_auto_shows_long_work_from_the_early_rate)
+    bar = _progress.Progress(None, 100, "PPO.fit")
+    _run(bar, clock, 100, 0.1)
+    assert not bar.shown
+    assert capsys.readouterr() == ("", "")
+    # progress=True still shows it
+    bar = _progress.Progress(True, 100, "PPO.fit")
+    _run(bar, clock, 100, 0.1)
+    assert bar.shown
+    assert "100/100" in capsys.readouterr().err
+
+
 def test_auto_shows_one_slow_step_at_once(clock, no_tqdm, outside_pytest):
     bar = _progress.Progress(None, 10, "fit")
     clock.now += 2.0  # the first of ten steps took 2 s
