@@ -23,7 +23,8 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence, \
 import numpy as np
 
 from ._typing import ArrayLike, FloatArray, IntArray, RandomState
-from ._validation import _is_sparse, check_array, check_scalar, format_value
+from ._validation import (_is_sparse, check_array, check_option,
+                          check_scalar, format_value)
 from .datasets import PreferenceDataset
 from .preferences import _check_random_state
 from .reward import RewardModel, _check_indices
@@ -32,6 +33,8 @@ __all__ = ["AnnotationSession", "RewardRow", "annotation_panel"]
 
 _OWNER = "AnnotationSession"
 # what record() accepts, and the answer each means
+# those of rlhf.active.select_comparisons
+_STRATEGIES = ("random", "uncertainty", "information")
 _CHOICES = {"first": 0, "second": 1, "tie": 2, 0: 0, 1: 1, 2: 2}
 # PreferenceDataset.labels' codes of the pair as shown
 _LABELS = {0: 1, 1: 2, 2: 0}
@@ -62,10 +65,10 @@ class RewardRow(NamedTuple):
 def _select_comparisons() -> Optional[Callable[..., Any]]:
     """rlhf.active.select_comparisons, or None where it is not there."""
     try:
-        from .active import select_comparisons  # type: ignore[import-not-found,unused-ignore]
+        from .active import select_comparisons
     except ImportError:
         return None
-    return select_comparisons  # type: ignore[no-any-return,unused-ignore]
+    return select_comparisons
 
 
 def _check_texts(values: Any, name: str, owner: str) -> np.ndarray:
@@ -101,10 +104,9 @@ class AnnotationSession:
     rewards are 0 with the prior's standard error, ``sqrt(C) * ||f||``
     (``sqrt(C)`` for free strengths).  The next pair is the candidate that
     :func:`rlhf.active.select_comparisons` picks for the fitted model
-    (with ``strategy="random"``, before the first answer, or while
-    ``rlhf.active`` is not available: one at random), among the
-    candidates not answered yet; only once every candidate has an answer
-    are pairs shown again.  Which text of the pair is shown first (as "A")
+    (before the first answer: for the prior), among the candidates not
+    answered yet; only once every candidate has an answer are pairs shown
+    again.  Which text of the pair is shown first (as "A")
     is random, so that a habit of preferring one side does not become a
     preference for one text.
 
@@ -136,9 +138,11 @@ class AnnotationSession:
     candidates : array-like of int of shape (n_candidates, 2), default=None
         The pairs that may be shown, as indices into ``texts``.  None: every
         pair of texts with the same prompt.
-    strategy : str, default="information"
-        Passed to :func:`rlhf.active.select_comparisons`; ``"random"``
-        draws the next pair uniformly instead.
+    strategy : {"information", "uncertainty", "random"}, \
+default="information"
+        Passed to :func:`rlhf.active.select_comparisons`: the pair of
+        largest expected information about the rewards (MacKay 1992), the
+        one whose answer the model is least sure of, or one at random.
     random_state : None, int or numpy.random.Generator, default=None
         Drives the random choices (sides, random pairs, and the
         ``random_state`` given to ``select_comparisons``).
@@ -215,9 +219,7 @@ class AnnotationSession:
                              f"{model.likelihood!r} instead.")
         self._model_params = model.get_params()
         self.candidates = self._check_candidates(candidates)
-        if not isinstance(strategy, str):
-            raise TypeError(f"The 'strategy' parameter of {_OWNER} must be a "
-                            f"str. Got {format_value(strategy)} instead.")
+        check_option(strategy, "strategy", _OWNER, list(_STRATEGIES))
         self.strategy = strategy
         self.random_state = _check_random_state(random_state, _OWNER)
         # the answers: pairs as shown, and what was answered (0 first,
@@ -387,31 +389,43 @@ class AnnotationSession:
 
         The same pair until it is answered (:meth:`record`) or an answer
         is undone (then the undone pair comes back).  Chosen among the
-        candidates without an answer (all of them once each has one):
-        by ``rlhf.active.select_comparisons(model_, pool, n=1,
-        features=features, strategy=strategy, random_state=...)`` when a
-        model is fitted and the strategy is not "random", uniformly
-        otherwise.  The sides are then swapped with probability 1/2.
+        candidates without an answer (all of them once each has one), the
+        pool: ``rlhf.active.select_comparisons(model, pool, n=1,
+        features=features, strategy=strategy, random_state=random_state)``
+        with ``model_``, or before the first answer the unfitted model
+        (its prior).  Where that fails (a model without a penalty has no
+        prior; the reason goes to ``fit_messages_``), or without
+        ``rlhf.active``, the pair is drawn uniformly.  The sides are then
+        swapped with probability 1/2.
         """
         if self._current is None:
             unanswered = self._unanswered()
             pool = self.candidates[unanswered] if unanswered.any() \
                 else self.candidates
-            rng = self.random_state
-            select = None if self.model_ is None or \
-                self.strategy == "random" else _select_comparisons()
-            if select is None:
-                k = int(rng.integers(len(pool)))
-            else:
-                picked = np.asarray(select(
-                    self.model_, pool, n=1, features=self._features,
-                    strategy=self.strategy, random_state=rng))
-                k = int(picked.reshape(-1)[0])
+            k = self._pick(pool)
             a, b = (int(v) for v in pool[k])
-            if rng.random() < 0.5:
+            if self.random_state.random() < 0.5:
                 a, b = b, a
             self._current = (a, b)
         return self._current
+
+    def _pick(self, pool: IntArray) -> int:
+        """Index into pool of the next pair."""
+        rng = self.random_state
+        select = _select_comparisons()
+        if select is None:  # an installation without rlhf.active
+            return int(rng.integers(len(pool)))
+        model = self.model_ if self.model_ is not None else self._new_model()
+        try:
+            picked = select(model, pool, n=1, features=self._features,
+                            strategy=self.strategy, random_state=rng)
+        except ValueError as error:
+            # no posterior to choose by: a model without a penalty before
+            # its first answers, or with a singular Hessian
+            self.fit_messages_ = self.fit_messages_ + [
+                f"Chose the pair at random: {error}"]
+            return int(rng.integers(len(pool)))
+        return int(np.asarray(picked).reshape(-1)[0])
 
     # -- answers -----------------------------------------------------------
 
