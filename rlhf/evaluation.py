@@ -320,7 +320,8 @@ class Calibration:
         Bootstrap intervals (None without a bootstrap).
     """
 
-    def __init__(self, temperature, margins, n_bins):
+    def __init__(self, temperature: float, margins: FloatArray,
+                 n_bins: int) -> None:
         self.temperature = float(temperature)
         z = margins / self.temperature
         self.log_loss = float(np.mean(np.logaddexp(0.0, -z)))
@@ -356,7 +357,7 @@ class Calibration:
                 "observed": self.observed.tolist(),
                 "counts": self.counts.tolist()}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Calibration(temperature={self.temperature:.4g}, "
                 f"log_loss={self.log_loss:.4f}, brier={self.brier:.4f}, "
                 f"ece={self.ece:.4f})")
@@ -391,13 +392,15 @@ class Baseline:
         How the interval was found.
     """
 
-    def __init__(self, name, accuracy, ci=None, note=""):
+    def __init__(self, name: str, accuracy: float,
+                 ci: Optional[Tuple[float, float]] = None,
+                 note: str = "") -> None:
         self.name = name
         self.accuracy = float(accuracy)
         self.ci = ci
         self.note = note
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         ci = "" if self.ci is None else \
             f", ci=({self.ci[0]:.3f}, {self.ci[1]:.3f})"
         return f"Baseline({self.name!r}, accuracy={self.accuracy:.4f}{ci})"
