@@ -43,6 +43,9 @@ _CHUNK_ENTRIES = 2_000_000
 # per-group accuracies are drawn as labelled bars up to this many groups,
 # as a histogram beyond
 _MAX_GROUP_BARS = 12
+# ... and only for groups of at least this many strict comparisons on
+# average; smaller ones give the model and the baselines instead
+_MIN_GROUP_SIZE = 3
 
 
 # --------------------------------------------------------------------------
@@ -746,7 +749,8 @@ class RewardReport:
         winner and the share it got right, before and after temperature
         scaling when a temperature was given; the diagonal is perfect
         calibration.  Right: with at most 12 groups, a bar per group;
-        with more, a histogram of the groups' accuracies; without groups,
+        with more, a histogram of the groups' accuracies; without groups
+        (or with fewer than 3 strict comparisons per group on average),
         the model's and the baselines' accuracies with their intervals.
         The overall accuracy and the best baseline are drawn as vertical
         lines.  Sizes and fonts are rlhf.plot's (readable on a projector;
@@ -795,12 +799,14 @@ class RewardReport:
         rplot._label_axes(ax, "confidence", "accuracy")
         ax.set_title("reliability", fontsize=rplot._points("title"))
         if shown:
-            rplot._legend(ax, loc="upper left")
+            rplot._legend(ax)
 
     def _plot_groups(self, ax, rplot):
         best = self.baselines[self.best_baseline]
         size = rplot._points("tick")
-        if not self.grouped:
+        has = self.group_n > 0
+        if not self.grouped or self.group_n[has].mean() < _MIN_GROUP_SIZE:
+            # no groups, or too small to have an accuracy of their own
             names = ["model"] + list(self.baselines)
             values = [self.accuracy] + [b.accuracy for b in
                                         self.baselines.values()]
@@ -817,7 +823,6 @@ class RewardReport:
             ax.set_title("model and baselines",
                          fontsize=rplot._points("title"))
             return
-        has = self.group_n > 0
         if len(self.group_ids) <= _MAX_GROUP_BARS:
             y = np.arange(len(self.group_ids))[::-1]
             ax.barh(y[has], self.group_accuracy[has], color="C0")
@@ -829,6 +834,7 @@ class RewardReport:
         else:
             ax.hist(self.group_accuracy[has], bins=np.linspace(0, 1, 11),
                     color="C0", edgecolor="white")
+            ax.set_xlim(0.0, 1.0)
             rplot._label_axes(ax, "accuracy of a group", "groups")
         ax.axvline(self.accuracy, color="black", linestyle="-",
                    label=f"all: {self.accuracy:.3f}")
@@ -836,8 +842,9 @@ class RewardReport:
                    label=f"{self.best_baseline}: {best.accuracy:.3f}")
         ax.set_title(f"{int(has.sum())} groups",
                      fontsize=rplot._points("title"))
-        rplot._legend(ax, loc="upper left", bbox_to_anchor=(0.0, -0.22),
-                      ncol=1, frameon=False)
+        # under the axes, where it covers no bar
+        rplot._legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                      ncol=2, frameon=False)
 
 
 # --------------------------------------------------------------------------

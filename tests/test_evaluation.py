@@ -431,9 +431,9 @@ def test_plot_layout():
         for kwargs in (dict(groups=groups % 5, temperature=1.4),
                        dict(groups=groups, lengths=world.features[:, 1]),
                        dict(lengths=world.features[:, 1])):
-            report = evaluate_reward_model(model, world.features, test,
-                                           n_bootstrap=100, random_state=0,
-                                           **{"groups": None, **kwargs})
+            report = evaluate_reward_model(model, world.features,
+                                           test.comparisons, n_bootstrap=100,
+                                           random_state=0, **kwargs)
             with rlhf.plot.lecture_style():
                 axes = report.plot()
             fig = axes[0].figure
@@ -477,7 +477,25 @@ def check_no_overlap(fig):
     for t in texts:
         assert t.get_fontsize() >= 12, f"{t.get_text()!r} is too small"
     for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2):
-        assert not (box_a.x0 < box_b.x1 - 0.5 and box_b.x0 < box_a.x1 - 0.5
-                    and box_a.y0 < box_b.y1 - 0.5
-                    and box_b.y0 < box_a.y1 - 0.5), \
-            f"{a!r} and {b!r} overlap"
+        assert not overlap(box_a, box_b), f"{a!r} and {b!r} overlap"
+    # a legend covers no point of a curve, nor its segments, nor a bar
+    for ax in fig.axes:
+        if ax.get_legend() is None:
+            continue
+        legend = ax.get_legend().get_window_extent(renderer)
+        for line in ax.lines:
+            xy = line.get_transform().transform(line.get_xydata())
+            fractions = np.linspace(0, 1, 21)[:, None, None]
+            xy = (xy[:-1] + fractions * (xy[1:] - xy[:-1])).reshape(-1, 2)
+            assert not np.any((xy[:, 0] > legend.x0) & (xy[:, 0] < legend.x1)
+                              & (xy[:, 1] > legend.y0)
+                              & (xy[:, 1] < legend.y1)), \
+                f"the legend covers {line.get_label()!r}"
+        for patch in ax.patches:
+            assert not overlap(patch.get_window_extent(renderer), legend)
+
+
+def overlap(a, b, tolerance=0.5):
+    """Whether two display boxes share more than a sliver of area."""
+    return (a.x0 < b.x1 - tolerance and b.x0 < a.x1 - tolerance
+            and a.y0 < b.y1 - tolerance and b.y0 < a.y1 - tolerance)
