@@ -86,8 +86,12 @@ def _import_dask():
     return dask
 
 
-def _active_client():
-    """The distributed Client in use, or None."""
+def _active_client(dask):
+    """The distributed Client dask.compute will use, or None (none, or
+    another scheduler chosen with dask.config.set(scheduler=...))."""
+    if dask.config.get("scheduler", None) not in ("dask.distributed",
+                                                   "distributed"):
+        return None
     try:
         from distributed import default_client
     except ImportError:
@@ -348,7 +352,7 @@ class _Partitions:
         self.tag = uuid.uuid4().hex
         self.count = 0
         self.prepared = None
-        self.client = _active_client()
+        self.client = _active_client(dask)
         self.features = None
 
     def key(self, what):
@@ -490,6 +494,10 @@ def _raw_partitions(dask, comparisons, sample_weight, margin, ties):
         "comparisons must be a dask.array of shape (n_comparisons, 2) or a "
         "dask.dataframe with columns such as 'preferred' and 'other'; got "
         f"{type(comparisons).__name__}.")
+
+
+def _norm2(w):
+    return float(np.cumsum(w * w)[-1]) if len(w) else 0.0
 
 
 def _newton(evaluate, hessian, x0, tol, max_iter):
@@ -729,7 +737,9 @@ default=None
             total = parts.reduce(_partial_loss_grad,
                                  (shared_F, held, setting), "loss")
             w = x[:n_coef]
-            loss = total["loss"] + (0.5 * alpha * float(w @ w)
+            # the kernel's penalty, summed in its order (cumsum is
+            # sequential): one partition gives the in-memory fit's bits
+            loss = total["loss"] + (0.5 * alpha * _norm2(w)
                                     if alpha != 0.0 else 0.0)
             grad = total["grad"]
             grad[:n_coef] += alpha * w
