@@ -133,8 +133,10 @@ def _unpack(comparisons, owner):
         texts = getattr(comparisons, "texts", None)
         if texts is not None:
             lengths = np.array([len(t) for t in texts], dtype=np.float64)
+        # the order shown is known only where annotators labelled the
+        # pairs as shown; chosen/rejected records have pairs = comparisons
         if getattr(comparisons, "pairs", None) is not None and \
-                np.ndim(comparisons.pairs) == 2:
+                getattr(comparisons, "labels", None) is not None:
             shown = np.asarray(comparisons.pairs)[:, 0] == pairs[:, 0]
         return pairs, ties, groups, lengths, shown
     if isinstance(comparisons, (numbers.Number, str)) or comparisons is None:
@@ -623,9 +625,10 @@ class RewardReport:
         else:
             right.append(("Calibration", "no probability scale"))
         if self.n_ties:
-            right.append(("|margin| ties/strict",
-                          f"{self.tie_abs_margin:.3g} / "
-                          f"{self.strict_abs_margin:.3g}"))
+            right += [("Mean |margin|, ties",
+                       format_number(self.tie_abs_margin)),
+                      ("Mean |margin|, strict",
+                       format_number(self.strict_abs_margin))]
         if self.tie_log_likelihood is not None:
             right.append(("Tie log-lik. (mean)",
                           format_number(self.tie_log_likelihood)))
@@ -904,8 +907,9 @@ def evaluate_reward_model(
 rlhf.Comparisons or rlhf.datasets.PreferenceDataset
         Preferred item first (for a tie, either order).  A Comparisons
         brings its ties and groups; a PreferenceDataset its ties, its
-        prompts as groups, the lengths of its texts (characters) and the
-        order its annotators saw each pair (``pairs``).  Arguments given
+        prompts as groups, the lengths of its texts (characters) and, when
+        it has annotator labels, the order they saw each pair (``pairs``;
+        chosen/rejected records do not say it).  Arguments given
         explicitly take precedence.
     groups : array-like of shape (n_comparisons,), default=None
         The prompt, subset or annotator of each comparison (any ids).

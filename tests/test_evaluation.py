@@ -269,6 +269,20 @@ def test_position_baseline_and_dataset_input():
     assert json.dumps(explicit.to_dict()) == json.dumps(report.to_dict())
 
 
+def test_no_position_baseline_without_the_shown_order(tmp_path):
+    """Chosen/rejected records do not say which text was shown first (the
+    dataset's pairs are then its comparisons): no position baseline."""
+    data = rlhf.datasets.load_finegrained_qa().subset(np.arange(60))
+    path = tmp_path / "prefs.jsonl"
+    data.to_jsonl(path)
+    read = rlhf.datasets.load_preference_jsonl(path)
+    assert read.labels is None
+    scores = np.zeros(len(read.texts))
+    report = evaluate_reward_model(scores, None, read, n_bootstrap=0)
+    assert "first shown wins" not in report.baselines
+    assert "longer wins" in report.baselines
+
+
 def test_chance_interval_is_the_binomial_one():
     for n in (1, 2, 7, 100, 1001):
         scores = np.arange(3.0)
