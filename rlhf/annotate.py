@@ -632,7 +632,8 @@ def _reward_bars_html(rows: Sequence[RewardRow]) -> str:
         lines.append(
             '<tr style="border-top:1px solid #ddd">'
             f'<td style="padding:4px 8px;white-space:nowrap">{mark}'
-            f'{html.escape(_short(row.text))}</td>'
+            f'<span style="color:#666">#{row.item}</span> '
+            f'{html.escape(_short(row.text, 56))}</td>'
             f'<td style="padding:4px 8px;text-align:right;white-space:nowrap;'
             f'font-family:monospace">{row.reward:+.2f} \u00b1 {std_text}</td>'
             '<td style="padding:4px 8px"><div style="position:relative;'
@@ -724,10 +725,13 @@ def annotation_panel(session: AnnotationSession, *,
         button.style.font_weight = "bold"
     bars = w.HTML()
     message = w.HTML()
-    path_field = w.Text(value=path, description="Export to",
-                        layout=w.Layout(width="420px"))
+    path_label = w.HTML('<span style="font-size:18px">Export to</span>')
+    path_field = w.Text(value=path, layout=w.Layout(width="420px",
+                                                    height="40px"),
+                        style={"font_size": "18px"})
     button_export = w.Button(description="Export", icon="download",
-                             layout=w.Layout(height="36px", width="120px"))
+                             layout=w.Layout(height="40px", width="130px"))
+    button_export.style.font_size = "18px"
     export_status = w.HTML()
 
     def redraw(note: str = "") -> None:
@@ -743,7 +747,8 @@ def annotation_panel(session: AnnotationSession, *,
                                             (response_b, "B", b, "#8a5db0")):
             widget.value = (
                 f'<div style="{text_box.format(c=colour)}"><b style="color:'
-                f'{colour}">{label}</b>\n{html.escape(str(session.texts[item]))}'
+                f'{colour}">{label}</b> <span style="color:#666">#{item}</span>\n'
+                f'{html.escape(str(session.texts[item]))}'
                 '</div>')
         button_undo.disabled = not session.can_undo
         bars.value = _reward_bars_html(session.reward_table(max_rows))
@@ -777,8 +782,9 @@ def annotation_panel(session: AnnotationSession, *,
             export_status.value = (f'<span style="color:#c0504d">'
                                    f'{html.escape(str(error))}</span>')
             return
-        export_status.value = (f"Wrote {n} answers to "
-                               f"{html.escape(path_field.value)}.")
+        export_status.value = (f'<span style="font-size:18px">Wrote {n} '
+                               f"answers to {html.escape(path_field.value)}."
+                               "</span>")
 
     button_a.on_click(answer("first"))
     button_tie.on_click(answer("tie"))
@@ -795,6 +801,6 @@ def annotation_panel(session: AnnotationSession, *,
         count,
         bars,
         message,
-        w.HBox([path_field, button_export, export_status],
-               layout=w.Layout(grid_gap="10px")),
+        w.HBox([path_label, path_field, button_export, export_status],
+               layout=w.Layout(grid_gap="10px", align_items="center")),
     ], layout=w.Layout(width="100%", max_width="1300px"))
