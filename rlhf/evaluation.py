@@ -323,6 +323,14 @@ class Calibration:
     counts : ndarray of shape (n_bins,), int64
     log_loss_ci, ece_ci : (float, float) or None
         Bootstrap intervals (None without a bootstrap).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf.evaluation import Calibration
+    >>> cal = Calibration(1.0, np.array([2.0, 1.0, -0.5, 0.0]), n_bins=2)
+    >>> cal.counts.tolist(), round(cal.log_loss, 4)
+    ([3, 1], 0.5269)
     """
 
     def __init__(self, temperature: float, margins: FloatArray,
@@ -395,6 +403,12 @@ class Baseline:
     ci : (float, float) or None
     note : str
         How the interval was found.
+
+    Examples
+    --------
+    >>> from rlhf.evaluation import Baseline
+    >>> Baseline("chance", 0.5, (0.45, 0.55))
+    Baseline('chance', accuracy=0.5000, ci=(0.450, 0.550))
     """
 
     def __init__(self, name: str, accuracy: float,
@@ -539,6 +553,23 @@ class RewardReport:
         bootstrap.
     n_bootstrap : int
     confidence : float
+
+    Examples
+    --------
+    Scores that order three of four comparisons right, in two prompts;
+    the longer item is preferred in two:
+
+    >>> from rlhf.evaluation import evaluate_reward_model
+    >>> report = evaluate_reward_model(
+    ...     [0.3, 0.1, 0.9, 0.5], None, [[2, 0], [3, 1], [0, 1], [1, 2]],
+    ...     groups=["p", "p", "q", "q"], lengths=[3, 1, 2, 4],
+    ...     random_state=0)
+    >>> report.accuracy, report.group_accuracy.tolist()
+    (0.75, [1.0, 0.5])
+    >>> report.baselines["longer wins"].accuracy
+    0.5
+    >>> report.to_frame().round(2).loc["chance"].tolist()
+    [0.5, 0.0, 1.0]
     """
 
     # filled in by evaluate_reward_model
