@@ -25,6 +25,7 @@ import numpy as np
 from ._typing import ArrayLike, FloatArray, IntArray, RandomState
 from ._validation import (_is_sparse, check_array, check_option,
                           check_scalar, format_value)
+from .active import STRATEGIES, select_comparisons
 from .datasets import PreferenceDataset
 from .preferences import _check_random_state
 from .reward import RewardModel, _check_indices
@@ -33,8 +34,6 @@ __all__ = ["AnnotationSession", "RewardRow", "annotation_panel"]
 
 _OWNER = "AnnotationSession"
 # what record() accepts, and the answer each means
-# those of rlhf.active.select_comparisons
-_STRATEGIES = ("random", "uncertainty", "information")
 _CHOICES = {"first": 0, "second": 1, "tie": 2, 0: 0, 1: 1, 2: 2}
 # PreferenceDataset.labels' codes of the pair as shown
 _LABELS = {0: 1, 1: 2, 2: 0}
@@ -60,15 +59,6 @@ class RewardRow(NamedTuple):
     """Its Laplace standard error."""
     side: str
     """'A' or 'B' when the text is on screen, '' otherwise."""
-
-
-def _select_comparisons() -> Optional[Callable[..., Any]]:
-    """rlhf.active.select_comparisons, or None where it is not there."""
-    try:
-        from .active import select_comparisons
-    except ImportError:
-        return None
-    return select_comparisons
 
 
 def _check_texts(values: Any, name: str, owner: str) -> np.ndarray:
@@ -219,7 +209,7 @@ default="information"
                              f"{model.likelihood!r} instead.")
         self._model_params = model.get_params()
         self.candidates = self._check_candidates(candidates)
-        check_option(strategy, "strategy", _OWNER, list(_STRATEGIES))
+        check_option(strategy, "strategy", _OWNER, list(STRATEGIES))
         self.strategy = strategy
         self.random_state = _check_random_state(random_state, _OWNER)
         # the answers: pairs as shown, and what was answered (0 first,
@@ -394,8 +384,8 @@ default="information"
         features=features, strategy=strategy, random_state=random_state)``
         with ``model_``, or before the first answer the unfitted model
         (its prior).  Where that fails (a model without a penalty has no
-        prior; the reason goes to ``fit_messages_``), or without
-        ``rlhf.active``, the pair is drawn uniformly.  The sides are then
+        prior; the reason goes to ``fit_messages_``), the pair is drawn
+        uniformly.  The sides are then
         swapped with probability 1/2.
         """
         if self._current is None:
@@ -412,13 +402,11 @@ default="information"
     def _pick(self, pool: IntArray) -> int:
         """Index into pool of the next pair."""
         rng = self.random_state
-        select = _select_comparisons()
-        if select is None:  # an installation without rlhf.active
-            return int(rng.integers(len(pool)))
         model = self.model_ if self.model_ is not None else self._new_model()
         try:
-            picked = select(model, pool, n=1, features=self._features,
-                            strategy=self.strategy, random_state=rng)
+            picked = select_comparisons(
+                model, pool, n=1, features=self._features,
+                strategy=self.strategy, random_state=rng)
         except ValueError as error:
             # no posterior to choose by: a model without a penalty before
             # its first answers, or with a singular Hessian
