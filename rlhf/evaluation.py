@@ -636,7 +636,8 @@ class RewardReport:
             ("Groups", len(self.group_ids) if self.grouped else "none"),
             ("Accuracy", f"{self.accuracy:.3f}")]
         if self.grouped:
-            left.append(("Accuracy per group", f"{self.accuracy_per_group:.3f}"))
+            left.append(("Accuracy per group",
+                         f"{self.accuracy_per_group:.3f}"))
         left.append(("Mean margin", format_number(self.margin_mean)))
         right: List[Tuple[str, Any]] = []
         cal, before = self.calibration, self.calibration_before
