@@ -350,6 +350,8 @@ def _pair_keys(pairs):
     """The same number for (a, b) and (b, a)."""
     low = np.minimum(pairs[:, 0], pairs[:, 1])
     high = np.maximum(pairs[:, 0], pairs[:, 1])
+    if int(high.max()) < 2**31:
+        return (low << 32) | high
     return np.unique(np.stack([low, high], axis=1), axis=0,
                      return_inverse=True)[1].ravel()
 
