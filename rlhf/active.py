@@ -617,7 +617,8 @@ class LearningCurves:
             self.strategies[0]
         ref = self.strategies.index(reference)
         if accuracy is None:
-            accuracy = float(self.accuracy[ref, :, -1].mean())
+            # the last point of the mean curve, summed as _reach sees it
+            accuracy = float(self.accuracy[ref].mean(axis=0)[-1])
         reach = self.comparisons_to_reach(accuracy)
         lines = [f"Comparisons needed for accuracy {accuracy:.3f} "
                  f"({self.accuracy.shape[1]} seeds; budgets "
