@@ -876,6 +876,12 @@ class RewardModel(ParamsMixin):
                       moderated: bool = ...) -> Tuple[FloatArray,
                                                       FloatArray]: ...
 
+    @overload
+    def predict_proba(self, features: Any, comparisons: ArrayLike,
+                      return_std: bool, *, moderated: bool = ...
+                      ) -> Union[FloatArray, Tuple[FloatArray,
+                                                   FloatArray]]: ...
+
     def predict_proba(self, features: Any, comparisons: ArrayLike,
                       return_std: bool = False, *, moderated: bool = False
                       ) -> Union[FloatArray, Tuple[FloatArray, FloatArray]]:
@@ -896,8 +902,8 @@ class RewardModel(ParamsMixin):
             never changes a number already computed.
         moderated : bool, default=False
             Return the posterior-predictive probability ``E[sigmoid(margin)]``
-            (MacKay's moderated output) instead of ``sigmoid`` of the mean
-            margin.  With ``return_std=True`` the pair (moderated, std) is
+            (MacKay's moderated output, by the probit approximation: see
+            Notes) instead of ``sigmoid`` of the mean margin.  With ``return_std=True`` the pair (moderated, std) is
             the mean and standard deviation of one distribution.
 
         Returns
