@@ -34,7 +34,7 @@ from .preferences import _check_random_state
 from .reward import RewardModel
 
 __all__ = ["BootstrapRewards", "LearningCurves", "active_learning_curves",
-           "bootstrap_rewards", "select_comparisons"]
+           "bootstrap_rewards", "information_gain", "select_comparisons"]
 
 STRATEGIES = ("random", "uncertainty", "information")
 
