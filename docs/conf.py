@@ -56,7 +56,8 @@ autosummary_ignore_module_all = False   # a submodule's page lists its __all__
 
 # The public submodules, each on a page generated from its __all__ by
 # _templates/autosummary/module.rst (api/index.rst lists them too).
-PUBLIC_SUBMODULES = ["datasets", "plot", "sequences", "text", "text_world"]
+PUBLIC_SUBMODULES = ["active", "annotate", "datasets", "evaluation", "plot",
+                     "sequences", "text", "text_world"]
 
 
 def _reexported():

@@ -15,6 +15,13 @@ Reward models (Bradley-Terry)
     LogisticRegression, scikit-learn's drop-in, which reproduces the
     lecture's digits; RewardModel, pairwise in item space, with ties,
     rankings and Laplace standard errors.
+How good a reward model is, and which comparison to ask next
+    evaluate_reward_model (accuracy per group with bootstrap intervals
+    over prompts, calibration, the length, position and chance
+    baselines), fit_temperature; select_comparisons and information_gain
+    (active queries from the Laplace posterior), bootstrap_rewards,
+    active_learning_curves; AnnotationSession and annotation_panel (you
+    are the annotator, in a notebook; ipywidgets, optional).
 Policies near a reference
     reweight (the lecture's update), kl_regularized_policy (the optimum
     ``pi_ref * exp(r / beta) / Z`` of ``E[r] - beta KL(pi || pi_ref)``),
@@ -93,6 +100,11 @@ from .overoptimization import (OveroptimizationCurves, OveroptimizationWorld,
                                overoptimization_curves)
 from . import sequences, text, text_world
 from .tinylm import TinyLM
+from .evaluation import RewardReport, evaluate_reward_model, fit_temperature
+from .active import (BootstrapRewards, LearningCurves, active_learning_curves,
+                     bootstrap_rewards, information_gain, select_comparisons)
+from .annotate import AnnotationSession, annotation_panel
+from . import active, annotate, evaluation
 from .sequences import (KLEstimates, SequencePolicy, Sequences, SequenceWorld,
                         kl_estimators, make_sequence_world,
                         soft_optimal_policy)
@@ -101,12 +113,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agreement",
+    "AnnotationSession",
+    "BootstrapRewards",
     "Comparisons",
     "ConvergenceWarning",
     "CostModel",
     "DPO",
     "DataConversionWarning",
     "KLEstimates",
+    "LearningCurves",
     "LogisticRegression",
     "NotFittedError",
     "OveroptimizationCurves",
@@ -114,16 +129,26 @@ __all__ = [
     "PPO",
     "REINFORCE",
     "RewardModel",
+    "RewardReport",
     "SFT",
     "SequencePolicy",
     "SequenceWorld",
     "Sequences",
     "TinyLM",
     "World",
+    "active",
+    "active_learning_curves",
+    "annotate",
+    "annotation_panel",
     "annotator_agreement",
     "best_of_n_policy",
+    "bootstrap_rewards",
     "constrained_policy",
     "datasets",
+    "evaluate_reward_model",
+    "evaluation",
+    "fit_temperature",
+    "information_gain",
     "kl_divergence",
     "kl_estimators",
     "kl_regularized_policy",
@@ -135,6 +160,7 @@ __all__ = [
     "plot",
     "rankings_to_comparisons",
     "reweight",
+    "select_comparisons",
     "sequences",
     "shape_rewards",
     "simulate_preferences",

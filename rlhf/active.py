@@ -409,6 +409,22 @@ class BootstrapRewards:
         Each refit's probability that the first item of each of the
         ``pairs`` given is preferred.
     proba_mean, proba_std : ndarray of shape (n_pairs,) or None
+
+    Examples
+    --------
+    >>> import numpy as np, rlhf
+    >>> from rlhf.active import bootstrap_rewards
+    >>> features = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.0, 0.0]])
+    >>> pairs = np.tile([[0, 1], [0, 2], [1, 2], [2, 3], [0, 3], [1, 3]],
+    ...                 (30, 1))
+    >>> prefs = rlhf.simulate_preferences(features @ [1.0, -1.0], pairs,
+    ...                                   random_state=0)
+    >>> boot = bootstrap_rewards(rlhf.RewardModel(), features, prefs, 10,
+    ...                          pairs=[[0, 1]], random_state=0)
+    >>> boot
+    BootstrapRewards(n_models=10, n_items=4, n_pairs=1)
+    >>> boot.rewards.shape, bool(boot.proba_mean[0] > 0.5)
+    ((10, 4), True)
     """
 
     rewards: np.ndarray
@@ -557,6 +573,17 @@ class LearningCurves:
     coef_error : ndarray of shape (n_strategies, n_seeds, n_budgets)
         ``||w - w_true||`` (meaningful at annotator temperature 1, where
         the fitted weights estimate ``w_true`` itself).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf.active import active_learning_curves
+    >>> features = np.random.default_rng(0).normal(size=(20, 2))
+    >>> curves = active_learning_curves(
+    ...     features, [1.0, -1.0], strategies=("random", "information"),
+    ...     budgets=[4, 12], n_initial=4, n_seeds=2, random_state=0)
+    >>> curves.strategies, curves.budgets.tolist(), curves.mean().shape
+    (('random', 'information'), [4, 12], (2, 2))
     """
 
     strategies: Tuple[str, ...]

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
     from ._summary import Summary
 
-__all__ = ["RewardReport", "evaluate_reward_model", "fit_temperature"]
+__all__ = ["Baseline", "Calibration", "RewardReport", "evaluate_reward_model",
+           "fit_temperature"]
 
 _OWNER = "evaluate_reward_model"
 _MARGIN_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
