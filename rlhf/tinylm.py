@@ -190,14 +190,15 @@ class TinyLM:
             raise ValueError(f"state has {extra[0]!r}, which is not a "
                              "parameter of this model")
         if "lm_head.weight" in state and not np.array_equal(
-                _to_numpy(state["lm_head.weight"]),
-                _to_numpy(state["transformer.wte.weight"])):
+                _to_numpy(state["lm_head.weight"], "lm_head.weight"),
+                _to_numpy(state["transformer.wte.weight"],
+                          "transformer.wte.weight")):
             raise ValueError(
                 "state['lm_head.weight'] differs from "
                 "state['transformer.wte.weight']; TinyLM ties its LM head "
                 "to the token embedding")
         for name, view in views.items():
-            value = _to_numpy(state[name])
+            value = _to_numpy(state[name], name)
             if value.shape != view.shape:
                 raise ValueError(
                     f"state[{name!r}] has shape {value.shape}; this model's "
@@ -746,10 +747,14 @@ class TinyLM:
                 f"  # {self.n_params:,} parameters")
 
 
-def _to_numpy(value):
+def _to_numpy(value, name):
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float32)
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"state[{name!r}] must be an array of numbers; "
+                          f"got {format_value(value)} ({error})") from None
 
 
 def _weights(mask, shape):
