@@ -552,7 +552,23 @@ class RewardModel(ParamsMixin):
         Returns
         -------
         self
+
+        Notes
+        -----
+        Comparisons too many for memory can be a ``dask.array`` of shape
+        (n_comparisons, 2) or a ``dask.dataframe`` (for example from
+        ``dd.read_parquet``, with columns ``preferred`` and ``other`` and
+        optionally ``weight``, ``margin`` and ``tie``): the model is then
+        fitted partition by partition on whatever Dask scheduler is in use,
+        the features copied to every worker, the partial sums added on the
+        client in partition order.  With Newton's method the result equals
+        the in-memory fit's to rounding (``pip install 'rlhf-lab[dask]'``).
         """
+        if hasattr(comparisons, "__dask_graph__") and rankings is None:
+            # a dask.array or dask.dataframe: fitted partition by partition
+            from ._dask import fit_dask
+            return fit_dask(self, features, comparisons, sample_weight,
+                            margin, ties, n_items=n_items)
         self._validate_params()
         comparisons, source_ties, source_weight, source_items = _unwrap(
             comparisons)

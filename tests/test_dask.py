@@ -379,3 +379,27 @@ def test_cluster_worker_killed_mid_fit_is_retried(client, tmp_path):
     reference = rlhf.RewardModel(ties="davidson").fit(F, pairs, weight,
                                                       margin, tie)
     same_state(fitted, reference, F)
+
+
+def test_reward_model_fit_dispatches_dask_collections():
+    """RewardModel.fit itself takes a dask.array or DataFrame: the same
+    state as fit_dask, and the in-memory fit's coefficients to 1e-10."""
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    F, pairs, weight, margin, tie = problem(seed=3)
+    memory = rlhf.RewardModel(ties="rao-kupper").fit(
+        F, pairs, weight, margin, tie)
+    with threads():
+        lazy = da.from_array(pairs, chunks=(700, 2))
+        via_fit = rlhf.RewardModel(ties="rao-kupper").fit(
+            F, lazy, weight, margin, tie)
+        direct = fit_dask(rlhf.RewardModel(ties="rao-kupper"), F, lazy,
+                          weight, margin, tie)
+        frame = dd.from_pandas(pd.DataFrame(
+            {"preferred": pairs[:, 0], "other": pairs[:, 1],
+             "weight": weight, "margin": margin, "tie": tie}),
+            npartitions=4)
+        from_frame = rlhf.RewardModel(ties="rao-kupper").fit(F, frame)
+    np.testing.assert_array_equal(via_fit._x, direct._x)
+    same_state(via_fit, memory, F)
+    same_state(from_frame, memory, F)
