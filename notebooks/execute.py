@@ -21,6 +21,8 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
+# a live widget's output: its text/plain is a stand-in, as a figure's is
+WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 def strip_progress_bars(notebook):
@@ -59,7 +61,8 @@ def printed_text(notebook):
                 parts.append(output.text)
             elif output.output_type in ("execute_result", "display_data"):
                 data = output.get("data", {})
-                if not any(key.startswith("image/") for key in data):
+                if not any(key.startswith("image/") or key == WIDGET
+                           for key in data):
                     parts.append(data.get("text/plain", ""))
         texts[index] = "".join(parts)
     return texts
@@ -70,6 +73,10 @@ def execute(path):
     before = printed_text(notebook)
     env = dict(os.environ)
     env.pop("RLHF_NOTEBOOK_QUICK", None)
+    # no automatic progress bars (tqdm's widget or a line on stderr): they
+    # appear or not with the machine's speed; a reader running the notebook
+    # sees them
+    env["RLHF_PROGRESS"] = "0"
     env["PYTHONPATH"] = os.pathsep.join(
         [str(HERE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     client = NotebookClient(notebook, kernel_name="python3", timeout=1200,

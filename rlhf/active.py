@@ -658,7 +658,9 @@ class LearningCurves:
             if name != reference and not math.isnan(needed) and not \
                     math.isnan(reach[reference]):
                 saving = 1.0 - needed / reach[reference]
-                text += f" ({100 * saving:+.0f}% fewer than {reference})"
+                text += (f" ({100 * saving:.0f}% fewer than {reference})"
+                         if saving >= 0 else
+                         f" ({-100 * saving:.0f}% more than {reference})")
             lines.append(f"  {name:<{width}}  final accuracy "
                          f"{final.mean():.3f} +- {final.std():.3f}; "
                          f"needs {text}")

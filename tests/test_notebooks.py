@@ -58,6 +58,9 @@ EXPECTED_LINES = {LECTURE_NOTEBOOK: LECTURE_LINES,
 
 # cells whose printed text depends on RLHF_NOTEBOOK_QUICK
 QUICK_TAG = "depends-on-quick-mode"
+# a live widget (notebook 08's annotation panel): its text/plain stands in
+# for it, as "<Figure size ...>" does for an image, and shows its state
+WIDGET = "application/vnd.jupyter.widget-view+json"
 QUICK_SWITCH = "RLHF_NOTEBOOK_QUICK"
 
 # nbclient stamps cell timings with datetime.utcnow(), deprecated since
@@ -88,7 +91,8 @@ def text_outputs(notebook, skip_tag=None):
     each result it displayed, in order.  The kernel may split one print into
     several stream outputs; they are joined, so the split does not matter.
     Left out: images, and the text/plain that stands in for an image
-    ("<Figure size 600x400 with 1 Axes>", which changes with the figure);
+    ("<Figure size 600x400 with 1 Axes>", which changes with the figure)
+    or for a widget (whose repr shows a refit's timing);
     stderr, where library versions print different warnings; execution
     counts and metadata; and the cells tagged `skip_tag`.  The notebooks
     print no timings, so nothing else is normalised: the text must match
@@ -107,7 +111,8 @@ def text_outputs(notebook, skip_tag=None):
                 printed.append(output.get("text", ""))
             elif kind in ("execute_result", "display_data"):
                 data = output.get("data", {})
-                if not any(key.startswith("image/") for key in data):
+                if not any(key.startswith("image/") or key == WIDGET
+                           for key in data):
                     results.append(data.get("text/plain", ""))
         texts[index] = "".join(printed) + "".join(
             f"[result]\n{text}\n" for text in results)

@@ -348,7 +348,35 @@ def _history(kind):
     return est.history_
 
 
+def _report(groups):
+    """notebook 08's evaluation report: reliability and per-group panels."""
+    world = rlhf.make_world(n_prompts=60, n_candidates=4, n_features=3,
+                            random_state=0)
+    votes = rlhf.simulate_preferences(world.rewards, world.pairs,
+                                      random_state=1)
+    model = rlhf.RewardModel().fit(world.features, votes)
+    prompt = world.prompt_of_response[votes.comparisons[:, 0]]
+    ids = (np.where(prompt % 2 == 0, "similar lengths", "one much longer")
+           if groups == "two named" else prompt)
+    report = rlhf.evaluate_reward_model(model, world.features, votes,
+                                        groups=ids, temperature=1.5,
+                                        n_bootstrap=20, random_state=0)
+    return report.plot()
+
+
+def _learning_curves():
+    """notebook 08's active-against-random learning curves."""
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(30, 3))
+    return rlhf.active_learning_curves(
+        items, [1.0, -1.0, 0.5], budgets=[5, 10, 15], n_initial=5,
+        batch_size=5, n_seeds=2, random_state=0).plot()
+
+
 FIGURES = {
+    "RewardReport.plot, two named groups": lambda: _report("two named"),
+    "RewardReport.plot, 60 groups": lambda: _report("prompts"),
+    "LearningCurves.plot": _learning_curves,
     "policy_bars, the lecture's responses": _lecture_bars,
     "policy_bars, notebook 04's responses": _safety_bars,
     "policy_bars, notebook 04's, vertical": lambda: _safety_bars(
