@@ -145,3 +145,37 @@ def test_no_reference_leaks():
         with pytest.raises(ValueError):
             _core.reweight(policy, rewards[:2], 0.5, 1e-6)
     assert (sys.getrefcount(policy), sys.getrefcount(rewards)) == counts
+
+
+@pytest.mark.parametrize("shape", [(4,), (4, 4), (1, 3), (3, 1), (2, 5)])
+def test_fast_path_equals_the_general_path(shape):
+    """float64 arrays of one shape (one or two axes) with float eta and eps
+    skip the general conversions: the same bits as the general path (lists
+    and a NumPy scalar eta), a fresh output, the inputs unchanged."""
+    rng = np.random.default_rng(1)
+    policy = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1] or None)
+    rewards = rng.normal(size=shape)
+    before = policy.copy(), rewards.copy()
+    fast = rlhf.reweight(policy, rewards, eta=0.7, eps=1e-9)
+    general = rlhf.reweight(policy.tolist(), rewards.tolist(),
+                            eta=np.float64(0.7), eps=np.float64(1e-9))
+    assert fast.shape == shape
+    np.testing.assert_array_equal(fast, general)
+    np.testing.assert_allclose(fast, ref.reweight(
+        policy.reshape(-1, shape[-1]), rewards.reshape(-1, shape[-1]),
+        0.7, 1e-9).reshape(shape), rtol=1e-12, atol=0)
+    assert not np.shares_memory(fast, policy)
+    np.testing.assert_array_equal(policy, before[0])
+    np.testing.assert_array_equal(rewards, before[1])
+
+
+@pytest.mark.parametrize("policy, rewards, eps, match", [
+    ([0.5, -0.5], [0.0, 0.0], 1e-6, "policy must be non-negative"),
+    ([0.5, np.nan], [0.0, 0.0], 1e-6, "policy contains NaN"),
+    ([0.5, 0.5], [0.0, np.inf], 1e-6, "rewards contains infinity"),
+    ([[0.5, 0.5], [0.0, 0.0]], [[0.0, 0.0], [1.0, 0.0]], 0.0,
+     "row of zeros"),
+])
+def test_fast_path_errors_name_the_argument(policy, rewards, eps, match):
+    with pytest.raises(ValueError, match=match):
+        rlhf.reweight(np.array(policy), np.array(rewards), eta=0.5, eps=eps)
