@@ -1502,6 +1502,26 @@ static PyObject *py_openmp_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSE
 #endif
 }
 
+static PyObject *py_thread_cap(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    int cap;
+    if (!PyArg_ParseTuple(args, "i:thread_cap", &cap)) {
+        return NULL;
+    }
+    if (cap < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "thread_cap: cap must be >= 0 (0: no cap); got %d", cap);
+        return NULL;
+    }
+    return PyLong_FromLong(rlhf_set_thread_cap(cap));
+}
+
+static PyObject *py_default_threads(PyObject *Py_UNUSED(self),
+                                    PyObject *Py_UNUSED(unused))
+{
+    return PyLong_FromLong(rlhf_default_threads());
+}
+
 /* -- Bradley-Terry and Plackett-Luce (bradley_terry.c) ------------------ */
 
 /* Everything an rlhf_bt holds, parsed from Python. */
@@ -2729,6 +2749,12 @@ static PyMethodDef core_methods[] = {
      token_ppo_adam_step_doc},
     {"value_adam_step", py_value_adam_step, METH_VARARGS,
      value_adam_step_doc},
+    {"thread_cap", py_thread_cap, METH_VARARGS,
+     "thread_cap(cap)\n--\n\nCap the threads of the kernels this thread "
+     "calls from now on\n(0: no cap); returns the previous cap."},
+    {"default_threads", py_default_threads, METH_NOARGS,
+     "default_threads()\n--\n\nThe threads a kernel called from this "
+     "thread uses by default."},
     {"has_openmp", py_openmp_threads, METH_NOARGS,
      "has_openmp()\n--\n\n1 when the kernels were built with OpenMP."},
     {NULL, NULL, 0, NULL},

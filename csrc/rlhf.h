@@ -82,6 +82,17 @@ int rlhf_threads(int requested);
 void rlhf_set_serial(void);
 
 /*
+ * A cap on the default team size (requested <= 0) of the kernels called
+ * from the calling thread afterwards: 0 removes it.  Returns the previous
+ * cap.  Per thread where the compiler has thread-local storage, so that a
+ * loop choosing its threads (PPO on a busy machine) does not change them
+ * for kernels run by other threads.  rlhf_default_threads() is the team a
+ * region without a request gets now, the cap included.
+ */
+int rlhf_set_thread_cap(int cap);
+int rlhf_default_threads(void);
+
+/*
  * Rows of an (n_rows, k) array a one-call kernel handles between two
  * interrupt checks: about RLHF_CHECK_ENTRIES entries, at least one row.
  */

@@ -29,6 +29,11 @@
 
 static rlhf_interrupt_hook interrupt_hook = NULL;
 static volatile int serial_only = 0;
+#ifdef RLHF_THREAD_LOCAL
+static RLHF_THREAD_LOCAL int thread_cap = 0;
+#else
+static int thread_cap = 0;
+#endif
 
 void rlhf_set_interrupt_hook(rlhf_interrupt_hook hook)
 {
@@ -79,11 +84,27 @@ int rlhf_threads(int requested)
     if (requested > 0) {
         return requested;
     }
+    return rlhf_default_threads();
+}
+
+int rlhf_default_threads(void)
+{
+    if (serial_only) {
+        return 1;
+    }
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    const int n = omp_get_max_threads();
+    return thread_cap > 0 && thread_cap < n ? thread_cap : n;
 #else
     return 1;
 #endif
+}
+
+int rlhf_set_thread_cap(int cap)
+{
+    const int previous = thread_cap;
+    thread_cap = cap > 0 ? cap : 0;
+    return previous;
 }
 
 ptrdiff_t rlhf_check_rows(ptrdiff_t k)

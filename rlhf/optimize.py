@@ -37,6 +37,7 @@ from ._validation import (MAX_TABLE_ENTRIES, _as_float_array, _check_finite,
                           check_scalar, format_value, kernel_max_iter)
 from . import _lm_rl, _token_rl
 from ._progress import Progress, check_progress
+from ._threads import AdaptiveThreads
 from .tinylm import TinyLM
 from .policy import _check_policy_table, _check_rewards
 from .sequences import SequencePolicy
@@ -462,8 +463,12 @@ n_features) or callable, optional
         # read only when the bar is drawn
         bar.set_postfix(reward=lambda: history["reward"][-1],
                         kl=lambda: history["kl"][-1])
-        with bar:
+        # every thread or one, whichever runs the iterations faster now
+        # (the same bits either way)
+        threads = AdaptiveThreads()
+        with bar, threads:
             for iteration in range(n_iterations):
+                threads.begin()
                 if costs is not None:
                     lam = float(np.exp(log_lambda[0]))
                     step_rewards = rewards - lam * costs
@@ -551,6 +556,7 @@ n_features) or callable, optional
                         log_lambda, dual_grad, dual_m, dual_v,
                         _scheduled(self, iteration, self.lambda_learning_rate),
                         0.0, _ADAM[1], _ADAM[2], iteration + 1)
+                threads.end()
                 bar.update()
                 if self.verbose and (iteration % max(1, n_iterations // 10)
                                      == 0 or iteration == n_iterations - 1):

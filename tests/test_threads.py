@@ -311,3 +311,96 @@ def test_concurrent_fits_of_different_policy_optimisers():
         parallel = [f.result() for f in futures]
     for a, b in zip(serial, parallel):
         assert a.tobytes() == b.tobytes()
+
+
+# -- every thread or one, chosen by timing (rlhf._threads) -----------------
+
+def test_thread_cap_is_per_thread_and_restored():
+    from rlhf._threads import AdaptiveThreads
+    n = _core.default_threads()
+    seen = []
+    assert _core.thread_cap(1) == 0
+    try:
+        assert _core.default_threads() == 1
+        worker = threading.Thread(
+            target=lambda: seen.append(_core.default_threads()))
+        worker.start()
+        worker.join()
+    finally:
+        assert _core.thread_cap(0) == 1
+    assert seen == [n] and _core.default_threads() == n
+    with pytest.raises(ValueError, match="cap must be >= 0"):
+        _core.thread_cap(-1)
+    # a loop that raises leaves no cap behind
+    with pytest.raises(KeyboardInterrupt):
+        with AdaptiveThreads() as threads:
+            threads.begin()
+            raise KeyboardInterrupt
+    assert _core.thread_cap(0) == 0
+
+
+def test_adaptive_threads_keep_the_faster_and_probe_the_other(monkeypatch):
+    from rlhf import _threads
+    monkeypatch.setattr(_threads._core, "default_threads", lambda: 2)
+    caps = []
+    monkeypatch.setattr(_threads._core, "thread_cap",
+                        lambda cap: caps.append(cap) or 0)
+    clock = [0.0]
+    monkeypatch.setattr(_threads.time, "perf_counter", lambda: clock[0])
+    # one thread takes 1 s an iteration, two take 3 s (a busy machine)
+    with _threads.AdaptiveThreads(probe_every=10) as threads:
+        for _ in range(40):
+            threads.begin()
+            clock[0] += 1.0 if threads.history[-1] == 1 else 3.0
+            threads.end()
+    assert threads.history[:5] == [2, 1, 2, 1, 2]
+    later = threads.history[5:]
+    # after the warm-up and the trials: one thread, but for the probes of
+    # two threads, 10 iterations after the trials, then 20 after that
+    # probe confirmed the choice
+    assert [i + 5 for i, n in enumerate(later) if n == 2] == [14, 34]
+    assert threads.choice == 1
+    # the load lifts at iteration 15 (two threads now take 0.5 s): the
+    # probes at 14 (3 s), 34 and 74 (0.5 s) leave two threads' last three
+    # times at [3, 0.5, 0.5], whose median beats one thread: switched at 74
+    with _threads.AdaptiveThreads(probe_every=10) as threads:
+        for index in range(80):
+            threads.begin()
+            clock[0] += (1.0 if threads.history[-1] == 1 else
+                         0.5 if index >= 15 else 3.0)
+            threads.end()
+    assert [i for i, n in enumerate(threads.history) if n == 2][-6:] == \
+        [74, 75, 76, 77, 78, 79]
+    assert threads.history[70:74] == [1] * 4 and threads.choice == 2
+    # the caps set are those of the iterations, then the cap found before
+    assert caps[-1] == 0
+
+
+@pytest.mark.skipif(_core.default_threads() < 2,
+                    reason="one thread: nothing to choose")
+def test_ppo_with_its_threads_switched_gives_the_same_bits(monkeypatch):
+    """PPO's loop changes threads between iterations (forced here to
+    alternate): the same bits as one thread throughout."""
+    from rlhf import _threads
+    rng = np.random.default_rng(3)
+    reference = rng.dirichlet(np.ones(16), size=3000)
+    rewards = rng.normal(size=(3000, 16))
+
+    def fit():
+        return rlhf.PPO(beta=0.2, n_iterations=12, random_state=0).fit(
+            reference, rewards)
+
+    monkeypatch.setattr(_threads.AdaptiveThreads, "_threads_for",
+                        lambda self, index: 1 + index % 2)
+    switching = fit()
+    previous = _core.thread_cap(1)
+    try:
+        monkeypatch.setattr(_threads.AdaptiveThreads, "_threads_for",
+                            lambda self, index: 1)
+        serial = fit()
+    finally:
+        _core.thread_cap(previous)
+    np.testing.assert_array_equal(switching.theta_, serial.theta_)
+    for key in switching.history_:
+        np.testing.assert_array_equal(switching.history_[key],
+                                      serial.history_[key])

@@ -1,0 +1,110 @@
+"""Every thread or one: the choice of a loop of kernel calls, by timing.
+
+The kernels give the same bits for any number of threads, so a loop may
+change its threads from one iteration to the next without changing what
+it computes.  On an idle machine a parallel region gets a core per thread
+and two threads beat one; on a busy one (other processes hold the cores)
+each region waits for its last thread to be scheduled, and one thread is
+faster: one PPO iteration on a 10,000 x 16 table took 8.4 ms on one thread
+and 26 to 38 ms on two, on 2 cores shared with other jobs
+(benchmarks/README.md).  :class:`AdaptiveThreads` times the iterations of
+a loop under each choice and runs the rest with the faster, trying the
+other again now and then, since the load changes.
+
+The choice applies to the kernels the loop's thread calls (a cap on their
+default team, ``rlhf._core.thread_cap``, per thread), and is undone when
+the loop ends.  With one thread available (``OMP_NUM_THREADS=1``, a build
+without OpenMP, a child process made by fork) there is nothing to choose.
+"""
+import time
+from typing import Dict, List
+
+from . import _core
+
+__all__ = ["AdaptiveThreads"]
+
+
+class AdaptiveThreads:
+    """Times a loop's iterations with every thread and with one, and runs
+    it with the faster.
+
+    Iteration 0 runs with every thread, untimed (thread start-up, first
+    page faults); iterations 1 to 4 alternate one thread and every thread;
+    from then on the loop runs with the choice whose recent iterations were
+    faster (the median of its last three), and now and then one iteration
+    runs with the other choice, so that a change in the machine's load is
+    noticed: ``probe_every`` iterations after the trials, then twice as
+    long after each probe that confirms the choice (at most 400), and
+    ``probe_every`` again after one that changes it.
+
+    Use ``with AdaptiveThreads() as threads:`` around the loop, and call
+    ``threads.begin()`` and ``threads.end()`` at the start and the end of
+    each iteration (an iteration that raises is not recorded; leaving the
+    ``with`` block removes the cap whatever happened).
+    """
+
+    def __init__(self, probe_every: int = 25) -> None:
+        self.probe_every = probe_every
+        self.n_max = _core.default_threads()
+        self.times: Dict[int, List[float]] = {self.n_max: [], 1: []}
+        self.choice = self.n_max
+        self.history: List[int] = []       # threads of each iteration
+        self._count = 0
+        self._previous_cap = 0
+        self._n_threads = self.n_max
+        self._start = 0.0
+        self._interval = probe_every
+        self._next_probe = 4 + probe_every
+
+    @property
+    def active(self) -> bool:
+        return self.n_max > 1
+
+    def __enter__(self) -> "AdaptiveThreads":
+        # read the cap in force (setting it again to what it was)
+        self._previous_cap = _core.thread_cap(0)
+        _core.thread_cap(self._previous_cap)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _core.thread_cap(self._previous_cap)
+
+    def _threads_for(self, index):
+        if index == 0:
+            return self.n_max
+        if index <= 4:
+            return 1 if index % 2 else self.n_max
+        if index == self._next_probe:
+            return 1 if self.choice == self.n_max else self.n_max
+        return self.choice
+
+    def _median(self, n_threads):
+        recent = sorted(self.times[n_threads][-3:])
+        return recent[len(recent) // 2] if recent else float("inf")
+
+    def begin(self) -> None:
+        """Start an iteration: set its threads and its clock."""
+        self._n_threads = self._threads_for(self._count) if self.active \
+            else 1
+        if self.active:
+            _core.thread_cap(self._n_threads)
+        self.history.append(self._n_threads)
+        self._start = time.perf_counter()
+
+    def end(self) -> None:
+        """End the iteration begun last: record its time."""
+        seconds = time.perf_counter() - self._start
+        if self.active and self._count > 0:
+            times = self.times[self._n_threads]
+            times.append(seconds)
+            del times[:-3]
+            choice = (1 if self._median(1) < self._median(self.n_max)
+                      else self.n_max)
+            if self._count == self._next_probe:
+                # a probe that confirms the choice makes the next one wait
+                # twice as long (a probe of the slower choice costs)
+                self._interval = (self.probe_every if choice != self.choice
+                                  else min(2 * self._interval, 400))
+                self._next_probe = self._count + self._interval
+            self.choice = choice
+        self._count += 1
