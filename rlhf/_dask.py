@@ -433,6 +433,10 @@ def _raw_partitions(dask, comparisons, sample_weight, margin, ties):
             if isinstance(values, str):
                 raise TypeError(f"{name} names a column, but comparisons is "
                                 "a Dask array; pass an array.")
+            if any(math.isnan(c) for c in chunks):
+                raise ValueError(
+                    f"comparisons must have known chunk sizes to be aligned "
+                    f"with {name}; call compute_chunk_sizes() on it.")
             if not isinstance(values, da.Array):
                 values = np.asarray(values)
                 if values.ndim != 1 or len(values) != comparisons.shape[0]:

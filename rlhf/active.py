@@ -527,7 +527,13 @@ def bootstrap_rewards(model: RewardModel, features: Any,
                 f"The 'groups' parameter of {owner} must have shape "
                 f"({n_rows},), one group per comparison; got "
                 f"{labels.shape}.")
-        labels = np.unique(labels, return_inverse=True)[1].ravel()
+        try:
+            labels = np.unique(labels, return_inverse=True)[1].ravel()
+        except TypeError as error:
+            raise TypeError(
+                f"The 'groups' parameter of {owner} must hold ids of one "
+                f"comparable kind (ints or strings, no None); {error}.") \
+                from None
     n_groups = int(labels.max()) + 1
     if features is None and n_items is None:
         n_items = int(np.max(data)) + 1
@@ -874,7 +880,15 @@ n_features)
     evaluation = pool if eval_pairs is None else _check_candidates(
         eval_pairs, n_items, owner)
     if budgets is None:
+        if n_initial > len(pool):
+            raise ValueError(
+                f"The 'n_initial' parameter of {owner} must be at most the "
+                f"number of candidate pairs ({len(pool)}). Got {n_initial} "
+                "instead.")
         budgets = n_initial + batch_size * np.arange(11)
+        # a small pool: up to all of it
+        budgets = np.append(budgets[budgets < len(pool)], len(pool)) \
+            if budgets[-1] > len(pool) else budgets
     steps = np.array(budgets)
     if steps.ndim != 1 or not steps.size or steps.dtype.kind not in "iu" \
             or steps[0] < n_initial or np.any(np.diff(steps) <= 0) \

@@ -440,7 +440,13 @@ default="information"
         self._shown.append(pair)
         self._answers.append(_CHOICES[key])
         self._current = None
-        self._refit()
+        try:
+            self._refit()
+        except BaseException:
+            # the answer is not kept unless the model could take it (a
+            # Ctrl-C during the refit included): the session is as before
+            self.undo()
+            raise
 
     def undo(self) -> None:
         """Take back the last answer: the session is as it was before it

@@ -20,6 +20,7 @@ on and gathers, in one :class:`RewardReport`:
 """
 import math
 import numbers
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -551,7 +552,13 @@ class RewardReport:
         the same resamples (paired).
     bootstrap_unit : str
         "groups" (a cluster bootstrap) or "comparisons"; "none" without a
-        bootstrap.
+        bootstrap (``n_bootstrap=0``, or every strict comparison in one
+        group, which a bootstrap over groups cannot resample: a warning
+        says so).
+    n_groups_resampled : int
+        The groups (or comparisons, without groups) that hold strict
+        comparisons: what the bootstrap resamples.  Under 20 the summary
+        cautions that the intervals are too narrow.
     n_bootstrap : int
     confidence : float
 
@@ -597,6 +604,7 @@ class RewardReport:
     beats_best_baseline: bool
     difference_ci: Optional[Tuple[float, float]]
     bootstrap_unit: str
+    n_groups_resampled: int
     n_bootstrap: int
     confidence: float
     source: str
@@ -700,6 +708,11 @@ class RewardReport:
             notes.append(f"Intervals: {level} percentile intervals of a "
                          f"cluster bootstrap ({self.n_bootstrap} resamples "
                          "of whole groups).")
+            if self.n_groups_resampled < 20:
+                notes.append(
+                    f"CAUTION: only {self.n_groups_resampled} groups: a "
+                    "percentile bootstrap over so few is too narrow; read "
+                    "the intervals as rough.")
         elif self.bootstrap_unit == "comparisons":
             notes.append(f"Intervals: {level} percentile intervals of a "
                          f"bootstrap over comparisons ({self.n_bootstrap} "
@@ -926,6 +939,13 @@ def evaluate_reward_model(
     are percentile intervals at ``confidence``.  The same resamples serve
     the model and the baselines, so their difference has an interval too.
 
+    The probabilities scored (log-loss, Brier, calibration) are the
+    Bradley-Terry ``sigmoid(margin / T)`` for every model.  For a model
+    with a Rao-Kupper tie threshold that is not quite its own probability
+    of a strict win given that there was one, ``sigmoid(d - kappa) /
+    (sigmoid(d - kappa) + sigmoid(-d - kappa))``, which is steeper when
+    ``theta > 1``; Davidson's is ``sigmoid(d)`` exactly.
+
     Parameters
     ----------
     model : rlhf.RewardModel (fitted) or array-like of shape (n_items,)
@@ -1015,7 +1035,13 @@ default=None
             raise ValueError(
                 f"The 'groups' parameter of {owner} must have shape ({n},), "
                 f"one id per comparison; got {group_arr.shape}.")
-        group_ids, unit = np.unique(group_arr, return_inverse=True)
+        try:
+            group_ids, unit = np.unique(group_arr, return_inverse=True)
+        except TypeError as error:
+            raise TypeError(
+                f"The 'groups' parameter of {owner} must hold ids of one "
+                f"comparable kind (ints or strings, no None); {error}.") \
+                from None
         unit = unit.ravel().astype(np.intp)
     else:
         group_ids = np.arange(n)
@@ -1119,6 +1145,17 @@ default=None
     report.confidence = confidence
     report.accuracy_ci = report.difference_ci = None
     replicate_acc: Dict[str, Any] = {}
+    # resampling one group gives it back every time: no interval at all
+    units_with_strict = len(np.unique(unit[~tie]))
+    if n_bootstrap > 0 and units_with_strict < 2:
+        warnings.warn(
+            f"{owner}: the strict comparisons are all in one group, so a "
+            "bootstrap over groups has nothing to resample and no "
+            "intervals are given; pass groups=None to resample comparisons "
+            "(treating them as independent).", UserWarning, stacklevel=2)
+        n_bootstrap = 0
+    report.n_groups_resampled = units_with_strict
+    report.n_bootstrap = n_bootstrap
     if n_bootstrap > 0:
         report.bootstrap_unit = "groups" if grouped else "comparisons"
         sums, bins = _bootstrap(np.column_stack(columns), unit_bins,

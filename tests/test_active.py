@@ -587,3 +587,16 @@ def test_information_gain_beats_random_on_make_world():
     reach = curves.comparisons_to_reach(curves.mean()[0, -1])
     assert reach["information"] < reach["random"], curves.summary()
     assert np.quantile(seed_bootstrap_savings(curves), 0.05) > 0
+
+
+def test_default_budgets_fit_a_small_pool():
+    """12 items have 66 pairs: the default budgets (10, 20, ... 110) stop
+    at the pool's size instead of failing over a parameter not passed."""
+    from rlhf.active import active_learning_curves
+    features = np.random.default_rng(0).normal(size=(12, 2))
+    curves = active_learning_curves(features, [1.0, -1.0], n_seeds=1,
+                                    strategies=("random",), random_state=0)
+    assert curves.budgets.tolist() == [10, 20, 30, 40, 50, 60, 66]
+    with pytest.raises(ValueError, match="'n_initial' parameter"):
+        active_learning_curves(features, [1.0, -1.0], n_initial=70,
+                               n_seeds=1)

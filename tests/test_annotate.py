@@ -110,10 +110,32 @@ def test_before_any_answer_rewards_are_the_prior():
     session = make_session(features=features, model=RewardModel(C=4.0))
     np.testing.assert_allclose(session.reward_std(),
                                2.0 * np.linalg.norm(features, axis=1))
-    # an unfitted model's posterior is the prior: the same errors
+    # one answer (a tie) informs only the two texts shown: with free
+    # strengths the Hessian is C^-1 I plus a block on that pair, so the
+    # other texts keep the prior's error bars exactly and the two shrink
     single = make_session(model=RewardModel(C=4.0))
+    shown = single.next_pair()
     single.record("tie")
-    assert single.model_ is not None
+    std = single.reward_std()
+    others = np.setdiff1d(np.arange(6), shown)
+    np.testing.assert_allclose(std[others], 2.0, rtol=1e-12)
+    assert (std[list(shown)] < 2.0 - 1e-3).all()
+
+
+def test_an_answer_whose_refit_fails_is_not_kept(monkeypatch):
+    session = make_session(model=RewardModel(C=4.0))
+    session.record("first")
+    before = state_of(session)
+    pair = session.next_pair()
+
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(session, "_refit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        session.record("second")
+    monkeypatch.undo()
+    assert session.n_answers == 1 and session.next_pair() == pair
+    assert_same_state(state_of(session), before)
 
 
 def test_one_sided_answers_stay_finite():

@@ -403,3 +403,13 @@ def test_reward_model_fit_dispatches_dask_collections():
     np.testing.assert_array_equal(via_fit._x, direct._x)
     same_state(via_fit, memory, F)
     same_state(from_frame, memory, F)
+
+
+def test_unknown_chunk_sizes_are_named_before_lengths():
+    """Comparisons of unknown chunk sizes (a boolean selection) with an
+    in-memory weight: the error says what to do, not a shape of nan."""
+    F, pairs, weight, margin, tie = problem(seed=4)
+    lazy = da.from_array(pairs, chunks=(700, 2))
+    selected = lazy[lazy[:, 0] >= 0]
+    with threads(), pytest.raises(ValueError, match="known chunk sizes"):
+        fit_dask(rlhf.RewardModel(), F, selected, weight)

@@ -513,3 +513,28 @@ def overlap(a, b, tolerance=0.5):
     """Whether two display boxes share more than a sliver of area."""
     return (a.x0 < b.x1 - tolerance and b.x0 < a.x1 - tolerance
             and a.y0 < b.y1 - tolerance and b.y0 < a.y1 - tolerance)
+
+
+def test_one_group_gives_no_interval_and_says_so():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=30)
+    pairs = rng.integers(0, 30, size=(200, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    with pytest.warns(UserWarning, match="all in one group"):
+        report = evaluate_reward_model(scores, None, pairs,
+                                       groups=["prompt"] * len(pairs),
+                                       random_state=0)
+    assert report.accuracy_ci is None and report.difference_ci is None
+    assert report.bootstrap_unit == "none"
+    # a few groups: intervals, with a caution in the summary
+    few = evaluate_reward_model(scores, None, pairs,
+                                groups=np.arange(len(pairs)) % 5,
+                                n_bootstrap=50, random_state=0)
+    assert few.n_groups_resampled == 5 and few.accuracy_ci is not None
+    assert "only 5 groups" in str(few.summary())
+
+
+def test_groups_of_mixed_kinds_name_the_argument():
+    with pytest.raises(TypeError, match="'groups' parameter"):
+        evaluate_reward_model(np.arange(3.0), None, [[0, 1], [1, 2], [2, 0]],
+                              groups=["a", None, "b"])
