@@ -16,6 +16,7 @@ default team, ``rlhf._core.thread_cap``, per thread), and is undone when
 the loop ends.  With one thread available (``OMP_NUM_THREADS=1``, a build
 without OpenMP, a child process made by fork) there is nothing to choose.
 """
+import math
 import time
 from typing import Dict, List
 
@@ -23,19 +24,23 @@ from . import _core
 
 __all__ = ["AdaptiveThreads"]
 
+_MAX_INTERVAL = 1000
+
 
 class AdaptiveThreads:
     """Times a loop's iterations with every thread and with one, and runs
     it with the faster.
 
     Iteration 0 runs with every thread, untimed (thread start-up, first
-    page faults); iterations 1 to 4 alternate one thread and every thread;
-    from then on the loop runs with the choice whose recent iterations were
-    faster (the median of its last three), and now and then one iteration
-    runs with the other choice, so that a change in the machine's load is
-    noticed: ``probe_every`` iterations after the trials, then twice as
-    long after each probe that confirms the choice (at most 400), and
-    ``probe_every`` again after one that changes it.
+    page faults); iteration 1 with one thread and iteration 2 with every
+    thread; from then on the loop runs with the choice whose recent
+    iterations were faster (the median of its last three), and now and
+    then one iteration runs with the other choice, so that a change in the
+    machine's load is noticed: ``probe_every`` iterations after the
+    trials, then, after each probe that confirms the choice, twice as long
+    or long enough for the probes to cost at most 2% more time, whichever
+    is longer (at most 1000 iterations), and ``probe_every`` again after
+    one that changes it or was faster than the choice.
 
     Use ``with AdaptiveThreads() as threads:`` around the loop, and call
     ``threads.begin()`` and ``threads.end()`` at the start and the end of
@@ -54,7 +59,7 @@ class AdaptiveThreads:
         self._n_threads = self.n_max
         self._start = 0.0
         self._interval = probe_every
-        self._next_probe = 4 + probe_every
+        self._next_probe = 2 + probe_every
 
     @property
     def active(self) -> bool:
@@ -72,8 +77,8 @@ class AdaptiveThreads:
     def _threads_for(self, index):
         if index == 0:
             return self.n_max
-        if index <= 4:
-            return 1 if index % 2 else self.n_max
+        if index <= 2:
+            return 1 if index == 1 else self.n_max
         if index == self._next_probe:
             return 1 if self.choice == self.n_max else self.n_max
         return self.choice
@@ -101,10 +106,18 @@ class AdaptiveThreads:
             choice = (1 if self._median(1) < self._median(self.n_max)
                       else self.n_max)
             if self._count == self._next_probe:
-                # a probe that confirms the choice makes the next one wait
-                # twice as long (a probe of the slower choice costs)
-                self._interval = (self.probe_every if choice != self.choice
-                                  else min(2 * self._interval, 400))
+                kept = self._median(self.choice)
+                if choice != self.choice or seconds < kept:
+                    # switched, or the other looked faster once: look
+                    # again soon
+                    self._interval = self.probe_every
+                else:
+                    # confirmed: wait twice as long, and long enough that
+                    # the probes' extra time stays within 2% of the loop's
+                    extra = seconds - kept
+                    self._interval = int(min(_MAX_INTERVAL, max(
+                        2 * self._interval, math.ceil(extra / (0.02 * kept))
+                        if kept > 0 else _MAX_INTERVAL)))
                 self._next_probe = self._count + self._interval
             self.choice = choice
         self._count += 1

@@ -349,29 +349,33 @@ def test_adaptive_threads_keep_the_faster_and_probe_the_other(monkeypatch):
     monkeypatch.setattr(_threads.time, "perf_counter", lambda: clock[0])
     # one thread takes 1 s an iteration, two take 3 s (a busy machine)
     with _threads.AdaptiveThreads(probe_every=10) as threads:
-        for _ in range(40):
+        for _ in range(150):
             threads.begin()
             clock[0] += 1.0 if threads.history[-1] == 1 else 3.0
             threads.end()
-    assert threads.history[:5] == [2, 1, 2, 1, 2]
-    later = threads.history[5:]
-    # after the warm-up and the trials: one thread, but for the probes of
-    # two threads, 10 iterations after the trials, then 20 after that
-    # probe confirmed the choice
-    assert [i + 5 for i, n in enumerate(later) if n == 2] == [14, 34]
+    assert threads.history[:3] == [2, 1, 2]
+    # then one thread, but for a probe of two threads 10 iterations after
+    # the trials; it confirmed the choice at 2 s of extra time, so the next
+    # waits until the probes cost at most 2%: 2 / (0.02 * 1) = 100
+    assert [i for i, n in enumerate(threads.history) if n == 2] == \
+        [0, 2, 12, 112]
     assert threads.choice == 1
     # the load lifts at iteration 15 (two threads now take 0.5 s): the
-    # probes at 14 (3 s), 34 and 74 (0.5 s) leave two threads' last three
-    # times at [3, 0.5, 0.5], whose median beats one thread: switched at 74
+    # probe at 112 is faster than one thread, so the next comes 10 later,
+    # and at 122 the median of two threads' last three, [3, 0.5, 0.5],
+    # beats one thread: two threads from then on, but for a probe of one
+    # thread at 132 (slower by 0.5 s: the next 50 iterations later)
     with _threads.AdaptiveThreads(probe_every=10) as threads:
-        for index in range(80):
+        for index in range(200):
             threads.begin()
             clock[0] += (1.0 if threads.history[-1] == 1 else
                          0.5 if index >= 15 else 3.0)
             threads.end()
-    assert [i for i, n in enumerate(threads.history) if n == 2][-6:] == \
-        [74, 75, 76, 77, 78, 79]
-    assert threads.history[70:74] == [1] * 4 and threads.choice == 2
+    twos = [i for i, n in enumerate(threads.history) if n == 2]
+    assert twos[:4] == [0, 2, 12, 112]
+    assert twos[4:14] == list(range(122, 132))
+    assert threads.history[132] == 1 and threads.history[182] == 1
+    assert threads.history[133:182] == [2] * 49 and threads.choice == 2
     # the caps set are those of the iterations, then the cap found before
     assert caps[-1] == 0
 
