@@ -860,23 +860,7 @@ default=None
 def _warn_if_no_maximum(edges, n_items):
     """RewardModel._warn_if_no_maximum on the comparison graph's edges
     (codes src * n_items + dst)."""
+    from .reward import _warn_if_beats_graph_splits
     src, dst = np.divmod(edges, n_items)
-    try:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-    except ImportError:
-        lone = np.setxor1d(src, dst).size > 0
-    else:
-        graph = coo_matrix((np.ones(len(src)), (src, dst)),
-                           shape=(n_items, n_items))
-        weak = connected_components(graph, connection="weak")[0]
-        strong = connected_components(graph, connection="strong")[0]
-        lone = strong > weak
-    if lone:
-        warnings.warn(
-            "The maximum-likelihood strengths do not exist: some items "
-            "never lose (or never win) against the others they are "
-            "compared with, so their strengths grow without bound "
-            "(Ford 1957); coef_ is where the solver stopped. Use "
-            "penalty='l2' (a prior) for finite strengths.",
-            sklearn_twin(ConvergenceWarning), stacklevel=3)
+    # the user called RewardModel.fit, which called fit_dask
+    _warn_if_beats_graph_splits(src, dst, n_items, stacklevel=5)

@@ -249,6 +249,34 @@ def _newton_reporting(problem, x0, start, tol, max_iter, n_threads, bar):
     return x, f, g, n_iter, n_fev - (restarts - 1), status
 
 
+def _warn_if_beats_graph_splits(src, dst, n_items, stacklevel):
+    """Warn when the "beats" graph (an edge from each loser to its winner,
+    both ways for a tie) is not strongly connected within each connected
+    part: then the maximum-likelihood strengths do not exist (Zermelo
+    1929; Ford 1957)."""
+    try:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+    except ImportError:
+        # without SciPy, the plainest case: an item that only wins or
+        # only loses
+        lone = np.setxor1d(src, dst).size > 0
+    else:
+        graph = coo_matrix((np.ones(len(src)), (src, dst)),
+                           shape=(n_items, n_items))
+        weak = connected_components(graph, connection="weak")[0]
+        strong = connected_components(graph, connection="strong")[0]
+        lone = strong > weak
+    if lone:
+        warnings.warn(
+            "The maximum-likelihood strengths do not exist: some items "
+            "never lose (or never win) against the others they are "
+            "compared with, so their strengths grow without bound "
+            "(Ford 1957); coef_ is where the solver stopped. Use "
+            "penalty='l2' (a prior) for finite strengths.",
+            sklearn_twin(ConvergenceWarning), stacklevel=stacklevel)
+
+
 class RewardModel(ParamsMixin):
     """Bradley-Terry (or Plackett-Luce) reward model over item features.
 
@@ -791,27 +819,7 @@ class RewardModel(ParamsMixin):
             # a beats b: an edge b -> a; a tie: both ways
             src = np.r_[data[:, 1], data[tied, 0]]
             dst = np.r_[data[:, 0], data[tied, 1]]
-        try:
-            from scipy.sparse import coo_matrix
-            from scipy.sparse.csgraph import connected_components
-        except ImportError:
-            # without SciPy, the plainest case: an item that only wins or
-            # only loses
-            lone = np.setxor1d(src, dst).size > 0
-        else:
-            graph = coo_matrix((np.ones(len(src)), (src, dst)),
-                               shape=(n_items, n_items))
-            weak = connected_components(graph, connection="weak")[0]
-            strong = connected_components(graph, connection="strong")[0]
-            lone = strong > weak
-        if lone:
-            warnings.warn(
-                "The maximum-likelihood strengths do not exist: some items "
-                "never lose (or never win) against the others they are "
-                "compared with, so their strengths grow without bound "
-                "(Ford 1957); coef_ is where the solver stopped. Use "
-                "penalty='l2' (a prior) for finite strengths.",
-                sklearn_twin(ConvergenceWarning), stacklevel=3)
+        _warn_if_beats_graph_splits(src, dst, n_items, stacklevel=4)
 
     @staticmethod
     def _warn_if_separable(problem, coef):
