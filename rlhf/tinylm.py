@@ -32,6 +32,7 @@ import numpy as np
 from . import _core
 from . import _reference_gpt
 from ._progress import Progress, check_progress
+from ._threads import AdaptiveThreads
 from ._typing import ArrayLike, FloatArray, IntArray, NDArray, RandomState
 from ._validation import check_scalar, format_value
 from .preferences import _check_random_state
@@ -502,30 +503,35 @@ class TinyLM:
     def _fit_steps(self, documents, starts, history, m, v, max_steps,
                    batch_size, lr, weight_decay, warmup_steps, min_lr_ratio,
                    max_grad_norm, beta1, beta2, rng, verbose, begin, bar):
-        for step in range(1, max_steps + 1):
-            tokens, targets, weight = self._batch(documents, starts,
-                                                  batch_size, rng)
-            rate = _schedule(step, max_steps, warmup_steps, lr, min_lr_ratio)
-            loss, grads = self._loss_and_flat_gradient(tokens, targets,
-                                                       weight)
-            try:
-                norm = _core.gpt_adamw(self._params, grads, m, v,
-                                       self._decay, rate, beta1, beta2, 1e-8,
-                                       weight_decay, step, max_grad_norm)
-            except FloatingPointError:
-                raise ValueError(
-                    f"{_OWNER}.fit diverged at step {step}: the gradient is "
-                    "no longer finite (the weights were left as after the "
-                    "step before). Lower lr.") from None
-            history["loss"].append(loss)
-            history["lr"].append(rate)
-            history["grad_norm"].append(norm)
-            bar.update()
-            if verbose and (step % max(1, max_steps // 10) == 0
-                            or step == max_steps):
-                bar.write(f"{_OWNER}.fit: step {step}/{max_steps}  loss "
-                          f"{loss:.4f}  lr {rate:.2e}  "
-                          f"({time.perf_counter() - begin:.1f} s)")
+        # every thread or one, whichever runs the iterations faster now
+        # (the same bits either way)
+        with AdaptiveThreads() as threads:
+            for step in range(1, max_steps + 1):
+                threads.begin()
+                tokens, targets, weight = self._batch(documents, starts,
+                                                      batch_size, rng)
+                rate = _schedule(step, max_steps, warmup_steps, lr, min_lr_ratio)
+                loss, grads = self._loss_and_flat_gradient(tokens, targets,
+                                                           weight)
+                try:
+                    norm = _core.gpt_adamw(self._params, grads, m, v,
+                                           self._decay, rate, beta1, beta2, 1e-8,
+                                           weight_decay, step, max_grad_norm)
+                except FloatingPointError:
+                    raise ValueError(
+                        f"{_OWNER}.fit diverged at step {step}: the gradient is "
+                        "no longer finite (the weights were left as after the "
+                        "step before). Lower lr.") from None
+                history["loss"].append(loss)
+                history["lr"].append(rate)
+                history["grad_norm"].append(norm)
+                threads.end()
+                bar.update()
+                if verbose and (step % max(1, max_steps // 10) == 0
+                                or step == max_steps):
+                    bar.write(f"{_OWNER}.fit: step {step}/{max_steps}  loss "
+                              f"{loss:.4f}  lr {rate:.2e}  "
+                              f"({time.perf_counter() - begin:.1f} s)")
 
     def _batch(self, documents, starts, batch_size, rng):
         """(tokens, targets, weights) of batch_size documents drawn at
