@@ -37,12 +37,102 @@
 
 #include "rlhf.h"
 #include "numerics.h"
+#include "fastexp.h"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define BT_BLOCK 4096
+/* comparisons per chunk of the common case: their differences, then their
+ * terms in one vectorised loop (a divisor of BT_BLOCK, a multiple of 8) */
+#define BT_CHUNK 256
+
+/* Helpers of the vectorised loops, inlined into each instruction-set
+ * version of their callers (GCC does not inline across target_clones
+ * otherwise). */
+#if defined(__GNUC__)
+#define BT_INLINE static inline __attribute__((always_inline))
+#else
+#define BT_INLINE static inline
+#endif
+
+/*
+ * log(1 + e) for e in [0, 1] without libm, so that loops over comparisons
+ * vectorise: log(1 + e) = 2 atanh(s) with s = e / (2 + e) in [0, 1/3],
+ * and 2 atanh(s) = 2 s + 2 s^3 R(s^2), R(z) = sum_k z^k / (2k + 3) (the
+ * series of atanh), written as e - s (e - 2 s^2 R(s^2)) because 2 s =
+ * e - e s: the correction is at most e / 3, so e's own relative accuracy
+ * carries over, for tiny and subnormal e too (log1p(e) = e exactly when
+ * e s underflows).  R to k = 16 (Estrin's scheme): the truncation is below
+ * 2/27 (1/9)^17 / 37 / log 2 < 1e-18 relative.  Error: below 1.5 ulp on
+ * [0, 1] (1.33 at most against log1pl over 2e7 points and every binade
+ * down to the subnormals); tests/test_bt_numerics.py bounds it through
+ * the loss.
+ */
+BT_INLINE double log1p_unit(double e)
+{
+    const double s = e / (2.0 + e);
+    const double z = s * s, z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+    const double z16 = z8 * z8;
+    const double p0 = 1.0 / 3.0 + z * (1.0 / 5.0);
+    const double p1 = 1.0 / 7.0 + z * (1.0 / 9.0);
+    const double p2 = 1.0 / 11.0 + z * (1.0 / 13.0);
+    const double p3 = 1.0 / 15.0 + z * (1.0 / 17.0);
+    const double p4 = 1.0 / 19.0 + z * (1.0 / 21.0);
+    const double p5 = 1.0 / 23.0 + z * (1.0 / 25.0);
+    const double p6 = 1.0 / 27.0 + z * (1.0 / 29.0);
+    const double p7 = 1.0 / 31.0 + z * (1.0 / 33.0);
+    const double q0 = p0 + z2 * p1, q1 = p2 + z2 * p3;
+    const double q2 = p4 + z2 * p5, q3 = p6 + z2 * p7;
+    const double R = ((q0 + z4 * q1) + z8 * (q2 + z4 * q3)) +
+                     z16 * (1.0 / 35.0);
+    return e - s * (e - 2.0 * z * R);
+}
+
+/*
+ * The terms of n strict comparisons without a tie model at their
+ * differences d (r_a - r_b - margin), weighted by weight (NULL: 1):
+ *   loss[j] = s (max(-d, 0) + log(1 + e))     = -s log sigmoid(d)
+ *   coef[j] = -s (d < 0 ? 1 : e) / (1 + e)    = -s sigmoid(-d)
+ * with e = exp(-|d|) <= 1, so that nothing overflows.  Error bounds,
+ * relative to the exact value (so also where the loss is about exp(-d)
+ * for large d; one subnormal step where it underflows), tested against
+ * libm in tests/test_bt_numerics.py: the loss below 2.5 ulp
+ * (exp_nonpositive_gradual's 1 ulp carried by log1p's condition number
+ * e / ((1 + e) log1p(e)) <= 1, log1p_unit's 1.5 ulp, the hinge's sum;
+ * 1.9 measured), coef below 3 ulp (e's, 1 + e's and the division's; 2.3
+ * measured).  Replaces libm's exp and log (and its 1 ulp): no branch, so
+ * the loops vectorise, and every version gives the same bits.
+ */
+BT_INLINE void strict_term(double d, double *loss, double *coef)
+{
+    const uint64_t negative = 0u - (uint64_t)(d < 0.0);
+    const double e = exp_nonpositive_gradual(-fabs(d));
+    const double hinge = blend(negative, -d, 0.0);
+    const double num = blend(negative, 1.0, e);
+    *loss = hinge + log1p_unit(e);
+    *coef = -(num / (1.0 + e));
+}
+
+RLHF_CLONES static void strict_terms(const double *d, const double *weight,
+                                     ptrdiff_t n, double *loss, double *coef)
+{
+    if (weight == NULL) {
+        for (ptrdiff_t j = 0; j < n; j++) {
+            strict_term(d[j], loss + j, coef + j);
+        }
+        return;
+    }
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double l, c;
+        strict_term(d[j], &l, &c);
+        /* s l and -s (num / (1 + e)): the bits of the unweighted loop
+         * for s = 1 */
+        loss[j] = weight[j] * l;
+        coef[j] = weight[j] * c;
+    }
+}
 
 /*
  * log(1 + x) for x >= 0 from one call of log, which is several times faster
@@ -334,6 +424,63 @@ static double group_term(const rlhf_bt *p, ptrdiff_t g, const double *r,
 }
 
 /*
+ * The comparisons [start, stop) of a Bradley-Terry problem without a tie
+ * model, at scores r: coef[q] = s_q dloss_q/dd, and into sums[0] their
+ * weighted loss, in eight partial sums added in a fixed order (the same
+ * for every instruction set and thread count).  Chunks of BT_CHUNK: the
+ * differences are gathered first, so that strict_terms's loop vectorises;
+ * tied comparisons (half a win each way) are redone by pair_term.
+ */
+static void strict_block(const rlhf_bt *p, const double *r, ptrdiff_t start,
+                         ptrdiff_t stop, double *coef, double *sums)
+{
+    double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    double d[BT_CHUNK], loss[BT_CHUNK];
+    for (ptrdiff_t c0 = start; c0 < stop; c0 += BT_CHUNK) {
+        const ptrdiff_t len = stop - c0 < BT_CHUNK ? stop - c0 : BT_CHUNK;
+        const int64_t *pair = p->comparisons + 2 * c0;
+        /* d = r[a] - r[b] - margin (no margin for a tie) */
+        for (ptrdiff_t j = 0; j < len; j++) {
+            d[j] = r[pair[2 * j]] - r[pair[2 * j + 1]];
+        }
+        if (p->margin != NULL) {
+            for (ptrdiff_t j = 0; j < len; j++) {
+                if (p->tie == NULL || !p->tie[c0 + j]) {
+                    d[j] -= p->margin[c0 + j];
+                }
+            }
+        }
+        strict_terms(d, p->sample_weight != NULL ? p->sample_weight + c0
+                                                 : NULL,
+                     len, loss, coef + c0);
+        if (p->tie != NULL) {
+            for (ptrdiff_t j = 0; j < len; j++) {
+                if (p->tie[c0 + j]) {
+                    const double s = weight_of(p, c0 + j);
+                    bt_term t;
+                    pair_term(RLHF_TIES_NONE, 1, d[j], 0.0, &t);
+                    loss[j] = s * t.l;
+                    coef[c0 + j] = s * t.ld;
+                }
+            }
+        }
+        /* loss.sum(), lane k of the eight taking entries k, k + 8, ... */
+        ptrdiff_t j = 0;
+        for (; j + 8 <= len; j += 8) {
+            for (int k = 0; k < 8; k++) {
+                acc[k] += loss[j + k];
+            }
+        }
+        for (int k = 0; j + k < len; k++) {
+            acc[k] += loss[j + k];
+        }
+    }
+    sums[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+              ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    sums[1] = 0.0;
+}
+
+/*
  * Loss (into *loss_out) and the gradient in item space g (and d/du) at
  * scores r.  Blocks go a group at a time (about RLHF_CHECK_ENTRIES
  * comparisons or ranking entries), with an interrupt check between
@@ -350,6 +497,9 @@ static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
                                                        : lse;
     const ptrdiff_t group = rlhf_check_group(BT_BLOCK * width,
                                              n_threads_for(p, nb));
+    /* the common case: Bradley-Terry without a tie model */
+    const int strict = p->likelihood != RLHF_PLACKETT_LUCE &&
+                       p->tie_model == RLHF_TIES_NONE;
 
     for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
         if (b0 > 0 && rlhf_interrupted()) {
@@ -362,6 +512,10 @@ static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
         for (ptrdiff_t b = b0; b < b1; b++) {
             const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK
                                                           : n;
+            if (strict) {
+                strict_block(p, r, b * BT_BLOCK, stop, coef, sums + 2 * b);
+                continue;
+            }
             double loss = 0.0, dsum = 0.0;
             for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
                 const double s = weight_of(p, q);
@@ -379,15 +533,6 @@ static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
                 double d = r[a] - r[o];
                 if (p->margin != NULL && !tied) {
                     d -= p->margin[q];
-                }
-                if (p->tie_model == RLHF_TIES_NONE && !tied) {
-                    /* the common case, inline: pair_term's first branch
-                     * without the derivatives the gradient does not need */
-                    const double e = exp(-fabs(d));
-                    loss += s * ((d < 0.0 ? -d : 0.0) + log1p_nonneg(e));
-                    coef[q] = -s * (d < 0.0 ? 1.0 / (1.0 + e)
-                                            : e / (1.0 + e));
-                    continue;
                 }
                 bt_term t;
                 pair_term(p->tie_model, tied, d, u, &t);
