@@ -280,12 +280,13 @@ static ptrdiff_t unit_width(const rlhf_bt *p)
  *   coef            n_units * width: each unit's gradient by position
  *   lse             n_units * width (Plackett-Luce only)
  *   block sums      2 per unit block (loss, d/du)
+ *   block flags     1 per unit block (its coefficients are written)
  *   feature parts   n_item_blocks * n_features (dense F^T g)
  */
 ptrdiff_t rlhf_bt_scratch_size(const rlhf_bt *p)
 {
     const ptrdiff_t units = n_units(p) * unit_width(p);
-    ptrdiff_t size = 2 * p->n_items + units + 2 * n_blocks(n_units(p));
+    ptrdiff_t size = 2 * p->n_items + units + 3 * n_blocks(n_units(p));
     if (p->likelihood == RLHF_PLACKETT_LUCE) {
         size += units;
     }
@@ -481,10 +482,81 @@ static void strict_block(const rlhf_bt *p, const double *r, ptrdiff_t start,
 }
 
 /*
+ * g += the units of block b in item space, in their order: g[a] += coef[q],
+ * g[b] -= coef[q] for a comparison, g[rank[k]] += coef[q, k] for a group.
+ */
+static void scatter_block(const rlhf_bt *p, ptrdiff_t b, const double *coef,
+                          double *g)
+{
+    const ptrdiff_t n = n_units(p), width = unit_width(p);
+    const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK : n;
+    if (p->likelihood == RLHF_PLACKETT_LUCE) {
+        for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
+            const int64_t *rank = p->rankings + q * width;
+            for (ptrdiff_t k = 0; k < width && rank[k] >= 0; k++) {
+                g[rank[k]] += coef[q * width + k];
+            }
+        }
+        return;
+    }
+    for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
+        g[p->comparisons[2 * q]] += coef[q];
+        g[p->comparisons[2 * q + 1]] -= coef[q];
+    }
+}
+
+/*
+ * Block b of the units at scores r: coef (and lse for Plackett-Luce) for
+ * its units, and into sums[0], sums[1] its weighted loss and d/du.
+ */
+static void unit_block(const rlhf_bt *p, const double *r, double u,
+                       ptrdiff_t b, double *coef, double *lse, double *sums,
+                       int strict)
+{
+    const ptrdiff_t n = n_units(p), width = unit_width(p);
+    const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK : n;
+    if (strict) {
+        strict_block(p, r, b * BT_BLOCK, stop, coef, sums);
+        return;
+    }
+    double loss = 0.0, dsum = 0.0;
+    for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
+        const double s = weight_of(p, q);
+        if (p->likelihood == RLHF_PLACKETT_LUCE) {
+            double *c = coef + q * width;
+            loss += s * group_term(p, q, r, c, lse + q * width);
+            for (ptrdiff_t k = 0; k < width; k++) {
+                c[k] *= s;
+            }
+            continue;
+        }
+        const int64_t a = p->comparisons[2 * q];
+        const int64_t o = p->comparisons[2 * q + 1];
+        const int tied = p->tie != NULL && p->tie[q];
+        double d = r[a] - r[o];
+        if (p->margin != NULL && !tied) {
+            d -= p->margin[q];
+        }
+        bt_term t;
+        pair_term(p->tie_model, tied, d, u, &t);
+        loss += s * t.l;
+        dsum += s * t.lu;
+        coef[q] = s * t.ld;
+    }
+    sums[0] = loss;
+    sums[1] = dsum;
+}
+
+/*
  * Loss (into *loss_out) and the gradient in item space g (and d/du) at
  * scores r.  Blocks go a group at a time (about RLHF_CHECK_ENTRIES
  * comparisons or ranking entries), with an interrupt check between
- * groups.  Returns 0 or RLHF_EINTR.
+ * groups.  The scatter into g is serial, in the units' order, but
+ * overlaps the blocks still being computed: whichever thread finishes a
+ * block becomes the scatterer when there is none, and scatters every
+ * finished block from the frontier on until it meets one not yet
+ * finished (the flags and the frontier change in one critical section, so
+ * no finished block is left behind).  Returns 0 or RLHF_EINTR.
  */
 static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
                           double *g, double *du, double *loss_out)
@@ -495,81 +567,74 @@ static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
     double *lse = coef + n * width;
     double *sums = p->likelihood == RLHF_PLACKETT_LUCE ? lse + n * width
                                                        : lse;
+    double *finished = sums + 2 * nb; /* 1 once block b's coef is written */
+    ptrdiff_t frontier = 0;           /* blocks [0, frontier) are in g */
+    int scattering = 0;               /* a thread is scattering */
     const ptrdiff_t group = rlhf_check_group(BT_BLOCK * width,
                                              n_threads_for(p, nb));
     /* the common case: Bradley-Terry without a tie model */
     const int strict = p->likelihood != RLHF_PLACKETT_LUCE &&
                        p->tie_model == RLHF_TIES_NONE;
 
+    memset(g, 0, (size_t)p->n_items * sizeof(double));
+    memset(finished, 0, (size_t)nb * sizeof(double));
     for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
         if (b0 > 0 && rlhf_interrupted()) {
             return RLHF_EINTR;
         }
         const ptrdiff_t b1 = b0 + group < nb ? b0 + group : nb;
+        /* dynamic: the scatterer takes fewer blocks */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(n_threads_for(p, nb))
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(n_threads_for(p, nb))
 #endif
         for (ptrdiff_t b = b0; b < b1; b++) {
-            const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK
-                                                          : n;
-            if (strict) {
-                strict_block(p, r, b * BT_BLOCK, stop, coef, sums + 2 * b);
-                continue;
+            unit_block(p, r, u, b, coef, lse, sums + 2 * b, strict);
+            int mine = 0;
+#ifdef _OPENMP
+#pragma omp critical(rlhf_bt_scatter)
+#endif
+            {
+                finished[b] = 1.0;
+                if (!scattering) {
+                    scattering = 1;
+                    mine = 1;
+                }
             }
-            double loss = 0.0, dsum = 0.0;
-            for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
-                const double s = weight_of(p, q);
-                if (p->likelihood == RLHF_PLACKETT_LUCE) {
-                    double *c = coef + q * width;
-                    loss += s * group_term(p, q, r, c, lse + q * width);
-                    for (ptrdiff_t k = 0; k < width; k++) {
-                        c[k] *= s;
+            ptrdiff_t next = -1;
+            while (mine) {
+#ifdef _OPENMP
+#pragma omp critical(rlhf_bt_scatter)
+#endif
+                {
+                    if (next >= 0) {
+                        frontier = next + 1;
                     }
-                    continue;
+                    if (frontier < nb && finished[frontier] != 0.0) {
+                        next = frontier;
+                    }
+                    else {
+                        scattering = 0;
+                        mine = 0;
+                    }
                 }
-                const int64_t a = p->comparisons[2 * q];
-                const int64_t o = p->comparisons[2 * q + 1];
-                const int tied = p->tie != NULL && p->tie[q];
-                double d = r[a] - r[o];
-                if (p->margin != NULL && !tied) {
-                    d -= p->margin[q];
+                if (mine) {
+                    scatter_block(p, next, coef, g);
                 }
-                bt_term t;
-                pair_term(p->tie_model, tied, d, u, &t);
-                loss += s * t.l;
-                dsum += s * t.lu;
-                coef[q] = s * t.ld;
             }
-            sums[2 * b] = loss;
-            sums[2 * b + 1] = dsum;
         }
     }
 
-    /* serial scatter into item space: the order is the comparisons' */
     double loss = 0.0;
     *du = 0.0;
-    memset(g, 0, (size_t)p->n_items * sizeof(double));
     for (ptrdiff_t b = 0; b < nb; b++) {
         loss += sums[2 * b];
         *du += sums[2 * b + 1];
     }
-    if (p->likelihood == RLHF_PLACKETT_LUCE) {
-        for (ptrdiff_t q = 0; q < n; q++) {
-            const int64_t *rank = p->rankings + q * width;
-            for (ptrdiff_t k = 0; k < width && rank[k] >= 0; k++) {
-                g[rank[k]] += coef[q * width + k];
-            }
-        }
-    }
-    else {
-        for (ptrdiff_t q = 0; q < n; q++) {
-            g[p->comparisons[2 * q]] += coef[q];
-            g[p->comparisons[2 * q + 1]] -= coef[q];
-        }
-    }
     *loss_out = loss;
     return 0;
 }
+
 
 /*
  * The objective as an rlhf_objective: problem is an rlhf_bt*, x holds the
