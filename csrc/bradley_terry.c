@@ -37,12 +37,99 @@
 
 #include "rlhf.h"
 #include "numerics.h"
+#include "fastexp.h"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define BT_BLOCK 4096
+/* comparisons per chunk of the common case: their differences, then their
+ * terms in one vectorised loop (a divisor of BT_BLOCK, a multiple of 8) */
+#define BT_CHUNK 256
+
+/* Helpers of the vectorised loops, inlined into each instruction-set
+ * version of their callers (GCC does not inline across target_clones
+ * otherwise). */
+#if defined(__GNUC__)
+#define BT_INLINE static inline __attribute__((always_inline))
+#else
+#define BT_INLINE static inline
+#endif
+
+/*
+ * log(1 + e) for e in [0, 1] without libm, so that loops over comparisons
+ * vectorise: log(1 + e) = 2 atanh(s) with s = e / (2 + e) in [0, 1/3],
+ * and 2 atanh(s) = 2 s + 2 s^3 R(s^2), R(z) = sum_k z^k / (2k + 3) (the
+ * series of atanh), written as e - s (e - 2 s^2 R(s^2)) because 2 s =
+ * e - e s: the correction is at most e / 3, so e's own relative accuracy
+ * carries over, for tiny and subnormal e too (log1p(e) = e exactly when
+ * e s underflows).  R by the polynomial of degree 10 that interpolates it
+ * at the 11 Chebyshev nodes of [0, 1/9] (solved in 50-digit arithmetic,
+ * coefficients rounded to double; all positive, so no cancellation):
+ * its error, weighted by 2 s^3 / log1p(e) as it enters the result, is
+ * below 0.02 ulp (the series cut at the same degree: about 600 ulp).
+ * Error of the whole: below 1.5 ulp on [0, 1] (1.32 at most against
+ * log1pl over 2e7 points and every binade down to the subnormals);
+ * tests/test_bt_numerics.py bounds it through the loss.
+ */
+BT_INLINE double log1p_unit(double e)
+{
+    const double s = e / (2.0 + e);
+    const double z = s * s, z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+    const double p0 = 0.3333333333333333 + z * 0.19999999999999762;
+    const double p1 = 0.1428571428580005 + z * 0.11111111099118386;
+    const double p2 = 0.09090909948981357 + z * 0.07692271982430275;
+    const double p3 = 0.06667589315724629 + z * 0.05867139530651599;
+    const double p4 = 0.05422589197440007 + z * 0.03746071897775383;
+    const double R = ((p0 + z2 * p1) + z4 * (p2 + z2 * p3)) +
+                     z8 * (p4 + z2 * 0.07815288900461426);
+    return e - s * (e - 2.0 * z * R);
+}
+
+/*
+ * The terms of n strict comparisons without a tie model at their
+ * differences d (r_a - r_b - margin), weighted by weight (NULL: 1):
+ *   loss[j] = s (max(-d, 0) + log(1 + e))     = -s log sigmoid(d)
+ *   coef[j] = -s (d < 0 ? 1 : e) / (1 + e)    = -s sigmoid(-d)
+ * with e = exp(-|d|) <= 1, so that nothing overflows.  Error bounds,
+ * relative to the exact value (so also where the loss is about exp(-d)
+ * for large d; one subnormal step where it underflows), tested against
+ * libm in tests/test_bt_numerics.py: the loss below 2.5 ulp
+ * (exp_nonpositive_gradual's 1 ulp carried by log1p's condition number
+ * e / ((1 + e) log1p(e)) <= 1, log1p_unit's 1.5 ulp, the hinge's sum;
+ * 1.9 measured), coef below 3 ulp (e's, 1 + e's and the division's; 2.3
+ * measured).  Replaces libm's exp and log (and its 1 ulp): no branch, so
+ * the loops vectorise, and every version gives the same bits.
+ */
+BT_INLINE void strict_term(double d, double *loss, double *coef)
+{
+    const uint64_t negative = 0u - (uint64_t)(d < 0.0);
+    const double e = exp_nonpositive_gradual(-fabs(d));
+    const double hinge = blend(negative, -d, 0.0);
+    const double num = blend(negative, 1.0, e);
+    *loss = hinge + log1p_unit(e);
+    *coef = -(num / (1.0 + e));
+}
+
+RLHF_CLONES static void strict_terms(const double *d, const double *weight,
+                                     ptrdiff_t n, double *loss, double *coef)
+{
+    if (weight == NULL) {
+        for (ptrdiff_t j = 0; j < n; j++) {
+            strict_term(d[j], loss + j, coef + j);
+        }
+        return;
+    }
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double l, c;
+        strict_term(d[j], &l, &c);
+        /* s l and -s (num / (1 + e)): the bits of the unweighted loop
+         * for s = 1 */
+        loss[j] = weight[j] * l;
+        coef[j] = weight[j] * c;
+    }
+}
 
 /*
  * log(1 + x) for x >= 0 from one call of log, which is several times faster
@@ -190,12 +277,13 @@ static ptrdiff_t unit_width(const rlhf_bt *p)
  *   coef            n_units * width: each unit's gradient by position
  *   lse             n_units * width (Plackett-Luce only)
  *   block sums      2 per unit block (loss, d/du)
+ *   block flags     1 per unit block (its coefficients are written)
  *   feature parts   n_item_blocks * n_features (dense F^T g)
  */
 ptrdiff_t rlhf_bt_scratch_size(const rlhf_bt *p)
 {
     const ptrdiff_t units = n_units(p) * unit_width(p);
-    ptrdiff_t size = 2 * p->n_items + units + 2 * n_blocks(n_units(p));
+    ptrdiff_t size = 2 * p->n_items + units + 3 * n_blocks(n_units(p));
     if (p->likelihood == RLHF_PLACKETT_LUCE) {
         size += units;
     }
@@ -334,10 +422,138 @@ static double group_term(const rlhf_bt *p, ptrdiff_t g, const double *r,
 }
 
 /*
+ * The comparisons [start, stop) of a Bradley-Terry problem without a tie
+ * model, at scores r: coef[q] = s_q dloss_q/dd, and into sums[0] their
+ * weighted loss, in eight partial sums added in a fixed order (the same
+ * for every instruction set and thread count).  Chunks of BT_CHUNK: the
+ * differences are gathered first, so that strict_terms's loop vectorises;
+ * tied comparisons (half a win each way) are redone by pair_term.
+ */
+static void strict_block(const rlhf_bt *p, const double *r, ptrdiff_t start,
+                         ptrdiff_t stop, double *coef, double *sums)
+{
+    double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    double d[BT_CHUNK], loss[BT_CHUNK];
+    for (ptrdiff_t c0 = start; c0 < stop; c0 += BT_CHUNK) {
+        const ptrdiff_t len = stop - c0 < BT_CHUNK ? stop - c0 : BT_CHUNK;
+        const int64_t *pair = p->comparisons + 2 * c0;
+        /* d = r[a] - r[b] - margin (no margin for a tie) */
+        for (ptrdiff_t j = 0; j < len; j++) {
+            d[j] = r[pair[2 * j]] - r[pair[2 * j + 1]];
+        }
+        if (p->margin != NULL) {
+            for (ptrdiff_t j = 0; j < len; j++) {
+                if (p->tie == NULL || !p->tie[c0 + j]) {
+                    d[j] -= p->margin[c0 + j];
+                }
+            }
+        }
+        strict_terms(d, p->sample_weight != NULL ? p->sample_weight + c0
+                                                 : NULL,
+                     len, loss, coef + c0);
+        if (p->tie != NULL) {
+            for (ptrdiff_t j = 0; j < len; j++) {
+                if (p->tie[c0 + j]) {
+                    const double s = weight_of(p, c0 + j);
+                    bt_term t;
+                    pair_term(RLHF_TIES_NONE, 1, d[j], 0.0, &t);
+                    loss[j] = s * t.l;
+                    coef[c0 + j] = s * t.ld;
+                }
+            }
+        }
+        /* loss.sum(), lane k of the eight taking entries k, k + 8, ... */
+        ptrdiff_t j = 0;
+        for (; j + 8 <= len; j += 8) {
+            for (int k = 0; k < 8; k++) {
+                acc[k] += loss[j + k];
+            }
+        }
+        for (int k = 0; j + k < len; k++) {
+            acc[k] += loss[j + k];
+        }
+    }
+    sums[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+              ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    sums[1] = 0.0;
+}
+
+/*
+ * g += the units of block b in item space, in their order: g[a] += coef[q],
+ * g[b] -= coef[q] for a comparison, g[rank[k]] += coef[q, k] for a group.
+ */
+static void scatter_block(const rlhf_bt *p, ptrdiff_t b, const double *coef,
+                          double *g)
+{
+    const ptrdiff_t n = n_units(p), width = unit_width(p);
+    const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK : n;
+    if (p->likelihood == RLHF_PLACKETT_LUCE) {
+        for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
+            const int64_t *rank = p->rankings + q * width;
+            for (ptrdiff_t k = 0; k < width && rank[k] >= 0; k++) {
+                g[rank[k]] += coef[q * width + k];
+            }
+        }
+        return;
+    }
+    for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
+        g[p->comparisons[2 * q]] += coef[q];
+        g[p->comparisons[2 * q + 1]] -= coef[q];
+    }
+}
+
+/*
+ * Block b of the units at scores r: coef (and lse for Plackett-Luce) for
+ * its units, and into sums[0], sums[1] its weighted loss and d/du.
+ */
+static void unit_block(const rlhf_bt *p, const double *r, double u,
+                       ptrdiff_t b, double *coef, double *lse, double *sums,
+                       int strict)
+{
+    const ptrdiff_t n = n_units(p), width = unit_width(p);
+    const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK : n;
+    if (strict) {
+        strict_block(p, r, b * BT_BLOCK, stop, coef, sums);
+        return;
+    }
+    double loss = 0.0, dsum = 0.0;
+    for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
+        const double s = weight_of(p, q);
+        if (p->likelihood == RLHF_PLACKETT_LUCE) {
+            double *c = coef + q * width;
+            loss += s * group_term(p, q, r, c, lse + q * width);
+            for (ptrdiff_t k = 0; k < width; k++) {
+                c[k] *= s;
+            }
+            continue;
+        }
+        const int64_t a = p->comparisons[2 * q];
+        const int64_t o = p->comparisons[2 * q + 1];
+        const int tied = p->tie != NULL && p->tie[q];
+        double d = r[a] - r[o];
+        if (p->margin != NULL && !tied) {
+            d -= p->margin[q];
+        }
+        bt_term t;
+        pair_term(p->tie_model, tied, d, u, &t);
+        loss += s * t.l;
+        dsum += s * t.lu;
+        coef[q] = s * t.ld;
+    }
+    sums[0] = loss;
+    sums[1] = dsum;
+}
+
+/*
  * Loss (into *loss_out) and the gradient in item space g (and d/du) at
  * scores r.  Blocks go a group at a time (about RLHF_CHECK_ENTRIES
  * comparisons or ranking entries), with an interrupt check between
- * groups.  Returns 0 or RLHF_EINTR.
+ * groups.  The scatter into g is serial, in the units' order, but
+ * overlaps the blocks still being computed: whichever thread finishes a
+ * block becomes the scatterer when there is none, and scatters every
+ * finished block from the frontier on until it meets one not yet
+ * finished (the flags and the frontier change in one critical section, so
+ * no finished block is left behind).  Returns 0 or RLHF_EINTR.
  */
 static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
                           double *g, double *du, double *loss_out)
@@ -348,83 +564,74 @@ static int item_loss_grad(const rlhf_bt *p, const double *r, double u,
     double *lse = coef + n * width;
     double *sums = p->likelihood == RLHF_PLACKETT_LUCE ? lse + n * width
                                                        : lse;
+    double *finished = sums + 2 * nb; /* 1 once block b's coef is written */
+    ptrdiff_t frontier = 0;           /* blocks [0, frontier) are in g */
+    int scattering = 0;               /* a thread is scattering */
     const ptrdiff_t group = rlhf_check_group(BT_BLOCK * width,
                                              n_threads_for(p, nb));
+    /* the common case: Bradley-Terry without a tie model */
+    const int strict = p->likelihood != RLHF_PLACKETT_LUCE &&
+                       p->tie_model == RLHF_TIES_NONE;
 
+    memset(g, 0, (size_t)p->n_items * sizeof(double));
+    memset(finished, 0, (size_t)nb * sizeof(double));
     for (ptrdiff_t b0 = 0; b0 < nb; b0 += group) {
         if (b0 > 0 && rlhf_interrupted()) {
             return RLHF_EINTR;
         }
         const ptrdiff_t b1 = b0 + group < nb ? b0 + group : nb;
+        /* dynamic: the scatterer takes fewer blocks */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(n_threads_for(p, nb))
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(n_threads_for(p, nb))
 #endif
         for (ptrdiff_t b = b0; b < b1; b++) {
-            const ptrdiff_t stop = (b + 1) * BT_BLOCK < n ? (b + 1) * BT_BLOCK
-                                                          : n;
-            double loss = 0.0, dsum = 0.0;
-            for (ptrdiff_t q = b * BT_BLOCK; q < stop; q++) {
-                const double s = weight_of(p, q);
-                if (p->likelihood == RLHF_PLACKETT_LUCE) {
-                    double *c = coef + q * width;
-                    loss += s * group_term(p, q, r, c, lse + q * width);
-                    for (ptrdiff_t k = 0; k < width; k++) {
-                        c[k] *= s;
-                    }
-                    continue;
+            unit_block(p, r, u, b, coef, lse, sums + 2 * b, strict);
+            int mine = 0;
+#ifdef _OPENMP
+#pragma omp critical(rlhf_bt_scatter)
+#endif
+            {
+                finished[b] = 1.0;
+                if (!scattering) {
+                    scattering = 1;
+                    mine = 1;
                 }
-                const int64_t a = p->comparisons[2 * q];
-                const int64_t o = p->comparisons[2 * q + 1];
-                const int tied = p->tie != NULL && p->tie[q];
-                double d = r[a] - r[o];
-                if (p->margin != NULL && !tied) {
-                    d -= p->margin[q];
-                }
-                if (p->tie_model == RLHF_TIES_NONE && !tied) {
-                    /* the common case, inline: pair_term's first branch
-                     * without the derivatives the gradient does not need */
-                    const double e = exp(-fabs(d));
-                    loss += s * ((d < 0.0 ? -d : 0.0) + log1p_nonneg(e));
-                    coef[q] = -s * (d < 0.0 ? 1.0 / (1.0 + e)
-                                            : e / (1.0 + e));
-                    continue;
-                }
-                bt_term t;
-                pair_term(p->tie_model, tied, d, u, &t);
-                loss += s * t.l;
-                dsum += s * t.lu;
-                coef[q] = s * t.ld;
             }
-            sums[2 * b] = loss;
-            sums[2 * b + 1] = dsum;
+            ptrdiff_t next = -1;
+            while (mine) {
+#ifdef _OPENMP
+#pragma omp critical(rlhf_bt_scatter)
+#endif
+                {
+                    if (next >= 0) {
+                        frontier = next + 1;
+                    }
+                    if (frontier < nb && finished[frontier] != 0.0) {
+                        next = frontier;
+                    }
+                    else {
+                        scattering = 0;
+                        mine = 0;
+                    }
+                }
+                if (mine) {
+                    scatter_block(p, next, coef, g);
+                }
+            }
         }
     }
 
-    /* serial scatter into item space: the order is the comparisons' */
     double loss = 0.0;
     *du = 0.0;
-    memset(g, 0, (size_t)p->n_items * sizeof(double));
     for (ptrdiff_t b = 0; b < nb; b++) {
         loss += sums[2 * b];
         *du += sums[2 * b + 1];
     }
-    if (p->likelihood == RLHF_PLACKETT_LUCE) {
-        for (ptrdiff_t q = 0; q < n; q++) {
-            const int64_t *rank = p->rankings + q * width;
-            for (ptrdiff_t k = 0; k < width && rank[k] >= 0; k++) {
-                g[rank[k]] += coef[q * width + k];
-            }
-        }
-    }
-    else {
-        for (ptrdiff_t q = 0; q < n; q++) {
-            g[p->comparisons[2 * q]] += coef[q];
-            g[p->comparisons[2 * q + 1]] -= coef[q];
-        }
-    }
     *loss_out = loss;
     return 0;
 }
+
 
 /*
  * The objective as an rlhf_objective: problem is an rlhf_bt*, x holds the

@@ -762,10 +762,15 @@ class RewardModel(ParamsMixin):
                     total += d.size
             accuracy = right / total if total else math.nan
         else:
-            strict = data[~tied]
-            d = gap(strict[:, 0], strict[:, 1])
-            accuracy = float(np.mean((d > 0) + 0.5 * (d == 0))) \
-                if d.size else math.nan
+            # without ties, no copy of the comparisons (a boolean index of
+            # a million rows takes longer than the rest of this together)
+            strict = data if ties is None else data[~tied]
+            both = np.take(rewards, strict, mode="clip")
+            d = both[:, 0] - both[:, 1]
+            # the mean of (d > 0) + 0.5 (d == 0), whose sum is exact
+            accuracy = ((np.count_nonzero(d > 0) +
+                         0.5 * np.count_nonzero(d == 0)) / d.size
+                        if d.size else math.nan)
         w = self._x[:n_coef]  # the kernel's penalty is on these
         penalty = 0.5 * alpha * float(w @ w) if alpha else 0.0
         return {

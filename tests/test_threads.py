@@ -125,6 +125,65 @@ def test_bitwise_the_same_for_any_thread_count(n_threads):
     assert one[0] == many[0] and one[1].tobytes() == many[1].tobytes()
 
 
+def _scatter_problems():
+    """Problems of several blocks of each kind the item pass handles:
+    strict comparisons (weighted, with margins and ties), a tie model, and
+    Plackett-Luce rankings."""
+    rng = np.random.default_rng(5)
+    n_items, n = 300, 20_000
+    F = rng.normal(size=(n_items, 4))
+    pairs = rng.integers(0, n_items, size=(n, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64)
+    m = len(pairs)
+    weight = rng.uniform(0.5, 2.0, m)
+    margin = rng.uniform(0.0, 0.5, m)
+    ties = (rng.random(m) < 0.1).astype(np.uint8)
+    rankings = np.argsort(rng.random((n // 4, n_items)), 1)[:, :5]
+    rankings[::3, 4] = -1
+    return [
+        ((F, n_items, 0, pairs, None, None, None, 0, 0.5), 4),
+        ((F, n_items, 0, pairs, weight, margin, ties, 0, 0.5), 4),
+        ((None, n_items, 0, pairs, weight, None, ties, 1, 0.0), n_items + 1),
+        ((F, n_items, 1, rankings.astype(np.int64), None, None, None, 0,
+          0.5), 4),
+    ]
+
+
+@pytest.mark.parametrize("n_threads", [2, 3, 4])
+def test_item_pass_the_same_bits_for_any_thread_count(n_threads):
+    """The scatter of item gradients overlaps the blocks being computed:
+    the loss and gradient must still be the serial pass's bits."""
+    for problem, n_params in _scatter_problems():
+        x = np.linspace(-0.5, 0.5, n_params)
+        one = _core.bt_loss_grad(problem, x, n_threads=1)
+        many = _core.bt_loss_grad(problem, x, n_threads=n_threads)
+        assert one[0] == many[0]
+        assert one[1].tobytes() == many[1].tobytes()
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_item_gradients_scattered_in_comparison_order(n_threads):
+    """With one strength per item and no penalty the gradient is the item
+    gradient: each comparison's derivative (got from a problem where each
+    comparison has items of its own) added to its winner and subtracted
+    from its loser in the comparisons' order, as np.add.at does."""
+    rng = np.random.default_rng(6)
+    n_items, n = 300, 20_000
+    pairs = rng.integers(0, n_items, size=(n, 2)).astype(np.int64)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    m = len(pairs)
+    x = rng.normal(size=n_items)
+    d = x[pairs[:, 0]] - x[pairs[:, 1]]
+    own = np.stack([np.arange(m), np.full(m, m)], 1).astype(np.int64)
+    coef = _core.bt_loss_grad((None, m + 1, 0, own, None, None, None, 0,
+                               0.0), np.r_[d, 0.0])[1][:m]
+    expected = np.zeros(n_items)
+    np.add.at(expected, pairs.ravel(), np.stack([coef, -coef], 1).ravel())
+    grad = _core.bt_loss_grad((None, n_items, 0, pairs, None, None, None, 0,
+                               0.0), x, n_threads=n_threads)[1]
+    assert grad.tobytes() == expected.tobytes()
+
+
 BLAS_SCRIPT = textwrap.dedent("""
     import hashlib
     import numpy as np
