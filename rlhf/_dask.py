@@ -798,28 +798,8 @@ default=None
         laplace = ("hessian", H)
     del parts, shared_F, held
 
-    model._columns = columns
-    model.coef_ = coef
-    model.tie_param_ = None
-    if has_tie:
-        u = x[n_coef]
-        model.tie_param_ = (math.exp(math.exp(u)) if model.ties ==
-                            "rao-kupper" else math.exp(u))
-    model._x = x
-    model._laplace = laplace
-    model._fitted_with_features = F is not None
-    model.n_iter_ = int(n_iter)
-    model.objective_ = float(loss)
-    model.solver_ = solver
-    model.n_items_ = n_items
-    if F is not None:
-        model.n_features_in_ = F.shape[1]
-    elif hasattr(model, "n_features_in_"):
-        del model.n_features_in_
-    if names is not None and F is not None:
-        model.feature_names_in_ = names
-    elif hasattr(model, "feature_names_in_"):
-        del model.feature_names_in_
+    model._store_fit(x, n_coef, coef, columns, laplace, F, names, n_iter,
+                     loss, solver, n_items)
     w = x[:n_coef]
     penalty = 0.5 * alpha * float(w @ w) if alpha else 0.0
     model._fit_info = {

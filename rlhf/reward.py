@@ -657,28 +657,9 @@ class RewardModel(ParamsMixin):
         if columns is not None:
             coef = np.zeros(F.shape[1])
             coef[columns] = x[:n_coef]
-        self._columns = columns
-        self.coef_ = coef
-        self.tie_param_ = None
-        if has_tie:
-            u = x[n_coef]
-            self.tie_param_ = (math.exp(math.exp(u)) if self.ties ==
-                               "rao-kupper" else math.exp(u))
-        self._x = x
-        self._laplace = self._laplace_state(problem, x, solver, F is None)
-        self._fitted_with_features = F is not None
-        self.n_iter_ = int(n_iter)
-        self.objective_ = float(loss)
-        self.solver_ = solver
-        self.n_items_ = n_items
-        if F is not None:
-            self.n_features_in_ = F.shape[1]
-        elif hasattr(self, "n_features_in_"):
-            del self.n_features_in_
-        if names is not None and F is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        self._store_fit(x, n_coef, coef, columns,
+                        self._laplace_state(problem, x, solver, F is None),
+                        F, names, n_iter, loss, solver, n_items)
         self._fit_info = self._describe_fit(uncompressed, F, coef, loss,
                                             n_coef, status, n_fev)
         if self.verbose:
@@ -725,6 +706,32 @@ class RewardModel(ParamsMixin):
         with Progress(True, None, desc, unit="step") as bar:
             return _newton_reporting(problem, x0, start, tol, max_iter,
                                      n_threads, bar)
+
+    def _store_fit(self, x, n_coef, coef, columns, laplace, F, names,
+                   n_iter, loss, solver, n_items):
+        """Set the fitted attributes (in memory and on Dask alike)."""
+        self._columns = columns
+        self.coef_ = coef
+        self.tie_param_ = None
+        if self.ties is not None:
+            u = x[n_coef]
+            self.tie_param_ = (math.exp(math.exp(u)) if self.ties ==
+                               "rao-kupper" else math.exp(u))
+        self._x = x
+        self._laplace = laplace
+        self._fitted_with_features = F is not None
+        self.n_iter_ = int(n_iter)
+        self.objective_ = float(loss)
+        self.solver_ = solver
+        self.n_items_ = n_items
+        if F is not None:
+            self.n_features_in_ = F.shape[1]
+        elif hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        if names is not None and F is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
 
     def _describe_fit(self, problem, F, coef, loss, n_coef, status, n_fev):
         """What summary() reports and fit's arguments are needed for:
