@@ -431,7 +431,10 @@ int rlhf_constrained_policy(const double *reference_policy,
     }
     int status = 0;
     ptrdiff_t first_bad = n_rows;
-    const ptrdiff_t chunk = rlhf_check_rows(n_actions);
+    /* a row costs several passes over its actions (the multiplier's
+     * Newton steps, then the exact logits): check about as often as a
+     * one-pass kernel does */
+    const ptrdiff_t chunk = rlhf_check_rows(8 * n_actions);
     for (ptrdiff_t i0 = 0; i0 < n_rows && status == 0; i0 += chunk) {
         if (i0 > 0 && rlhf_interrupted()) {
             return RLHF_EINTR;

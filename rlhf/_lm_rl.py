@@ -288,142 +288,143 @@ def fit_lm_policy_gradient(est, reference, rewards, costs, prompts,
     bar.set_postfix(reward=lambda: history["reward"][-1],
                     kl=lambda: history["kl"][-1])
     stopped = None
+    # every thread or one, whichever runs the iterations faster now (the
+    # same bits either way)
+    threads = AdaptiveThreads()
     try:
-        # every thread or one, whichever runs the iterations faster now
-        # (the same bits either way)
-        with AdaptiveThreads() as threads:
-            for iteration in range(n_iterations):
-                threads.begin()
-                rate = scheduled(est, iteration)
-                value_rate = scheduled(est, iteration, getattr(
-                    est, "value_learning_rate", None) or 1e-2)
-                picks = rng.integers(len(prompts), size=n_prompts)
-                roll = _Rollout(policy, reference, picks, prompt_tokens, n,
-                                max_new_tokens, rng)
-                shown = [prompts[i] for i in np.repeat(picks, n)]
-                scores = _scores(rewards, shown, roll.responses, "rewards",
-                                 owner)
-                reward_now = scores.copy()
-                if budget is not None:
-                    cost = _scores(costs, shown, roll.responses, "costs", owner)
-                    scores = scores - lam_cost * cost
-                samples.append((shown, roll.responses, reward_now))
-                live = roll.live
-                d = roll.old_logp - roll.ref_logp
-                kl_tokens = np.where(live, _kl_terms(d, kl_kind), 0.0)
-                kl_now = float(kl_tokens.sum(axis=1).mean())
-                rows = np.arange(roll.rows)
-                kl_coef = 0.0 if kl_in_reward else beta
-                if is_ppo:
-                    token_rewards = -beta * kl_tokens if kl_in_reward else \
-                        np.zeros_like(kl_tokens)
-                    token_rewards[rows, roll.last] += scores
-                    features = np.concatenate(
-                        [roll.hidden, np.ones(roll.hidden.shape[:2] + (1,))],
-                        axis=2)
-                    old_values = np.where(live, features @ head, 0.0)
-                    with np.errstate(over="ignore", invalid="ignore"):
-                        advantages, returns = _gae(token_rewards, old_values,
-                                                   live, roll.last, gamma,
-                                                   gae_lam)
-                    if not (np.isfinite(advantages).all()
-                            and np.isfinite(returns).all()
-                            and np.abs(returns).max() < 1e100
-                        and np.abs(old_values).max() < 1e100):
-                        raise _diverged(owner, iteration, "the returns overflow")
-                    residual = (returns - old_values)[live]
-                    spread = returns[live].var()
-                    explained = float(1.0 - residual.var() / spread) \
-                        if spread > 0 else np.nan
-                    if getattr(est, "whiten_advantages", True):
-                        a = advantages[live]
-                        deviation = a.std() + 1e-8
-                        advantages = np.where(live, (advantages - a.mean())
-                                              / deviation, 0.0)
-                        kl_coef /= deviation
+        for iteration in range(n_iterations):
+            threads.begin()
+            rate = scheduled(est, iteration)
+            value_rate = scheduled(est, iteration, getattr(
+                est, "value_learning_rate", None) or 1e-2)
+            picks = rng.integers(len(prompts), size=n_prompts)
+            roll = _Rollout(policy, reference, picks, prompt_tokens, n,
+                            max_new_tokens, rng)
+            shown = [prompts[i] for i in np.repeat(picks, n)]
+            scores = _scores(rewards, shown, roll.responses, "rewards",
+                             owner)
+            reward_now = scores.copy()
+            if budget is not None:
+                cost = _scores(costs, shown, roll.responses, "costs", owner)
+                scores = scores - lam_cost * cost
+            samples.append((shown, roll.responses, reward_now))
+            live = roll.live
+            d = roll.old_logp - roll.ref_logp
+            kl_tokens = np.where(live, _kl_terms(d, kl_kind), 0.0)
+            kl_now = float(kl_tokens.sum(axis=1).mean())
+            rows = np.arange(roll.rows)
+            kl_coef = 0.0 if kl_in_reward else beta
+            if is_ppo:
+                token_rewards = -beta * kl_tokens if kl_in_reward else \
+                    np.zeros_like(kl_tokens)
+                token_rewards[rows, roll.last] += scores
+                features = np.concatenate(
+                    [roll.hidden, np.ones(roll.hidden.shape[:2] + (1,))],
+                    axis=2)
+                old_values = np.where(live, features @ head, 0.0)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    advantages, returns = _gae(token_rewards, old_values,
+                                               live, roll.last, gamma,
+                                               gae_lam)
+                if not (np.isfinite(advantages).all()
+                        and np.isfinite(returns).all()
+                        and np.abs(returns).max() < 1e100
+                    and np.abs(old_values).max() < 1e100):
+                    raise _diverged(owner, iteration, "the returns overflow")
+                residual = (returns - old_values)[live]
+                spread = returns[live].var()
+                explained = float(1.0 - residual.var() / spread) \
+                    if spread > 0 else np.nan
+                if getattr(est, "whiten_advantages", True):
+                    a = advantages[live]
+                    deviation = a.std() + 1e-8
+                    advantages = np.where(live, (advantages - a.mean())
+                                          / deviation, 0.0)
+                    kl_coef /= deviation
+            else:
+                shaped = scores - beta * kl_tokens.sum(axis=1) if \
+                    kl_in_reward else scores
+                groups = shaped.reshape(n_prompts, n)
+                if est.baseline == "rloo":
+                    base = (groups.sum(axis=1, keepdims=True) - groups) / \
+                        max(n - 1, 1)
+                    seq_adv = groups - base
+                elif est.baseline == "grpo":
+                    seq_adv = (groups - groups.mean(axis=1, keepdims=True)) \
+                        / (groups.std(axis=1, keepdims=True) + 1e-4)
                 else:
-                    shaped = scores - beta * kl_tokens.sum(axis=1) if \
-                        kl_in_reward else scores
-                    groups = shaped.reshape(n_prompts, n)
-                    if est.baseline == "rloo":
-                        base = (groups.sum(axis=1, keepdims=True) - groups) / \
-                            max(n - 1, 1)
-                        seq_adv = groups - base
-                    elif est.baseline == "grpo":
-                        seq_adv = (groups - groups.mean(axis=1, keepdims=True)) \
-                            / (groups.std(axis=1, keepdims=True) + 1e-4)
-                    else:
-                        seq_adv = groups - groups.mean(axis=1, keepdims=True)
-                    advantages = np.where(live, seq_adv.reshape(-1)[:, None],
-                                          0.0)
-                    explained = np.nan
-                losses, clipped, value_losses = [], [], []
-                starts = np.arange(0, roll.rows, batch)
-                for _ in range(n_epochs):
-                    for start in (starts if batch == roll.rows else
-                                  rng.permutation(starts)):
-                        chunk = slice(start, start + batch)
-                        lv = live[chunk]
-                        count = max(int(lv.sum()), 1)
-                        scale = 1.0 / count if is_ppo else \
-                            1.0 / lv.shape[0]
-                        acts = policy._forward(roll.inputs[chunk])[0]
-                        new_lp, _ = _core.gpt_token_stats(
-                            policy._config, acts, roll.targets[chunk], False)
-                        new_lp = np.where(lv, new_lp.astype(np.float64), 0.0)
-                        loss, coef, clip_fraction = surrogate(
-                            new_lp, roll.old_logp[chunk], roll.ref_logp[chunk],
-                            advantages[chunk], lv, clip, kl_coef, kl_kind)
-                        clipped.append(clip_fraction)
-                        losses.append(float(loss * scale))
-                        grads = np.empty_like(policy._params)
-                        _core.gpt_backward(
-                            policy._config, policy._params, roll.inputs[chunk],
-                            acts, roll.targets[chunk],
-                            _backward_coefficients(coef * scale, owner,
-                                                   iteration), grads)
-                        step += 1
-                        _adamw(policy, grads, m, v, step, rate, owner, iteration)
-                        if is_ppo:
-                            value_losses.append(_value_step(
-                                head, hm, hv, features[chunk], lv,
-                                returns[chunk], old_values[chunk], value_clip,
-                                value_rate, step))
-                if not np.all(np.isfinite(policy._params)):
-                    raise _diverged(owner, iteration, "the policy's weights are "
-                                    "no longer finite")
-                history["reward"].append(float(reward_now.mean()))
-                history["kl"].append(kl_now)
-                history["entropy"].append(
-                    float(-roll.old_logp.sum(axis=1).mean()))
-                history["length"].append(float(roll.lengths.mean()))
-                history["clip_fraction"].append(float(np.mean(clipped)))
-                history["beta"].append(beta)
-                history["loss"].append(float(np.mean(losses)))
-                history["value_loss"].append(float(np.mean(value_losses))
-                                             if value_losses else np.nan)
-                history["explained_variance"].append(explained)
-                if budget is not None:
-                    history["cost"].append(float(cost.mean()))
-                    history["lambda"].append(lam_cost)
-                    lam_cost = max(0.0, lam_cost + float(
-                        est.lambda_learning_rate) * (float(cost.mean()) - budget))
-                threads.end()
-                bar.update()
-                if est.verbose and (iteration % max(1, n_iterations // 10) == 0
-                                    or iteration == n_iterations - 1):
-                    bar.write(f"{owner} iteration {iteration + 1}/{n_iterations}: "
-                              f"reward {reward_now.mean():.4f}, KL {kl_now:.4f}, "
-                              f"beta {beta:.4g} "
-                              f"({time.perf_counter() - begin:.1f} s)")
-                if est._controls_beta():
-                    error = np.clip(kl_now / float(est.target_kl) - 1.0, -0.2,
-                                    0.2)
-                    beta *= 1.0 + error * rows_per_iteration / horizon
+                    seq_adv = groups - groups.mean(axis=1, keepdims=True)
+                advantages = np.where(live, seq_adv.reshape(-1)[:, None],
+                                      0.0)
+                explained = np.nan
+            losses, clipped, value_losses = [], [], []
+            starts = np.arange(0, roll.rows, batch)
+            for _ in range(n_epochs):
+                for start in (starts if batch == roll.rows else
+                              rng.permutation(starts)):
+                    chunk = slice(start, start + batch)
+                    lv = live[chunk]
+                    count = max(int(lv.sum()), 1)
+                    scale = 1.0 / count if is_ppo else \
+                        1.0 / lv.shape[0]
+                    acts = policy._forward(roll.inputs[chunk])[0]
+                    new_lp, _ = _core.gpt_token_stats(
+                        policy._config, acts, roll.targets[chunk], False)
+                    new_lp = np.where(lv, new_lp.astype(np.float64), 0.0)
+                    loss, coef, clip_fraction = surrogate(
+                        new_lp, roll.old_logp[chunk], roll.ref_logp[chunk],
+                        advantages[chunk], lv, clip, kl_coef, kl_kind)
+                    clipped.append(clip_fraction)
+                    losses.append(float(loss * scale))
+                    grads = np.empty_like(policy._params)
+                    _core.gpt_backward(
+                        policy._config, policy._params, roll.inputs[chunk],
+                        acts, roll.targets[chunk],
+                        _backward_coefficients(coef * scale, owner,
+                                               iteration), grads)
+                    step += 1
+                    _adamw(policy, grads, m, v, step, rate, owner, iteration)
+                    if is_ppo:
+                        value_losses.append(_value_step(
+                            head, hm, hv, features[chunk], lv,
+                            returns[chunk], old_values[chunk], value_clip,
+                            value_rate, step))
+            if not np.all(np.isfinite(policy._params)):
+                raise _diverged(owner, iteration, "the policy's weights are "
+                                "no longer finite")
+            history["reward"].append(float(reward_now.mean()))
+            history["kl"].append(kl_now)
+            history["entropy"].append(
+                float(-roll.old_logp.sum(axis=1).mean()))
+            history["length"].append(float(roll.lengths.mean()))
+            history["clip_fraction"].append(float(np.mean(clipped)))
+            history["beta"].append(beta)
+            history["loss"].append(float(np.mean(losses)))
+            history["value_loss"].append(float(np.mean(value_losses))
+                                         if value_losses else np.nan)
+            history["explained_variance"].append(explained)
+            if budget is not None:
+                history["cost"].append(float(cost.mean()))
+                history["lambda"].append(lam_cost)
+                lam_cost = max(0.0, lam_cost + float(
+                    est.lambda_learning_rate) * (float(cost.mean()) - budget))
+            threads.end()
+            bar.update()
+            if est.verbose and (iteration % max(1, n_iterations // 10) == 0
+                                or iteration == n_iterations - 1):
+                bar.write(f"{owner} iteration {iteration + 1}/{n_iterations}: "
+                          f"reward {reward_now.mean():.4f}, KL {kl_now:.4f}, "
+                          f"beta {beta:.4g} "
+                          f"({time.perf_counter() - begin:.1f} s)")
+            if est._controls_beta():
+                error = np.clip(kl_now / float(est.target_kl) - 1.0, -0.2,
+                                0.2)
+                beta *= 1.0 + error * rows_per_iteration / horizon
     except BaseException as error:
         stopped = type(error).__name__
         raise
     finally:
+        threads.close()
         bar.close()
         est._stopped_by = stopped  # what summary() says of an early end
         est.history_ = {key: np.asarray(value)

@@ -42,10 +42,11 @@ class AdaptiveThreads:
     is longer (at most 1000 iterations), and ``probe_every`` again after
     one that changes it or was faster than the choice.
 
-    Use ``with AdaptiveThreads() as threads:`` around the loop, and call
-    ``threads.begin()`` and ``threads.end()`` at the start and the end of
-    each iteration (an iteration that raises is not recorded; leaving the
-    ``with`` block removes the cap whatever happened).
+    Use ``with AdaptiveThreads() as threads:`` around the loop (or call
+    ``threads.close()`` in its ``finally``), and call ``threads.begin()``
+    and ``threads.end()`` at the start and the end of each iteration (an
+    iteration that raises is not recorded; leaving the ``with`` block, or
+    ``close()``, puts back the cap whatever happened).
     """
 
     def __init__(self, probe_every: int = 25) -> None:
@@ -55,23 +56,26 @@ class AdaptiveThreads:
         self.choice = self.n_max
         self.history: List[int] = []       # threads of each iteration
         self._count = 0
-        self._previous_cap = 0
         self._n_threads = self.n_max
         self._start = 0.0
         self._interval = probe_every
         self._next_probe = 2 + probe_every
+        # the cap in force (read by setting it again to what it was)
+        self._previous_cap = _core.thread_cap(0)
+        _core.thread_cap(self._previous_cap)
 
     @property
     def active(self) -> bool:
         return self.n_max > 1
 
     def __enter__(self) -> "AdaptiveThreads":
-        # read the cap in force (setting it again to what it was)
-        self._previous_cap = _core.thread_cap(0)
-        _core.thread_cap(self._previous_cap)
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Put back the cap that was in force when the loop started."""
         _core.thread_cap(self._previous_cap)
 
     def _threads_for(self, index):

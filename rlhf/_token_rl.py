@@ -287,152 +287,151 @@ def fit_policy_gradient(est, reference, rewards, features, scheduled):
     # read only when the bar is drawn
     bar.set_postfix(reward=lambda: history["reward"][-1],
                     kl=lambda: history["kl"][-1])
-    with bar:
-        # every thread or one, whichever runs the iterations faster now
-        # (the same bits either way)
-        with AdaptiveThreads() as threads:
-            for iteration in range(n_iterations):
-                threads.begin()
-                learning_rate = scheduled(est, iteration)
-                value_rate = scheduled(est, iteration, getattr(
-                    est, "value_learning_rate", None) or est.learning_rate)
-                losses, clipped, value_losses = [], [], []
-                if est.exact:
-                    lp = logp[space.prefix_state]
-                    live = lp > -np.inf
-                    with np.errstate(invalid="ignore"):
-                        d = np.where(live, lp - space.ref_prefix, 0.0)
-                    token_rewards = -beta * _kl_terms(d, kl_kind) if kl_in_reward \
-                        else np.zeros_like(d)
-                    q, value_all = space.evaluate(lp, all_rewards, token_rewards)
-                    reach = space.reach(lp)[:P]
-                    weights = np.where(live, reach[:, None] * np.exp(lp), 0.0)
-                    advantages = np.where(live, q - value_all[:P, None], 0.0)
-                    # the policy that acted: its exact statistics (reported for
-                    # the previous iteration's end already, or the reference's at
-                    # the start) give the controller its KL
-                    kl_now = kl if iteration > 0 else \
-                        space.stats(lp, all_rewards)[1]
-                    # PPO: per token (the weights add up to the expected number of
-                    # choices per response), as the sampled loss; REINFORCE: per
-                    # response
-                    scale = 1.0 / weights.sum() if is_ppo else 1.0
-                    for _ in range(n_epochs):
+    # every thread or one, whichever runs the iterations faster now (the
+    # same bits either way)
+    with bar, AdaptiveThreads() as threads:
+        for iteration in range(n_iterations):
+            threads.begin()
+            learning_rate = scheduled(est, iteration)
+            value_rate = scheduled(est, iteration, getattr(
+                est, "value_learning_rate", None) or est.learning_rate)
+            losses, clipped, value_losses = [], [], []
+            if est.exact:
+                lp = logp[space.prefix_state]
+                live = lp > -np.inf
+                with np.errstate(invalid="ignore"):
+                    d = np.where(live, lp - space.ref_prefix, 0.0)
+                token_rewards = -beta * _kl_terms(d, kl_kind) if kl_in_reward \
+                    else np.zeros_like(d)
+                q, value_all = space.evaluate(lp, all_rewards, token_rewards)
+                reach = space.reach(lp)[:P]
+                weights = np.where(live, reach[:, None] * np.exp(lp), 0.0)
+                advantages = np.where(live, q - value_all[:P, None], 0.0)
+                # the policy that acted: its exact statistics (reported for
+                # the previous iteration's end already, or the reference's at
+                # the start) give the controller its KL
+                kl_now = kl if iteration > 0 else \
+                    space.stats(lp, all_rewards)[1]
+                # PPO: per token (the weights add up to the expected number of
+                # choices per response), as the sampled loss; REINFORCE: per
+                # response
+                scale = 1.0 / weights.sum() if is_ppo else 1.0
+                for _ in range(n_epochs):
+                    step += 1
+                    loss, clip_fraction = k.token_ppo_adam_step(
+                        theta, m, v, ref, exact_states, exact_actions, weights,
+                        lp, advantages, clip, 0.0 if kl_in_reward else beta,
+                        kl_kind, scale, learning_rate, *_ADAM, step)
+                    losses.append(loss)
+                    clipped.append(clip_fraction)
+                explained = np.nan
+            else:
+                seed = int(rng.integers(0, 2 ** 63))
+                tokens, lengths = k.sample_sequences(p, n, T, seed, space.end,
+                                                     space.depth)
+                states, old_lp = k.sequence_log_probs(logp, tokens, lengths,
+                                                      space.end, space.depth)
+                _, ref_lp = k.sequence_log_probs(ref, tokens, lengths,
+                                                 space.end, space.depth)
+                scores = score(space.sequences(tokens, lengths))
+                live = states >= 0
+                n_steps = np.minimum(lengths, T - 1)
+                kl_tokens = np.where(live, _kl_terms(old_lp - ref_lp, kl_kind),
+                                     0.0)
+                kl_now = float(kl_tokens.sum(axis=1).mean())
+                if is_ppo:
+                    token_rewards = -beta * kl_tokens if kl_in_reward else \
+                        np.zeros_like(kl_tokens)
+                    token_rewards[np.arange(n), n_steps - 1] += scores
+                    old_values = np.where(live, values[states], 0.0)
+                    advantages, returns = k.gae(token_rewards, old_values,
+                                                n_steps, gamma, lam)
+                    kl_coef = 0.0 if kl_in_reward else beta
+                    if getattr(est, "whiten_advantages", True):
+                        a = advantages[live]
+                        deviation = a.std() + 1e-8
+                        advantages = np.where(
+                            live, (advantages - a.mean()) / deviation, 0.0)
+                        # the KL term in the loss is scaled as the advantages,
+                        # or whitening would change beta
+                        kl_coef /= deviation
+                    residual = (returns - old_values)[live]
+                    spread = returns[live].var()
+                    explained = float(1.0 - residual.var() / spread) \
+                        if spread > 0 else np.nan
+                else:
+                    shaped = scores - beta * kl_tokens.sum(axis=1) if \
+                        kl_in_reward else scores
+                    sequence_advantages = k.advantages(
+                        shaped[None, :], baseline, 1e-4)[0]
+                    advantages = np.where(live, sequence_advantages[:, None],
+                                          0.0)
+                    explained = np.nan
+                    kl_coef = 0.0 if kl_in_reward else beta
+                ones = np.ones((batch, T))
+                live_count = live.sum(axis=1)
+                per_token = [states, tokens, old_lp, advantages]
+                if is_ppo:
+                    per_token += [returns, old_values]
+                # the responses are independent draws, so contiguous blocks of
+                # them are random minibatches already: each epoch visits the
+                # blocks in a new random order, and no array is copied
+                starts = np.arange(0, n, batch)
+                b = per_token
+                counts = live_count
+                for _ in range(n_epochs):
+                    for start in (starts if batch == n else
+                                  rng.permutation(starts)):
+                        chunk = slice(start, start + batch)
                         step += 1
+                        # PPO: the mean over tokens (as trl does); REINFORCE:
+                        # the mean over responses of each one's token sum
+                        scale = 1.0 / max(int(counts[chunk].sum()), 1) if \
+                            is_ppo else 1.0 / len(counts[chunk])
+                        weights = ones[:len(counts[chunk])]
                         loss, clip_fraction = k.token_ppo_adam_step(
-                            theta, m, v, ref, exact_states, exact_actions, weights,
-                            lp, advantages, clip, 0.0 if kl_in_reward else beta,
+                            theta, m, v, ref, b[0][chunk], b[1][chunk],
+                            weights, b[2][chunk], b[3][chunk], clip, kl_coef,
                             kl_kind, scale, learning_rate, *_ADAM, step)
                         losses.append(loss)
                         clipped.append(clip_fraction)
-                    explained = np.nan
-                else:
-                    seed = int(rng.integers(0, 2 ** 63))
-                    tokens, lengths = k.sample_sequences(p, n, T, seed, space.end,
-                                                         space.depth)
-                    states, old_lp = k.sequence_log_probs(logp, tokens, lengths,
-                                                          space.end, space.depth)
-                    _, ref_lp = k.sequence_log_probs(ref, tokens, lengths,
-                                                     space.end, space.depth)
-                    scores = score(space.sequences(tokens, lengths))
-                    live = states >= 0
-                    n_steps = np.minimum(lengths, T - 1)
-                    kl_tokens = np.where(live, _kl_terms(old_lp - ref_lp, kl_kind),
-                                         0.0)
-                    kl_now = float(kl_tokens.sum(axis=1).mean())
-                    if is_ppo:
-                        token_rewards = -beta * kl_tokens if kl_in_reward else \
-                            np.zeros_like(kl_tokens)
-                        token_rewards[np.arange(n), n_steps - 1] += scores
-                        old_values = np.where(live, values[states], 0.0)
-                        advantages, returns = k.gae(token_rewards, old_values,
-                                                    n_steps, gamma, lam)
-                        kl_coef = 0.0 if kl_in_reward else beta
-                        if getattr(est, "whiten_advantages", True):
-                            a = advantages[live]
-                            deviation = a.std() + 1e-8
-                            advantages = np.where(
-                                live, (advantages - a.mean()) / deviation, 0.0)
-                            # the KL term in the loss is scaled as the advantages,
-                            # or whitening would change beta
-                            kl_coef /= deviation
-                        residual = (returns - old_values)[live]
-                        spread = returns[live].var()
-                        explained = float(1.0 - residual.var() / spread) \
-                            if spread > 0 else np.nan
-                    else:
-                        shaped = scores - beta * kl_tokens.sum(axis=1) if \
-                            kl_in_reward else scores
-                        sequence_advantages = k.advantages(
-                            shaped[None, :], baseline, 1e-4)[0]
-                        advantages = np.where(live, sequence_advantages[:, None],
-                                              0.0)
-                        explained = np.nan
-                        kl_coef = 0.0 if kl_in_reward else beta
-                    ones = np.ones((batch, T))
-                    live_count = live.sum(axis=1)
-                    per_token = [states, tokens, old_lp, advantages]
-                    if is_ppo:
-                        per_token += [returns, old_values]
-                    # the responses are independent draws, so contiguous blocks of
-                    # them are random minibatches already: each epoch visits the
-                    # blocks in a new random order, and no array is copied
-                    starts = np.arange(0, n, batch)
-                    b = per_token
-                    counts = live_count
-                    for _ in range(n_epochs):
-                        for start in (starts if batch == n else
-                                      rng.permutation(starts)):
-                            chunk = slice(start, start + batch)
-                            step += 1
-                            # PPO: the mean over tokens (as trl does); REINFORCE:
-                            # the mean over responses of each one's token sum
-                            scale = 1.0 / max(int(counts[chunk].sum()), 1) if \
-                                is_ppo else 1.0 / len(counts[chunk])
-                            weights = ones[:len(counts[chunk])]
-                            loss, clip_fraction = k.token_ppo_adam_step(
-                                theta, m, v, ref, b[0][chunk], b[1][chunk],
-                                weights, b[2][chunk], b[3][chunk], clip, kl_coef,
-                                kl_kind, scale, learning_rate, *_ADAM, step)
-                            losses.append(loss)
-                            clipped.append(clip_fraction)
-                            if is_ppo:
-                                value_losses.append(k.value_adam_step(
-                                    values, vm, vv, b[0][chunk], weights,
-                                    b[4][chunk], b[5][chunk], value_clip, scale,
-                                    value_rate, *_ADAM, step))
-                _check_diverged(theta, est, iteration)
-                logits = ref + theta
-                logp, p = k.log_softmax(logits)
-                if space.enumerable:
-                    reward, kl, entropy, length = space.stats(
-                        logp[space.prefix_state], all_rewards)
-                else:  # estimates from this iteration's samples (of pi_old)
-                    reward = float(scores.mean())
-                    kl = kl_now
-                    entropy = float(-np.where(live, old_lp,
-                                              0.0).sum(axis=1).mean())
-                    length = float(lengths.mean())
-                history["reward"].append(reward)
-                history["kl"].append(kl)
-                history["entropy"].append(entropy)
-                history["length"].append(length)
-                history["clip_fraction"].append(float(np.mean(clipped)))
-                history["beta"].append(beta)
-                history["loss"].append(float(np.mean(losses)))
-                history["value_loss"].append(float(np.mean(value_losses))
-                                             if value_losses else np.nan)
-                history["explained_variance"].append(explained)
-                threads.end()
-                bar.update()
-                if est.verbose and (iteration % max(1, n_iterations // 10) == 0
-                                    or iteration == n_iterations - 1):
-                    bar.write(f"{owner} iteration {iteration + 1}: reward "
-                              f"{reward:.4f}, KL {kl:.4f}, entropy {entropy:.4f}, "
-                              f"beta {beta:.4g}")
-                if est._controls_beta():
-                    error = np.clip(kl_now / float(est.target_kl) - 1.0, -0.2, 0.2)
-                    beta *= 1.0 + error * n / horizon
+                        if is_ppo:
+                            value_losses.append(k.value_adam_step(
+                                values, vm, vv, b[0][chunk], weights,
+                                b[4][chunk], b[5][chunk], value_clip, scale,
+                                value_rate, *_ADAM, step))
+            _check_diverged(theta, est, iteration)
+            logits = ref + theta
+            logp, p = k.log_softmax(logits)
+            if space.enumerable:
+                reward, kl, entropy, length = space.stats(
+                    logp[space.prefix_state], all_rewards)
+            else:  # estimates from this iteration's samples (of pi_old)
+                reward = float(scores.mean())
+                kl = kl_now
+                entropy = float(-np.where(live, old_lp,
+                                          0.0).sum(axis=1).mean())
+                length = float(lengths.mean())
+            history["reward"].append(reward)
+            history["kl"].append(kl)
+            history["entropy"].append(entropy)
+            history["length"].append(length)
+            history["clip_fraction"].append(float(np.mean(clipped)))
+            history["beta"].append(beta)
+            history["loss"].append(float(np.mean(losses)))
+            history["value_loss"].append(float(np.mean(value_losses))
+                                         if value_losses else np.nan)
+            history["explained_variance"].append(explained)
+            threads.end()
+            bar.update()
+            if est.verbose and (iteration % max(1, n_iterations // 10) == 0
+                                or iteration == n_iterations - 1):
+                bar.write(f"{owner} iteration {iteration + 1}: reward "
+                          f"{reward:.4f}, KL {kl:.4f}, entropy {entropy:.4f}, "
+                          f"beta {beta:.4g}")
+            if est._controls_beta():
+                error = np.clip(kl_now / float(est.target_kl) - 1.0, -0.2, 0.2)
+                beta *= 1.0 + error * n / horizon
     est.theta_ = theta
     est.policy_ = space.policy(theta)
     est.beta_ = beta

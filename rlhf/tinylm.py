@@ -490,48 +490,50 @@ class TinyLM:
         bar = Progress(progress, max_steps, owner, unit="step")
         # read only when the bar is drawn
         bar.set_postfix(loss=lambda: history["loss"][-1])
+        # every thread or one, whichever runs the steps faster now (the
+        # same bits either way)
+        threads = AdaptiveThreads()
         try:
             self._fit_steps(documents, starts, history, m, v, max_steps,
                             batch_size, lr, weight_decay, warmup_steps,
                             min_lr_ratio, max_grad_norm, beta1, beta2, rng,
-                            verbose, begin, bar)
+                            verbose, begin, bar, threads)
         finally:  # an interrupted fit keeps the steps it made
+            threads.close()
             bar.close()
             self.history_ = {k: np.array(h) for k, h in history.items()}
         return self
 
     def _fit_steps(self, documents, starts, history, m, v, max_steps,
                    batch_size, lr, weight_decay, warmup_steps, min_lr_ratio,
-                   max_grad_norm, beta1, beta2, rng, verbose, begin, bar):
-        # every thread or one, whichever runs the iterations faster now
-        # (the same bits either way)
-        with AdaptiveThreads() as threads:
-            for step in range(1, max_steps + 1):
-                threads.begin()
-                tokens, targets, weight = self._batch(documents, starts,
-                                                      batch_size, rng)
-                rate = _schedule(step, max_steps, warmup_steps, lr, min_lr_ratio)
-                loss, grads = self._loss_and_flat_gradient(tokens, targets,
-                                                           weight)
-                try:
-                    norm = _core.gpt_adamw(self._params, grads, m, v,
-                                           self._decay, rate, beta1, beta2, 1e-8,
-                                           weight_decay, step, max_grad_norm)
-                except FloatingPointError:
-                    raise ValueError(
-                        f"{_OWNER}.fit diverged at step {step}: the gradient is "
-                        "no longer finite (the weights were left as after the "
-                        "step before). Lower lr.") from None
-                history["loss"].append(loss)
-                history["lr"].append(rate)
-                history["grad_norm"].append(norm)
-                threads.end()
-                bar.update()
-                if verbose and (step % max(1, max_steps // 10) == 0
-                                or step == max_steps):
-                    bar.write(f"{_OWNER}.fit: step {step}/{max_steps}  loss "
-                              f"{loss:.4f}  lr {rate:.2e}  "
-                              f"({time.perf_counter() - begin:.1f} s)")
+                   max_grad_norm, beta1, beta2, rng, verbose, begin, bar,
+                   threads):
+        for step in range(1, max_steps + 1):
+            threads.begin()
+            tokens, targets, weight = self._batch(documents, starts,
+                                                  batch_size, rng)
+            rate = _schedule(step, max_steps, warmup_steps, lr, min_lr_ratio)
+            loss, grads = self._loss_and_flat_gradient(tokens, targets,
+                                                       weight)
+            try:
+                norm = _core.gpt_adamw(self._params, grads, m, v,
+                                       self._decay, rate, beta1, beta2, 1e-8,
+                                       weight_decay, step, max_grad_norm)
+            except FloatingPointError:
+                raise ValueError(
+                    f"{_OWNER}.fit diverged at step {step}: the gradient is "
+                    "no longer finite (the weights were left as after the "
+                    "step before). Lower lr.") from None
+            history["loss"].append(loss)
+            history["lr"].append(rate)
+            history["grad_norm"].append(norm)
+            threads.end()
+            bar.update()
+            if verbose and (step % max(1, max_steps // 10) == 0
+                            or step == max_steps):
+                bar.write(f"{_OWNER}.fit: step {step}/{max_steps}  loss "
+                          f"{loss:.4f}  lr {rate:.2e}  "
+                          f"({time.perf_counter() - begin:.1f} s)")
 
     def _batch(self, documents, starts, batch_size, rng):
         """(tokens, targets, weights) of batch_size documents drawn at
