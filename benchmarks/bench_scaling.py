@@ -24,6 +24,10 @@ import time
 
 import numpy as np
 
+# the process's memory as bench_reward.py reads it
+from bench_reward import _peak_since_reset as peak_rss_bytes
+from bench_reward import current_rss_bytes
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_FEATURES = 16
 
@@ -44,19 +48,6 @@ def problem(n_comparisons, seed=0):
         comparisons[start:start + m, 0] = np.where(first, a, b)
         comparisons[start:start + m, 1] = np.where(first, b, a)
     return F, comparisons
-
-
-def current_rss_bytes():
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_bytes():
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return -1
 
 
 def run_one(which, n):
