@@ -44,6 +44,7 @@ from .reward import (
     _STOPS,
     _TIES,
     _kernel_features,
+    _warn_not_converged,
 )
 
 if TYPE_CHECKING:
@@ -828,12 +829,7 @@ default=None
             "the solver stopped. Use penalty='l2' for finite weights.",
             sklearn_twin(ConvergenceWarning), stacklevel=2)
     if status >= 2:
-        warnings.warn(
-            f"{solver} failed to converge: {_STOPS[status]} after "
-            f"{n_iter} iterations. Increase max_iter, add a penalty "
-            "(penalty='l2'), or check that every item both wins and "
-            "loses somewhere in a connected comparison graph.",
-            sklearn_twin(ConvergenceWarning), stacklevel=2)
+        _warn_not_converged(solver, status, n_iter, stacklevel=3)
     return model
 
 

@@ -250,6 +250,16 @@ def _newton_reporting(problem, x0, start, tol, max_iter, n_threads, bar):
     return x, f, g, n_iter, n_fev - (restarts - 1), status
 
 
+def _warn_not_converged(solver, status, n_iter, stacklevel):
+    """The ConvergenceWarning of a solver that stopped short (status >= 2)."""
+    warnings.warn(
+        f"{solver} failed to converge: {_STOPS[status]} after "
+        f"{n_iter} iterations. Increase max_iter, add a penalty "
+        "(penalty='l2'), or check that every item both wins and "
+        "loses somewhere in a connected comparison graph.",
+        sklearn_twin(ConvergenceWarning), stacklevel=stacklevel)
+
+
 def _warn_if_beats_graph_splits(src, dst, n_items, stacklevel):
     """Warn when the "beats" graph (an edge from each loser to its winner,
     both ways for a tie) is not strongly connected within each connected
@@ -671,12 +681,7 @@ class RewardModel(ParamsMixin):
         elif self._alpha() == 0.0 and self.likelihood == "bradley-terry":
             self._warn_if_separable(problem, x[:n_coef])
         if status >= 2:
-            warnings.warn(
-                f"{solver} failed to converge: {_STOPS[status]} after "
-                f"{n_iter} iterations. Increase max_iter, add a penalty "
-                "(penalty='l2'), or check that every item both wins and "
-                "loses somewhere in a connected comparison graph.",
-                sklearn_twin(ConvergenceWarning), stacklevel=2)
+            _warn_not_converged(solver, status, n_iter, stacklevel=3)
         return self
 
     def _minimize(self, problem, x0, solver, n_threads):
