@@ -30,6 +30,7 @@ import numpy as np
 from ._typing import ArrayLike, FloatArray, IntArray, RandomState
 from ._validation import (_is_sparse, check_array, check_option,
                           check_scalar, format_value)
+from .evaluation import _group_ids
 from .preferences import _check_random_state
 from .reward import RewardModel
 
@@ -521,19 +522,7 @@ def bootstrap_rewards(model: RewardModel, features: Any,
     if groups is None:
         labels = np.arange(n_rows)
     else:
-        labels = np.asarray(groups)
-        if labels.shape != (n_rows,):
-            raise ValueError(
-                f"The 'groups' parameter of {owner} must have shape "
-                f"({n_rows},), one group per comparison; got "
-                f"{labels.shape}.")
-        try:
-            labels = np.unique(labels, return_inverse=True)[1].ravel()
-        except TypeError as error:
-            raise TypeError(
-                f"The 'groups' parameter of {owner} must hold ids of one "
-                f"comparable kind (ints or strings, no None); {error}.") \
-                from None
+        labels = _group_ids(groups, n_rows, owner)[1]
     n_groups = int(labels.max()) + 1
     if features is None and n_items is None:
         n_items = int(np.max(data)) + 1

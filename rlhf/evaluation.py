@@ -150,6 +150,24 @@ def _unpack(comparisons, owner):
     return comparisons, None, None, None, None
 
 
+def _group_ids(groups, n, owner):
+    """The distinct ids of ``groups`` (one per comparison) and each
+    comparison's index into them, shape (n,), intp."""
+    group_arr = np.asarray(groups)
+    if group_arr.ndim != 1 or group_arr.shape[0] != n:
+        raise ValueError(
+            f"The 'groups' parameter of {owner} must have shape ({n},), "
+            f"one id per comparison; got {group_arr.shape}.")
+    try:
+        group_ids, unit = np.unique(group_arr, return_inverse=True)
+    except TypeError as error:
+        raise TypeError(
+            f"The 'groups' parameter of {owner} must hold ids of one "
+            f"comparable kind (ints or strings, no None); {error}.") \
+            from None
+    return group_ids, unit.ravel().astype(np.intp)
+
+
 def _check_confidence(confidence, owner):
     return check_scalar(confidence, "confidence", owner, low=0.0, high=1.0,
                         low_open=True, high_open=True)
@@ -1030,19 +1048,7 @@ default=None
         groups = source_groups
     grouped = groups is not None
     if grouped:
-        group_arr = np.asarray(groups)
-        if group_arr.ndim != 1 or group_arr.shape[0] != n:
-            raise ValueError(
-                f"The 'groups' parameter of {owner} must have shape ({n},), "
-                f"one id per comparison; got {group_arr.shape}.")
-        try:
-            group_ids, unit = np.unique(group_arr, return_inverse=True)
-        except TypeError as error:
-            raise TypeError(
-                f"The 'groups' parameter of {owner} must hold ids of one "
-                f"comparable kind (ints or strings, no None); {error}.") \
-                from None
-        unit = unit.ravel().astype(np.intp)
+        group_ids, unit = _group_ids(groups, n, owner)
     else:
         group_ids = np.arange(n)
         unit = np.arange(n, dtype=np.intp)
