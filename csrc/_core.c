@@ -1711,17 +1711,18 @@ static PyArrayObject *bt_params(PyObject *x, const bt_args *a)
 
 PyDoc_STRVAR(bt_loss_grad_doc,
 "bt_loss_grad(problem, x, n_threads=0)\n--\n\n"
-"The preference objective and its gradient at x: (loss, grad).");
+"The preference objective and its gradient at x: (loss, grad).  With a\n"
+"2-d x, at each of its rows on one check and copy of the data, as a fit\n"
+"evaluates: (losses, grads).");
 
 static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
                                  PyObject *kwargs)
 {
     static char *kwlist[] = {"problem", "x", "n_threads", NULL};
     PyObject *problem, *x_obj, *result = NULL;
-    int n_threads = 0, status;
-    double loss = 0.0;
+    int n_threads = 0, status = 0;
     bt_args a;
-    PyArrayObject *x = NULL, *grad = NULL;
+    PyArrayObject *x = NULL, *grad = NULL, *loss = NULL;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O|i", kwlist,
                                      &PyTuple_Type, &problem, &x_obj,
@@ -1731,27 +1732,57 @@ static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
     if (parse_bt(&a, problem, n_threads) < 0) {
         goto fail;
     }
-    x = bt_params(x_obj, &a);
+    x = (PyArrayObject *)PyArray_FROM_OTF(x_obj, NPY_DOUBLE,
+                                          NPY_ARRAY_IN_ARRAY);
     if (x == NULL) {
         goto fail;
     }
-    grad = new_vector(rlhf_bt_n_params(&a.problem));
-    if (grad == NULL) {
+    const int ndim = PyArray_NDIM(x);
+    const npy_intp np = rlhf_bt_n_params(&a.problem);
+    if (ndim != 1 && ndim != 2) {
+        PyErr_Format(PyExc_ValueError,
+                     "x must be a 1- or 2-dimensional array, got %d "
+                     "dimensions", ndim);
         goto fail;
     }
+    if (PyArray_DIM(x, ndim - 1) != np) {
+        PyErr_Format(PyExc_ValueError,
+                     ndim == 1 ? "x must have length %zd, got %zd"
+                               : "x must have %zd columns, got %zd",
+                     (Py_ssize_t)np, (Py_ssize_t)PyArray_DIM(x, ndim - 1));
+        goto fail;
+    }
+    const npy_intp k = ndim == 2 ? PyArray_DIM(x, 0) : 1;
+    npy_intp dims[2] = {k, np};
+    grad = (PyArrayObject *)PyArray_ZEROS(ndim, dims + 2 - ndim, NPY_DOUBLE,
+                                          0);
+    loss = (PyArrayObject *)PyArray_ZEROS(1, &k, NPY_DOUBLE, 0);
+    if (grad == NULL || loss == NULL) {
+        goto fail;
+    }
+    const double *xs = PyArray_DATA(x);
+    double *grads = PyArray_DATA(grad), *losses = PyArray_DATA(loss);
     Py_BEGIN_ALLOW_THREADS
-    status = rlhf_bt_loss_grad(&a.problem, PyArray_DATA(x), &loss,
-                               PyArray_DATA(grad));
+    for (npy_intp i = 0; i < k && status == 0; i++) {
+        status = rlhf_bt_loss_grad(&a.problem, xs + i * np, losses + i,
+                                   grads + i * np);
+    }
     Py_END_ALLOW_THREADS
     if (status < 0) {
         raise_status(status, "bt_loss_grad");
         goto fail;
     }
-    result = Py_BuildValue("dO", loss, grad);
+    if (ndim == 2) {
+        result = Py_BuildValue("OO", loss, grad);
+    }
+    else {
+        result = Py_BuildValue("dO", losses[0], grad);
+    }
 fail:
     release_bt(&a);
     Py_XDECREF(x);
     Py_XDECREF(grad);
+    Py_XDECREF(loss);
     return result;
 }
 
@@ -1885,6 +1916,65 @@ fail:
     Py_XDECREF(x0);
     Py_XDECREF(x);
     Py_XDECREF(grad);
+    return result;
+}
+
+PyDoc_STRVAR(pair_counts_doc,
+"pair_counts(rewards, pairs, ties=None, n_threads=0)\n--\n\n"
+"Over the (n, 2) int64 pairs not tied: (first item's reward higher,\n"
+"rewards equal, pairs counted).  Indices are clamped into range as they\n"
+"are read (check them first).");
+
+static PyObject *py_pair_counts(PyObject *Py_UNUSED(self), PyObject *args,
+                                PyObject *kwargs)
+{
+    static char *kwlist[] = {"rewards", "pairs", "ties", "n_threads", NULL};
+    PyObject *r_obj, *pairs_obj, *tie_obj = Py_None, *result = NULL;
+    PyArrayObject *r = NULL, *pairs = NULL, *tie = NULL;
+    int n_threads = 0, status;
+    int64_t counts[3] = {0, 0, 0};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|Oi", kwlist, &r_obj,
+                                     &pairs_obj, &tie_obj, &n_threads)) {
+        return NULL;
+    }
+    r = as_array(r_obj, NPY_DOUBLE, 1, "rewards");
+    pairs = as_array(pairs_obj, NPY_INT64, 2, "pairs");
+    if (tie_obj != Py_None) {
+        tie = as_array(tie_obj, NPY_UINT8, 1, "ties");
+    }
+    if (r == NULL || pairs == NULL || (tie_obj != Py_None && tie == NULL)) {
+        goto fail;
+    }
+    const npy_intp n = PyArray_DIM(pairs, 0);
+    if (PyArray_DIM(pairs, 1) != 2) {
+        PyErr_Format(PyExc_ValueError, "pairs must have 2 columns, got %zd",
+                     (Py_ssize_t)PyArray_DIM(pairs, 1));
+        goto fail;
+    }
+    if (PyArray_DIM(r, 0) < 1 && n > 0) {
+        PyErr_SetString(PyExc_ValueError, "rewards must not be empty");
+        goto fail;
+    }
+    if (tie != NULL && check_length(tie, n, "ties") < 0) {
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_pair_counts(PyArray_DATA(r), PyArray_DIM(r, 0),
+                              PyArray_DATA(pairs), n,
+                              tie != NULL ? PyArray_DATA(tie) : NULL,
+                              n_threads, counts);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        raise_status(status, "pair_counts");
+        goto fail;
+    }
+    result = Py_BuildValue("LLL", (long long)counts[0], (long long)counts[1],
+                           (long long)counts[2]);
+fail:
+    Py_XDECREF(r);
+    Py_XDECREF(pairs);
+    Py_XDECREF(tie);
     return result;
 }
 
@@ -2724,6 +2814,8 @@ static PyMethodDef core_methods[] = {
     {"bt_loss_grad", (PyCFunction)(void (*)(void))py_bt_loss_grad,
      METH_VARARGS | METH_KEYWORDS, bt_loss_grad_doc},
     {"bt_hessian", py_bt_hessian, METH_VARARGS, bt_hessian_doc},
+    {"pair_counts", (PyCFunction)(void (*)(void))py_pair_counts,
+     METH_VARARGS | METH_KEYWORDS, pair_counts_doc},
     {"bt_fit", (PyCFunction)(void (*)(void))py_bt_fit,
      METH_VARARGS | METH_KEYWORDS, bt_fit_doc},
     {"constrained_policy", py_constrained_policy, METH_VARARGS,

@@ -989,3 +989,49 @@ int rlhf_bt_fit(rlhf_bt *p, int newton, double *x, double *f, double *g,
                                64.0 * DBL_EPSILON, max_iter, 50, work,
                                n_iter, n_fev);
 }
+
+/*
+ * Pairwise accuracy's counts at rewards r (n_items): over the comparisons
+ * not tied (tie NULL: every one), counts[0] those whose first item has
+ * the higher reward, counts[1] those with equal rewards, counts[2] all of
+ * them.  An index outside [0, n_items) is clamped into it as it is read,
+ * so that pairs may be a buffer another thread writes into meanwhile
+ * (callers check indices first; this keeps a stray one from reading out
+ * of bounds).  Integer sums: the same for any thread count.  Returns 0 or
+ * RLHF_EINTR.
+ */
+int rlhf_pair_counts(const double *r, ptrdiff_t n_items, const int64_t *pairs,
+                     ptrdiff_t n_pairs, const uint8_t *tie, int n_threads,
+                     int64_t *counts)
+{
+    int64_t wins = 0, equal = 0, total = 0;
+    const ptrdiff_t step = RLHF_CHECK_ENTRIES;
+    for (ptrdiff_t q0 = 0; q0 < n_pairs; q0 += step) {
+        if (q0 > 0 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
+        const ptrdiff_t q1 = q0 + step < n_pairs ? q0 + step : n_pairs;
+        int64_t w = 0, e = 0, t = 0;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(+ : w, e, t) \
+    num_threads(q1 - q0 >= 65536 ? rlhf_threads(n_threads) : 1)
+#endif
+        for (ptrdiff_t q = q0; q < q1; q++) {
+            int64_t a = pairs[2 * q], b = pairs[2 * q + 1];
+            a = a < 0 ? 0 : (a >= n_items ? n_items - 1 : a);
+            b = b < 0 ? 0 : (b >= n_items ? n_items - 1 : b);
+            const int strict = tie == NULL || !tie[q];
+            const double d = r[a] - r[b];
+            w += strict & (d > 0.0);
+            e += strict & (d == 0.0);
+            t += strict;
+        }
+        wins += w;
+        equal += e;
+        total += t;
+    }
+    counts[0] = wins;
+    counts[1] = equal;
+    counts[2] = total;
+    return 0;
+}

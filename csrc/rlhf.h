@@ -209,6 +209,9 @@ ptrdiff_t rlhf_bt_work_size(const rlhf_bt *problem, int newton);
 int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
                       double *grad);
 int rlhf_bt_hessian(void *problem, const double *x, double *H);
+int rlhf_pair_counts(const double *r, ptrdiff_t n_items, const int64_t *pairs,
+                     ptrdiff_t n_pairs, const uint8_t *tie, int n_threads,
+                     int64_t *counts);
 int rlhf_bt_fit(rlhf_bt *problem, int newton, double *x, double *f,
                 double *g, double tol, int max_iter, double *work,
                 int *n_iter, int *n_fev);

@@ -437,7 +437,12 @@ def _pl_group(r):
 
 def bt_loss_grad(problem, x, n_threads=0):
     """(loss, grad) of sum_p s_p loss_p(F w) + alpha/2 ||w||^2, with the tie
-    parameter u last in x when a tie model is on."""
+    parameter u last in x when a tie model is on; with a 2-d x, (losses,
+    grads) at each of its rows."""
+    if np.ndim(x) == 2:
+        rows = [bt_loss_grad(problem, row) for row in np.asarray(x)]
+        return (np.array([loss for loss, _ in rows]),
+                np.array([grad for _, grad in rows]).reshape(np.shape(x)))
     (features, n_items, likelihood, data, sample_weight, margin, tie,
      tie_model, alpha) = problem
     F = _bt_features(features, n_items)
@@ -474,6 +479,17 @@ def bt_loss_grad(problem, x, n_threads=0):
     if tie_model:
         grad[n_coef] = du
     return loss + 0.5 * alpha * float(w @ w), grad
+
+
+def pair_counts(rewards, pairs, ties=None, n_threads=0):
+    """(first item's reward higher, rewards equal, pairs counted) over the
+    pairs not tied."""
+    r = np.asarray(rewards, dtype=np.float64)
+    pairs = np.clip(np.asarray(pairs, dtype=np.int64), 0, len(r) - 1)
+    keep = (np.ones(len(pairs), bool) if ties is None
+            else ~np.asarray(ties).astype(bool))
+    d = r[pairs[keep, 0]] - r[pairs[keep, 1]]
+    return int(np.sum(d > 0)), int(np.sum(d == 0)), int(keep.sum())
 
 
 def bt_hessian(problem, x):

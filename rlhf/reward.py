@@ -760,8 +760,7 @@ class RewardModel(ParamsMixin):
         else:
             rewards = np.einsum("ij,j->i", F, coef)
         pl = self.likelihood == "plackett-luce"
-        tied = np.zeros(len(data), bool) if ties is None or pl else \
-            ties.astype(bool)
+        tied = None if ties is None or pl else ties.astype(bool)
         if pl:
             # every ranked item against each one ranked below it
             right = total = 0.0
@@ -774,20 +773,15 @@ class RewardModel(ParamsMixin):
                     total += d.size
             accuracy = right / total if total else math.nan
         else:
-            # without ties, no copy of the comparisons (a boolean index of
-            # a million rows takes longer than the rest of this together)
-            strict = data if ties is None else data[~tied]
-            both = np.take(rewards, strict, mode="clip")
-            d = both[:, 0] - both[:, 1]
-            # the mean of (d > 0) + 0.5 (d == 0), whose sum is exact
-            accuracy = ((np.count_nonzero(d > 0) +
-                         0.5 * np.count_nonzero(d == 0)) / d.size
-                        if d.size else math.nan)
+            # one pass in C (indices clamped as read: see gap above)
+            wins, equal, total = _core.pair_counts(
+                rewards, data, None if ties is None else tied)
+            accuracy = (wins + 0.5 * equal) / total if total else math.nan
         w = self._x[:n_coef]  # the kernel's penalty is on these
         penalty = 0.5 * alpha * float(w @ w) if alpha else 0.0
         return {
             "n_rows": int(len(data)),
-            "n_ties": int(tied.sum()),
+            "n_ties": 0 if tied is None else int(np.count_nonzero(tied)),
             "weighted": weight is not None,
             "log_likelihood": -(float(loss) - penalty),
             "penalty": penalty,
@@ -1038,8 +1032,8 @@ class RewardModel(ParamsMixin):
             if not len(pairs):
                 raise ValueError("Every comparison is a tie; pairwise "
                                  "accuracy needs strict ones.")
-        d = r[pairs[:, 0]] - r[pairs[:, 1]]
-        return float(np.mean((d > 0) + 0.5 * (d == 0)))
+        wins, equal, total = _core.pair_counts(r, pairs)
+        return (wins + 0.5 * equal) / total
 
     def _pairs(self, comparisons, n_items):
         pairs = _check_indices(comparisons, "comparisons", n_columns=2)
