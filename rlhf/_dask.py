@@ -2,7 +2,9 @@
 
 The comparisons (and their weights, margins and ties) stay in their
 partitions, on the workers or on disk; the item features, small next to
-them, are replicated to every worker once.  Each evaluation of the
+them, are replicated to every worker once, or, when they are a Dask
+array or too large for a worker (``_REPLICATE_SHARE`` of its memory
+limit), kept in row blocks (see ``_FeatureRows``).  Each evaluation of the
 objective maps the C kernel ``rlhf._core.bt_loss_grad`` over the
 partitions with no penalty (``alpha = 0``), sums the partial losses and
 gradients in a fixed tree over the partition order (so the result does
@@ -33,6 +35,7 @@ from ._validation import (
     _as_float_array,
     _feature_names,
     _is_sparse,
+    check_array,
     check_scalar,
     format_value,
     kernel_max_iter,
@@ -71,6 +74,13 @@ _FAN_IN = 8
 # the workers' memory (of the machine's available memory without a
 # distributed client)
 _PERSIST_SHARE = 0.5
+# in-memory features larger than this share of the smallest worker's
+# memory limit are partitioned by rows (in blocks of about _BLOCK_BYTES)
+# rather than replicated
+_REPLICATE_SHARE = 0.25
+_BLOCK_BYTES = 64 * 2**20
+# comparisons given in memory with features on Dask: rows per partition
+_IN_MEMORY_ROWS = 1_000_000
 # the Armijo constant and the most halvings of newton.c
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 60
@@ -340,6 +350,157 @@ def _combine(*parts):
     return out
 
 
+# -- item features partitioned by rows ------------------------------------
+
+def _named_block(index, error):
+    message = (f"Row block {index} of the features (rows counted from the "
+               f"start of the block): {error}")
+    if isinstance(error, (ValueError, TypeError)):
+        return type(error)(message)
+    return RuntimeError(f"{message} ({type(error).__name__})")
+
+
+def _feature_block(raw, index, n_cols):
+    """One row block of the features, checked as RewardModel.fit checks
+    the whole: C-contiguous float64, or canonical CSR, every value
+    finite."""
+    try:
+        block = check_array(raw, "features", min_samples=0)
+        if block.shape[1] != n_cols:
+            raise ValueError(f"the block has {block.shape[1]} columns, not "
+                             f"{n_cols}.")
+    except Exception as error:
+        raise _named_block(index, error) from None
+    return block
+
+
+def _block_scores(block, w):
+    """Rewards of one row block at weights w."""
+    if _is_sparse(block):
+        return np.asarray(block @ w.value).ravel()
+    return np.einsum("ij,j->i", block, w.value)
+
+
+def _scores(u, *blocks):
+    """The blocks' rewards in row order, and u (the tie parameter, when a
+    tie model is on) after them: the free-strength kernel's x."""
+    r = np.concatenate(blocks) if blocks else np.zeros(0)
+    return r if u is None else np.r_[r, u]
+
+
+def _partial_item(prepared, index, x, setting):
+    """The data term over one partition with one free strength per item
+    (x: the items' rewards, then u): its loss and item-space gradient."""
+    pairs, weight, margin, tie = prepared
+    try:
+        loss, grad = _core.bt_loss_grad(
+            (None, setting["n_items"], 0, pairs, weight, margin, tie,
+             setting["tie_model"], 0.0), x, n_threads=setting["n_threads"])
+    except Exception as error:
+        raise _named(index, error) from None
+    return {"loss": loss, "grad": grad}
+
+
+def _block_gradient(block, start, total):
+    """The block's rows' share of the gradient in the weights: F_k^T g_k."""
+    g = total["grad"][start:start + block.shape[0]]
+    if _is_sparse(block):
+        return {"grad": np.asarray(block.T @ g).ravel()}
+    return {"grad": g @ block}
+
+
+def _loss_and_du(total, n_items, has_tie):
+    return total["loss"], (float(total["grad"][n_items]) if has_tie
+                           else 0.0)
+
+
+def _tree(dask, level, key):
+    """The delayed dicts of level summed by _combine in a fixed tree:
+    groups of _FAN_IN in order, then the groups' sums, and so on."""
+    delayed = dask.delayed
+    while len(level) > 1:
+        level = [delayed(_combine, pure=False)(
+            *level[i:i + _FAN_IN], dask_key_name=key())
+            for i in range(0, len(level), _FAN_IN)]
+    return level[0]
+
+
+def _matrix_bytes(F):
+    if _is_sparse(F):
+        return F.data.nbytes + F.indices.nbytes + F.indptr.nbytes
+    return F.nbytes
+
+
+class _FeatureRows:
+    """The item features as row blocks on the workers: a Dask array's row
+    chunks, or an in-memory matrix split into blocks and scattered (each
+    block to one worker).  Each evaluation takes three rounds: the
+    rewards r = F w block by block, the comparisons' item gradient g at r
+    (the free-strength kernel over every partition), then F^T g block by
+    block; each sum in a fixed tree, in order."""
+
+    def __init__(self, parts, features, persist):
+        dask, delayed = parts.dask, parts.dask.delayed
+        self.parts = parts
+        self.n_rows, self.n_cols = (int(features.shape[0]),
+                                    int(features.shape[1]))
+        if hasattr(features, "__dask_graph__"):
+            if len(features.chunks[1]) > 1:
+                features = features.rechunk({1: -1})
+            raw = features.to_delayed().ravel().tolist()
+            sizes = features.chunks[0]
+        else:
+            step = max(1, int(_BLOCK_BYTES // max(
+                1, _matrix_bytes(features) // max(1, self.n_rows))))
+            sizes = [min(step, self.n_rows - i)
+                     for i in range(0, self.n_rows, step)]
+            blocks = [features[i:i + step]
+                      for i in range(0, self.n_rows, step)]
+            # only with a distributed client: one process's memory holds
+            # the features anyway without one
+            raw = parts.client.scatter(blocks, hash=False)
+        self.starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(int).tolist()
+        self.blocks = [delayed(_feature_block, pure=True)(
+            b, i, self.n_cols, dask_key_name=parts.key("features"))
+            for i, b in enumerate(raw)]
+        if persist:
+            self.blocks = list(dask.persist(*self.blocks))
+
+    def scores(self, held_w, u):
+        delayed = self.parts.dask.delayed
+        return delayed(_scores, pure=False)(
+            u, *[delayed(_block_scores, pure=False)(
+                b, held_w, dask_key_name=self.parts.key("scores"))
+                for b in self.blocks], dask_key_name=self.parts.key("r"))
+
+    def evaluate(self, x, n_coef, setting, has_tie):
+        """(data loss, gradient in w and u) at x."""
+        parts, dask = self.parts, self.parts.dask
+        delayed = dask.delayed
+        held_w = parts.share(np.array(x[:n_coef], dtype=np.float64))
+        r = self.scores(held_w, float(x[n_coef]) if has_tie else None)
+        total = _tree(dask, [delayed(_partial_item, pure=False)(
+            part, i, r, setting, dask_key_name=parts.key("items"))
+            for i, part in enumerate(parts.prepared)],
+            lambda: parts.key("sum"))
+        grad = _tree(dask, [delayed(_block_gradient, pure=False)(
+            b, start, total, dask_key_name=parts.key("features-t"))
+            for b, start in zip(self.blocks, self.starts)],
+            lambda: parts.key("sum"))
+        head = delayed(_loss_and_du, pure=False)(
+            total, self.n_rows, has_tie, dask_key_name=parts.key("loss"))
+        (loss, du), grad = dask.compute(head, grad)
+        out = np.empty(n_coef + has_tie)
+        out[:n_coef] = grad["grad"]
+        if has_tie:
+            out[n_coef] = du
+        return loss, out
+
+    def rewards(self, coef):
+        held = self.parts.share(np.array(coef, dtype=np.float64))
+        return self.parts.dask.compute(self.scores(held, None))[0]
+
+
 # -- the driver ------------------------------------------------------------
 
 class _Partitions:
@@ -376,11 +537,8 @@ class _Partitions:
         level = [delayed(function, pure=False)(
             part, i, *args, dask_key_name=self.key(what))
             for i, part in enumerate(self.prepared)]
-        while len(level) > 1:
-            level = [delayed(_combine, pure=False)(
-                *level[i:i + _FAN_IN], dask_key_name=self.key("sum"))
-                for i in range(0, len(level), _FAN_IN)]
-        return self.dask.compute(level[0])[0]
+        return self.dask.compute(
+            _tree(self.dask, level, lambda: self.key("sum")))[0]
 
     def stats(self, n_items, want_items):
         self.prepared = self.raw  # the first pass reads the raw partitions
@@ -413,6 +571,46 @@ def _memory_budget(client):
     except ImportError:
         return None
     return float(psutil.virtual_memory().available)
+
+
+def _smallest_worker(client):
+    """The smallest worker memory limit in bytes (infinite when a worker
+    has none or none is known)."""
+    workers = client.scheduler_info().get("workers", {})
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    return float(min(limits)) if limits and all(limits) else math.inf
+
+
+def _feature_bytes(F):
+    """Bytes of features in memory, or of a Dask array of dense ones."""
+    if hasattr(F, "__dask_graph__"):
+        return float(np.prod(F.shape)) * 8.0
+    return float(_matrix_bytes(F))
+
+
+def _dask_features(features):
+    """A Dask array of item features, checked for what can be checked
+    without reading it: two dimensions, known row chunks, a numeric
+    dtype."""
+    if not hasattr(features, "chunks") or not hasattr(features, "ndim"):
+        raise TypeError(
+            "features as a Dask collection must be a dask.array of shape "
+            f"(n_items, n_features), got {type(features).__name__}; for a "
+            "DataFrame, call .to_dask_array(lengths=True).")
+    if features.ndim != 2:
+        raise ValueError("features must be 2-dimensional, got shape "
+                         f"{features.shape}.")
+    if any(math.isnan(c) for c in features.chunks[0]) or any(
+            math.isnan(c) for c in features.shape):
+        raise ValueError("features must have known chunk sizes; call "
+                         "compute_chunk_sizes() on it.")
+    if features.dtype.kind not in "biuf":
+        raise ValueError(f"features must be numeric, got dtype "
+                         f"{features.dtype}.")
+    if features.shape[0] < 1:
+        raise ValueError("features has no rows; one row per item is "
+                         "needed.")
+    return features
 
 
 def _raw_partitions(dask, comparisons, sample_weight, margin, ties):
@@ -590,10 +788,10 @@ def fit_dask(model: "RewardModel", features: Any, comparisons: Any,
         ``max_iter``, ``ties``, ``verbose``, ``progress``) as for ``fit``;
         ``n_threads`` is the kernel's threads per partition (default 1,
         since Dask runs the partitions in parallel).
-    features : array-like or scipy.sparse matrix of shape \
+    features : array-like, scipy.sparse matrix or dask.array of shape \
 (n_items, n_features), or None
-        One row per item, in memory.  None fits one free strength per
-        item.
+        One row per item, in memory or as a Dask array (then kept in its
+        row chunks; see Notes).  None fits one free strength per item.
     comparisons : dask.array of int of shape (n_comparisons, 2), or \
 dask.dataframe
         Item indices, the preferred item first.  A DataFrame (e.g. from
@@ -630,8 +828,19 @@ default=None
     once to check and count them (and, with sparse features, to find the
     items they name), then at every evaluation (Newton: the Hessian too)
     unless persisted, and once more at the end (Hessian, accuracy).  A
-    partition's error names the partition.  The item features are
-    replicated, not partitioned: they must fit in each worker's memory.
+    partition's error names the partition.
+
+    Item features are copied to every worker when they fit (a quarter of
+    the smallest worker's memory limit).  A Dask array of features, or
+    in-memory features larger than that, are kept in row blocks instead
+    (scattered one block to a worker, or the array's row chunks): each
+    evaluation then computes the rewards block by block, the item
+    gradient over the comparisons, and ``F^T g`` block by block, each sum
+    in a fixed order.  That path fits with L-BFGS only (Newton's Hessian
+    ``F^T H F`` pairs rows of different blocks), so it agrees with the
+    in-memory fit to the stopping rule's precision, not to rounding, and
+    keeps no Laplace Hessian (``reward_std`` and the standard errors of
+    ``summary`` say so).
 
     Examples
     --------
@@ -654,14 +863,26 @@ default=None
         raise ValueError(
             "fit_dask fits pairwise comparisons (likelihood='bradley-terry');"
             f" got likelihood={model.likelihood!r}.")
+    if hasattr(features, "__dask_graph__") and not hasattr(
+            comparisons, "__dask_graph__"):
+        # features on Dask, comparisons in memory: partitions of these
+        import dask.array as da
+        pairs = np.asarray(comparisons)
+        comparisons = da.from_array(
+            pairs, chunks=(_IN_MEMORY_ROWS,) + pairs.shape[1:])
     raw, spec, present = _raw_partitions(dask, comparisons, sample_weight,
                                          margin, ties)
     if spec[0] == "array":
         spec = ("array",) + tuple(present)
     if not raw:
         raise ValueError("comparisons is empty; at least one row is needed.")
-    names = _feature_names(features)
-    F = model._check_features(features)
+    dask_features = hasattr(features, "__dask_graph__")
+    if dask_features:
+        F = _dask_features(features)
+        names = None
+    else:
+        names = _feature_names(features)
+        F = model._check_features(features)
     if F is None and _is_sparse(features):
         raise TypeError("features must be an array or None.")
     if F is not None and n_items is not None:
@@ -670,9 +891,14 @@ default=None
     if F is None and n_items is not None:
         check_scalar(n_items, "n_items", name, kind="int", low=1)
     known_items = F.shape[0] if F is not None else n_items
-    sparse = F is not None and _is_sparse(F)
 
     parts = _Partitions(dask, raw, spec)
+    # features partitioned by item rows: a Dask array's, or in-memory ones
+    # too large to replicate on every worker
+    by_rows = dask_features or (
+        F is not None and parts.client is not None and
+        _matrix_bytes(F) > _REPLICATE_SHARE * _smallest_worker(parts.client))
+    sparse = F is not None and not by_rows and _is_sparse(F)
     stats = parts.stats(known_items, sparse)
     n_rows = stats["n_rows"]
     if n_rows == 0:
@@ -714,6 +940,14 @@ default=None
     has_tie = model.ties is not None
     n_params = n_coef + has_tie
     solver = model._choose_solver(F, n_coef, n_items)
+    if by_rows:
+        if model.solver == "newton":
+            raise ValueError(
+                "solver='newton' needs the Hessian F^T H F, whose terms pair "
+                "rows of different blocks: with features partitioned by "
+                "rows (a Dask array, or too large for a worker) use "
+                "solver='lbfgs' or 'auto'.")
+        solver = "lbfgs"
     if solver == "newton" and n_params > 4 * _NEWTON_MAX_PARAMS:
         raise ValueError(
             f"solver='newton' forms a dense ({n_params} x {n_params}) "
@@ -726,7 +960,14 @@ default=None
         persist = budget is not None and \
             n_rows * row_bytes <= _PERSIST_SHARE * budget
     parts.prepare(n_items, items, use_ties, bool(persist))
-    shared_F = parts.share(_kernel_features(kernel_F))
+    rows = shared_F = None
+    if by_rows:
+        budget = _memory_budget(parts.client)
+        rows = _FeatureRows(parts, F, persist=dask_features and (
+            budget is not None and
+            _feature_bytes(F) <= _PERSIST_SHARE * budget))
+    else:
+        shared_F = parts.share(_kernel_features(kernel_F))
     setting = {"n_items": n_kernel_items, "tie_model": _TIES[model.ties],
                "n_threads": 1 if model.n_threads is None else
                int(model.n_threads), "alpha": alpha, "free": F is None,
@@ -738,15 +979,18 @@ default=None
     with Progress(model.progress, None, f"{name}.fit (dask, {solver})",
                   unit="eval") as bar:
         def evaluate(x):
-            held = parts.share(np.array(x, dtype=np.float64))
-            total = parts.reduce(_partial_loss_grad,
-                                 (shared_F, held, setting), "loss")
+            if rows is not None:
+                data_loss, grad = rows.evaluate(x, n_coef, setting, has_tie)
+            else:
+                held = parts.share(np.array(x, dtype=np.float64))
+                total = parts.reduce(_partial_loss_grad,
+                                     (shared_F, held, setting), "loss")
+                data_loss, grad = total["loss"], total["grad"]
             w = x[:n_coef]
             # the kernel's penalty, summed in its order (cumsum is
             # sequential): one partition gives the in-memory fit's bits
-            loss = total["loss"] + (0.5 * alpha * _norm2(w)
-                                    if alpha != 0.0 else 0.0)
-            grad = total["grad"]
+            loss = data_loss + (0.5 * alpha * _norm2(w)
+                                if alpha != 0.0 else 0.0)
             grad[:n_coef] += alpha * w
             bar.update()
             bar.set_postfix(objective=loss,
@@ -778,6 +1022,8 @@ default=None
         coef[columns] = x[:n_coef]
     if F is None:
         rewards = coef
+    elif rows is not None:
+        rewards = rows.rewards(coef)
     elif sparse:
         rewards = np.asarray(F @ coef).ravel()
     else:
@@ -785,7 +1031,9 @@ default=None
     if items is not None:
         rewards = rewards[items]
     final = dict(setting)
-    final["hessian"] = n_params <= _LAPLACE_MAX_PARAMS
+    # by rows, the Hessian F^T H F pairs rows of different blocks: no
+    # Laplace standard errors
+    final["hessian"] = n_params <= _LAPLACE_MAX_PARAMS and rows is None
     final["separable"] = F is not None and alpha == 0.0
     final["edges"] = F is None and alpha == 0.0
     held = parts.share(np.array(x, dtype=np.float64))
@@ -793,11 +1041,16 @@ default=None
                                         parts.share(rewards), final),
                        "final")
     laplace = None
+    if rows is not None and n_params <= _LAPLACE_MAX_PARAMS:
+        laplace = ("unavailable",
+                   "the Hessian at the optimum was not formed: the features "
+                   "were partitioned by rows across the Dask workers, and "
+                   "its terms pair rows of different blocks.")
     if final["hessian"]:
         H = end["hessian"]
         H[diagonal, diagonal] += alpha
         laplace = ("hessian", H)
-    del parts, shared_F, held
+    del parts, shared_F, held, rows
 
     model._store_fit(x, n_coef, coef, columns, laplace, F, names, n_iter,
                      loss, solver, n_items)

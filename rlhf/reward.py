@@ -611,8 +611,12 @@ class RewardModel(ParamsMixin):
         the features copied to every worker, the partial sums added on the
         client in partition order.  With Newton's method the result equals
         the in-memory fit's to rounding (``pip install 'rlhf-lab[dask]'``).
+        Features too large for a worker, or given as a ``dask.array``, are
+        kept in row blocks instead of copied (L-BFGS only; see
+        ``rlhf._dask.fit_dask``).
         """
-        if hasattr(comparisons, "__dask_graph__") and rankings is None:
+        if rankings is None and (hasattr(comparisons, "__dask_graph__") or
+                                 hasattr(features, "__dask_graph__")):
             # a dask.array or dask.dataframe: fitted partition by partition
             from ._dask import fit_dask
             return fit_dask(self, features, comparisons, sample_weight,
@@ -811,6 +815,8 @@ class RewardModel(ParamsMixin):
         kind, value = self._laplace
         if kind == "hessian":
             return value
+        if kind == "unavailable":
+            raise ValueError(value)
         H = _core.bt_hessian(value, self._x)
         if H.nbytes <= sum(a.nbytes for a in _problem_arrays(value)):
             self._laplace = ("hessian", H)
