@@ -1530,6 +1530,9 @@ typedef struct {
     matrix_refs F;
     PyArrayObject *data, *sample_weight, *margin, *tie;
     double *scratch;
+    int64_t *FT_indptr;     /* rlhf_bt_transpose, when built */
+    int32_t *FT_rows;
+    double *FT_data;
 } bt_args;
 
 static void release_bt(bt_args *a)
@@ -1540,6 +1543,49 @@ static void release_bt(bt_args *a)
     Py_XDECREF(a->margin);
     Py_XDECREF(a->tie);
     free(a->scratch);
+    free(a->FT_indptr);
+    free(a->FT_rows);
+    free(a->FT_data);
+}
+
+/*
+ * Sparse features by columns (rlhf_bt_transpose), for a problem evaluated
+ * several times: F^T g is then summed over columns in parallel, to the
+ * same bits.  Nothing for dense or no features, or when the memory cannot
+ * be had (the serial sum needs none).  0, or -1 with an exception after
+ * an interrupt.
+ */
+static int bt_transpose(bt_args *a, const char *where)
+{
+    rlhf_bt *p = &a->problem;
+    if (!rlhf_bt_has_transpose(p)) {
+        return 0;
+    }
+    const int64_t nnz = p->F.indptr[p->F.n_rows];
+    a->FT_indptr = malloc((size_t)(p->F.n_cols + 1) * sizeof(int64_t));
+    a->FT_rows = malloc((size_t)(nnz + 1) * sizeof(int32_t));
+    a->FT_data = malloc((size_t)(nnz + 1) * sizeof(double));
+    if (a->FT_indptr == NULL || a->FT_rows == NULL || a->FT_data == NULL) {
+        free(a->FT_indptr);
+        free(a->FT_rows);
+        free(a->FT_data);
+        a->FT_indptr = NULL;
+        a->FT_rows = NULL;
+        a->FT_data = NULL;
+        return 0;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = rlhf_bt_transpose(p, a->FT_indptr, a->FT_rows, a->FT_data);
+    Py_END_ALLOW_THREADS
+    if (status != 0) {
+        raise_status(status, where);
+        return -1;
+    }
+    p->FT_indptr = a->FT_indptr;
+    p->FT_rows = a->FT_rows;
+    p->FT_data = a->FT_data;
+    return 0;
 }
 
 /* An optional 1-d float64 array of the given length, or NULL for None. */
@@ -1760,6 +1806,9 @@ static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
     if (grad == NULL || loss == NULL) {
         goto fail;
     }
+    if (k > 1 && bt_transpose(&a, "bt_loss_grad") < 0) {
+        goto fail;
+    }
     const double *xs = PyArray_DATA(x);
     double *grads = PyArray_DATA(grad), *losses = PyArray_DATA(loss);
     Py_BEGIN_ALLOW_THREADS
@@ -1898,6 +1947,9 @@ static PyObject *py_bt_fit(PyObject *Py_UNUSED(self), PyObject *args,
     }
     work = alloc_doubles(rlhf_bt_work_size(&a.problem, newton), work_name);
     if (work == NULL) {
+        goto fail;
+    }
+    if (bt_transpose(&a, "bt_fit") < 0) {
         goto fail;
     }
     Py_BEGIN_ALLOW_THREADS

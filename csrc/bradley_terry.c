@@ -335,6 +335,22 @@ static void features_t(const rlhf_bt *p, const double *g, double *grad,
         return;
     }
     const ptrdiff_t d = F->n_cols;
+    if (F->dense == NULL && p->FT_indptr != NULL) {
+        /* by columns, in parallel: each column's terms in row order, as
+         * the serial loop below adds them (the same bits) */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 256) \
+    num_threads(n_threads_for(p, n_blocks(d)))
+#endif
+        for (ptrdiff_t j = 0; j < d; j++) {
+            double z = 0.0;
+            for (int64_t k = p->FT_indptr[j]; k < p->FT_indptr[j + 1]; k++) {
+                z += g[p->FT_rows[k]] * p->FT_data[k];
+            }
+            grad[j] = z;
+        }
+        return;
+    }
     memset(grad, 0, (size_t)d * sizeof(double));
     if (F->dense == NULL) {
         for (ptrdiff_t i = 0; i < p->n_items; i++) {
@@ -1033,5 +1049,53 @@ int rlhf_pair_counts(const double *r, ptrdiff_t n_items, const int64_t *pairs,
     counts[0] = wins;
     counts[1] = equal;
     counts[2] = total;
+    return 0;
+}
+
+/*
+ * Whether rlhf_bt_transpose applies: sparse features whose row indices
+ * fit an int32_t.
+ */
+int rlhf_bt_has_transpose(const rlhf_bt *p)
+{
+    return !p->F_identity && p->F.dense == NULL &&
+           p->n_items <= (ptrdiff_t)INT32_MAX;
+}
+
+/*
+ * Sparse F by columns (CSC): indptr (n_cols + 1), rows and data (nnz
+ * each), each column's entries in ascending row order.  A counting sort,
+ * once per problem; with it F^T g is summed over columns in parallel, in
+ * the serial scatter's order.  Returns 0 or RLHF_EINTR.
+ */
+int rlhf_bt_transpose(const rlhf_bt *p, int64_t *indptr, int32_t *rows,
+                      double *data)
+{
+    const rlhf_matrix *F = &p->F;
+    const ptrdiff_t d = F->n_cols, n = F->n_rows;
+    const ptrdiff_t rows_per_check = rlhf_check_rows(
+        n > 0 ? (F->indptr[n] + n - 1) / n : 1);
+    memset(indptr, 0, (size_t)(d + 1) * sizeof(int64_t));
+    for (int64_t k = 0; k < F->indptr[n]; k++) {
+        indptr[F->indices[k] + 1]++;
+    }
+    for (ptrdiff_t j = 0; j < d; j++) {
+        indptr[j + 1] += indptr[j];
+    }
+    /* indptr[j] as column j's cursor: it ends at column j + 1's start */
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (i > 0 && i % rows_per_check == 0 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
+        for (int64_t k = F->indptr[i]; k < F->indptr[i + 1]; k++) {
+            const int64_t at = indptr[F->indices[k]]++;
+            rows[at] = (int32_t)i;
+            data[at] = F->data[k];
+        }
+    }
+    for (ptrdiff_t j = d; j > 0; j--) {
+        indptr[j] = indptr[j - 1];
+    }
+    indptr[0] = 0;
     return 0;
 }

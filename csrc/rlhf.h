@@ -201,11 +201,18 @@ typedef struct {
     double alpha;                /* + alpha/2 ||w||^2 */
     int n_threads;               /* <= 0: the OpenMP default */
     double *scratch;             /* rlhf_bt_scratch_size doubles */
+    /* optional (rlhf_bt_transpose): sparse F by columns, for F^T g */
+    const int64_t *FT_indptr;    /* n_cols + 1, or NULL */
+    const int32_t *FT_rows;      /* each column's rows, ascending */
+    const double *FT_data;
 } rlhf_bt;
 
 ptrdiff_t rlhf_bt_n_params(const rlhf_bt *problem);
 ptrdiff_t rlhf_bt_scratch_size(const rlhf_bt *problem);
 ptrdiff_t rlhf_bt_work_size(const rlhf_bt *problem, int newton);
+int rlhf_bt_has_transpose(const rlhf_bt *problem);
+int rlhf_bt_transpose(const rlhf_bt *problem, int64_t *indptr,
+                      int32_t *rows, double *data);
 int rlhf_bt_loss_grad(void *problem, const double *x, double *loss,
                       double *grad);
 int rlhf_bt_hessian(void *problem, const double *x, double *H);

@@ -20,11 +20,29 @@ def _problem(rng, n_items=300, n=5000, d=6, ties=False, weights=False):
     return (F, n_items, 0, pairs, sw, None, tie, 1 if ties else 0, 0.3)
 
 
-@pytest.mark.parametrize("ties,weights", [(False, False), (True, True)])
-def test_rows_equal_single_calls_bitwise(ties, weights):
+def _sparse(problem, rng, n_cols=50, density=0.2):
+    """The problem with sparse CSR features (the kernel's tuple)."""
+    import scipy.sparse as sp
+    S = sp.random(problem[1], n_cols, density=density, format="csr",
+                  random_state=rng.integers(2**31))
+    S.sort_indices()
+    return ((S.data, S.indices.astype(np.int64), S.indptr.astype(np.int64),
+             n_cols),) + problem[1:]
+
+
+@pytest.mark.parametrize("ties,weights,sparse",
+                         [(False, False, False), (True, True, False),
+                          (False, False, True), (True, True, True)])
+def test_rows_equal_single_calls_bitwise(ties, weights, sparse):
+    """Several points take the faster paths a fit takes (sparse features
+    by columns, built once): the same bits as one call at each point,
+    whose F^T g is the serial sum over rows."""
     rng = np.random.default_rng(0)
     problem = _problem(rng, ties=ties, weights=weights)
-    n_params = problem[0].shape[1] + (1 if ties else 0)
+    if sparse:
+        problem = _sparse(problem, rng)
+    n_coef = 50 if sparse else problem[0].shape[1]
+    n_params = n_coef + (1 if ties else 0)
     X = rng.normal(size=(5, n_params))
     losses, grads = _core.bt_loss_grad(problem, X)
     assert losses.shape == (5,) and grads.shape == (5, n_params)
