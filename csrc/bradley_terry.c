@@ -44,6 +44,8 @@
 #endif
 
 #define BT_BLOCK 4096
+/* sparse F^T g by columns: threads from this many non-zeros on */
+#define BT_PARALLEL_TERMS ((int64_t)1 << 20)
 /* comparisons per chunk of the common case: their differences, then their
  * terms in one vectorised loop (a divisor of BT_BLOCK, a multiple of 8) */
 #define BT_CHUNK 256
@@ -337,10 +339,13 @@ static void features_t(const rlhf_bt *p, const double *g, double *grad,
     const ptrdiff_t d = F->n_cols;
     if (F->dense == NULL && p->FT_indptr != NULL) {
         /* by columns, in parallel: each column's terms in row order, as
-         * the serial loop below adds them (the same bits) */
+         * the serial loop below adds them (the same bits).  Threads only
+         * for a million terms or more: below that a team costs more than
+         * it saves, and far more when a core is busy elsewhere. */
+        const int64_t nnz = F->indptr[F->n_rows];
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 256) \
-    num_threads(n_threads_for(p, n_blocks(d)))
+    num_threads(nnz >= BT_PARALLEL_TERMS ? n_threads_for(p, n_blocks(d)) : 1)
 #endif
         for (ptrdiff_t j = 0; j < d; j++) {
             double z = 0.0;
