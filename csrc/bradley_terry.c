@@ -342,10 +342,10 @@ static void features_t(const rlhf_bt *p, const double *g, double *grad,
          * the serial loop below adds them (the same bits).  Threads only
          * for a million terms or more: below that a team costs more than
          * it saves, and far more when a core is busy elsewhere. */
-        const int64_t nnz = F->indptr[F->n_rows];
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 256) \
-    num_threads(nnz >= BT_PARALLEL_TERMS ? n_threads_for(p, n_blocks(d)) : 1)
+    num_threads(F->indptr[F->n_rows] >= BT_PARALLEL_TERMS \
+                    ? n_threads_for(p, n_blocks(d)) : 1)
 #endif
         for (ptrdiff_t j = 0; j < d; j++) {
             double z = 0.0;
@@ -1027,6 +1027,9 @@ int rlhf_pair_counts(const double *r, ptrdiff_t n_items, const int64_t *pairs,
 {
     int64_t wins = 0, equal = 0, total = 0;
     const ptrdiff_t step = RLHF_CHECK_ENTRIES;
+#ifndef _OPENMP
+    (void)n_threads;
+#endif
     for (ptrdiff_t q0 = 0; q0 < n_pairs; q0 += step) {
         if (q0 > 0 && rlhf_interrupted()) {
             return RLHF_EINTR;
