@@ -79,6 +79,9 @@ _PERSIST_SHARE = 0.5
 # rather than replicated
 _REPLICATE_SHARE = 0.25
 _BLOCK_BYTES = 64 * 2**20
+# values shared with every partition travel in the graph up to this size
+# and are scattered to every worker beyond it
+_SCATTER_BYTES = 4 * 2**20
 # comparisons given in memory with features on Dask: rows per partition
 _IN_MEMORY_ROWS = 1_000_000
 # the Armijo constant and the most halvings of newton.c
@@ -425,6 +428,13 @@ def _tree(dask, level, key):
     return level[0]
 
 
+def _nbytes(value):
+    """Bytes of the arrays in value (an array, a tuple of them, or None)."""
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
+
+
 def _matrix_bytes(F):
     if _is_sparse(F):
         return F.data.nbytes + F.indices.nbytes + F.indptr.nbytes
@@ -522,11 +532,14 @@ class _Partitions:
         return f"rlhf-{what}-{self.tag}-{self.count}"
 
     def share(self, value):
-        """value where every partition can read it: scattered to every
-        worker once with a distributed client, a named piece of the graph
-        otherwise."""
+        """value where every partition can read it: with a distributed
+        client, scattered to every worker once when it is large (features,
+        many items); otherwise a named piece of the graph, sent again with
+        each computation, so that a worker lost mid-fit loses nothing that
+        cannot be sent again (a scattered value is gone once every worker
+        holding it is)."""
         held = _Held(value)
-        if self.client is not None:
+        if self.client is not None and _nbytes(value) > _SCATTER_BYTES:
             return self.client.scatter(held, broadcast=True, hash=False)
         return self.dask.delayed(held, name=self.key("data"), traverse=False)
 
