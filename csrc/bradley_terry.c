@@ -1084,8 +1084,13 @@ int rlhf_bt_transpose(const rlhf_bt *p, int64_t *indptr, int32_t *rows,
     const ptrdiff_t rows_per_check = rlhf_check_rows(
         n > 0 ? (F->indptr[n] + n - 1) / n : 1);
     memset(indptr, 0, (size_t)(d + 1) * sizeof(int64_t));
-    for (int64_t k = 0; k < F->indptr[n]; k++) {
-        indptr[F->indices[k] + 1]++;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (i > 0 && i % rows_per_check == 0 && rlhf_interrupted()) {
+            return RLHF_EINTR;
+        }
+        for (int64_t k = F->indptr[i]; k < F->indptr[i + 1]; k++) {
+            indptr[F->indices[k] + 1]++;
+        }
     }
     for (ptrdiff_t j = 0; j < d; j++) {
         indptr[j + 1] += indptr[j];
