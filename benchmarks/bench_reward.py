@@ -47,23 +47,30 @@ def current_rss_bytes():
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def lecture_fit(F, comparisons, C):
+    """The lecture's way: one row per comparison with the feature
+    difference and label 1, its negation with label 0, and scikit-learn's
+    LogisticRegression(C) (the optimum of RewardModel(C=2C))."""
+    import warnings
+    from sklearn.linear_model import LogisticRegression
+    diff = F[comparisons[:, 0]] - F[comparisons[:, 1]]
+    X = np.vstack([diff, -diff])
+    y = np.r_[np.ones(len(diff)), np.zeros(len(diff))]
+    del diff
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LogisticRegression(C=C).fit(X, y)
+
+
 def run_one(which, n_items, n_comparisons, C, warmup=True):
     """Fit once in this process; print a JSON line of the results."""
-    import warnings
     import rlhf
-    from sklearn.linear_model import LogisticRegression
 
     def fit(F, comparisons):
         if which == "rlhf":
             model = rlhf.RewardModel(C=2 * C).fit(F, comparisons)
             return model.coef_, model.n_iter_, {"solver": model.solver_}
-        diff = F[comparisons[:, 0]] - F[comparisons[:, 1]]
-        X = np.vstack([diff, -diff])
-        y = np.r_[np.ones(len(diff)), np.zeros(len(diff))]
-        del diff
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = LogisticRegression(C=C).fit(X, y)
+        model = lecture_fit(F, comparisons, C)
         return model.coef_.ravel(), int(model.n_iter_[0]), {}
 
     # a small fit first, so that one-off costs (thread pools, lazy imports,

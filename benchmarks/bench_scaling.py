@@ -26,7 +26,7 @@ import numpy as np
 
 # the process's memory as bench_reward.py reads it
 from bench_reward import _peak_since_reset as peak_rss_bytes
-from bench_reward import current_rss_bytes
+from bench_reward import current_rss_bytes, lecture_fit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_FEATURES = 16
@@ -51,20 +51,12 @@ def problem(n_comparisons, seed=0):
 
 
 def run_one(which, n):
-    import warnings
     import rlhf
-    from sklearn.linear_model import LogisticRegression
 
     def fit(F, comparisons):
         if which == "rlhf":
             return rlhf.RewardModel(C=2.0).fit(F, comparisons).n_iter_
-        diff = F[comparisons[:, 0]] - F[comparisons[:, 1]]
-        X = np.vstack([diff, -diff])
-        y = np.r_[np.ones(len(diff)), np.zeros(len(diff))]
-        del diff
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return int(LogisticRegression(C=1.0).fit(X, y).n_iter_[0])
+        return int(lecture_fit(F, comparisons, 1.0).n_iter_[0])
 
     fit(*problem(20_000, seed=1))  # warm-up: thread pools, lazy imports
     F, comparisons = problem(n)

@@ -15,6 +15,21 @@
 #include "rlhf.h"
 
 /*
+ * The pairs of terms of exp's Taylor series past 1 + r, for Estrin's
+ * scheme: q[k] = 1/(2k+2)! + r/(2k+3)!, the terms of degree 2k+2 and
+ * 2k+3 over r^(2k+2), k = 0..5 (up to r^13).
+ */
+static inline void exp_series_pairs(double r, double q[6])
+{
+    q[0] = 1.0 / 2.0 + r * (1.0 / 6.0);
+    q[1] = 1.0 / 24.0 + r * (1.0 / 120.0);
+    q[2] = 1.0 / 720.0 + r * (1.0 / 5040.0);
+    q[3] = 1.0 / 40320.0 + r * (1.0 / 362880.0);
+    q[4] = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
+    q[5] = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
+}
+
+/*
  * exp(r) for |r| <= ln2 / 2: sum_{i<=13} r^i / i! (truncation below 5e-18
  * on that interval) by Estrin's scheme, a short dependency chain, so that
  * vectorised loops are not bound by its latency.
@@ -22,15 +37,11 @@
 static inline double exp_series(double r)
 {
     const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    const double q0 = 1.0 + r;
-    const double q1 = 1.0 / 2.0 + r * (1.0 / 6.0);
-    const double q2 = 1.0 / 24.0 + r * (1.0 / 120.0);
-    const double q3 = 1.0 / 720.0 + r * (1.0 / 5040.0);
-    const double q4 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
-    const double q5 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
-    const double q6 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
-    const double s0 = q0 + r2 * q1, s1 = q2 + r2 * q3, s2 = q4 + r2 * q5;
-    return (s0 + r4 * s1) + r8 * (s2 + r4 * q6);
+    double q[6];
+    exp_series_pairs(r, q);
+    const double s0 = (1.0 + r) + r2 * q[0], s1 = q[1] + r2 * q[2],
+                 s2 = q[3] + r2 * q[4];
+    return (s0 + r4 * s1) + r8 * (s2 + r4 * q[5]);
 }
 
 /*
@@ -157,14 +168,10 @@ static inline double exp_nonpositive_gradual(double x)
     /* exp_series's terms with the leading 1 added last, so that only
      * that sum rounds at full weight */
     const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    const double q1 = 1.0 / 2.0 + r * (1.0 / 6.0);
-    const double q2 = 1.0 / 24.0 + r * (1.0 / 120.0);
-    const double q3 = 1.0 / 720.0 + r * (1.0 / 5040.0);
-    const double q4 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
-    const double q5 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
-    const double q6 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
-    const double tail = (r2 * q1 + r4 * (q2 + r2 * q3)) +
-                        r8 * ((q4 + r2 * q5) + r4 * q6);
+    double q[6];
+    exp_series_pairs(r, q);
+    const double tail = (r2 * q[0] + r4 * (q[1] + r2 * q[2])) +
+                        r8 * ((q[3] + r2 * q[4]) + r4 * q[5]);
     const double p = 1.0 + (r + tail);
     /* n1 = round(n / 2) (n / 2 is exact), n2 = n - n1 (exact) */
     const double n1 = (n * 0.5 + shifter) - shifter;

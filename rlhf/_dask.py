@@ -228,10 +228,10 @@ def _vector(values, name, n):
     return np.ascontiguousarray(arr)
 
 
-def _named(index, error):
-    """The error of a partition, with the partition named."""
-    message = (f"Partition {index} of the comparisons (rows counted from "
-               f"the start of the partition): {error}")
+def _named(index, error, what="Partition {} of the comparisons (rows "
+           "counted from the start of the partition)"):
+    """The error of a partition (or of what names), with it named."""
+    message = f"{what.format(index)}: {error}"
     if isinstance(error, (ValueError, TypeError)):
         return type(error)(message)
     return RuntimeError(f"{message} ({type(error).__name__})")
@@ -355,14 +355,6 @@ def _combine(*parts):
 
 # -- item features partitioned by rows ------------------------------------
 
-def _named_block(index, error):
-    message = (f"Row block {index} of the features (rows counted from the "
-               f"start of the block): {error}")
-    if isinstance(error, (ValueError, TypeError)):
-        return type(error)(message)
-    return RuntimeError(f"{message} ({type(error).__name__})")
-
-
 def _feature_block(raw, index, n_cols):
     """One row block of the features, checked as RewardModel.fit checks
     the whole: C-contiguous float64, or canonical CSR, every value
@@ -373,7 +365,8 @@ def _feature_block(raw, index, n_cols):
             raise ValueError(f"the block has {block.shape[1]} columns, not "
                              f"{n_cols}.")
     except Exception as error:
-        raise _named_block(index, error) from None
+        raise _named(index, error, "Row block {} of the features (rows "
+                     "counted from the start of the block)") from None
     return block
 
 
