@@ -46,7 +46,9 @@ from .reward import (
     _NEWTON_MAX_PARAMS,
     _STOPS,
     _TIES,
+    _compress_rows,
     _kernel_features,
+    _unwrap,
     _warn_not_converged,
 )
 
@@ -312,10 +314,9 @@ def _partial_final(prepared, index, features, x, rewards, setting):
     pairs, weight, margin, tie = prepared
     r = rewards.value
     tied = np.zeros(len(pairs), bool) if tie is None else tie.astype(bool)
-    strict = pairs[~tied]
-    d = r[strict[:, 0]] - r[strict[:, 1]]
-    out["right"] = float(np.sum(d > 0) + 0.5 * np.sum(d == 0))
-    out["total"] = float(d.size)
+    wins, equal, total = _core.pair_counts(r, pairs, tie)
+    out["right"] = wins + 0.5 * equal
+    out["total"] = float(total)
     keep = np.ones(len(pairs), bool) if weight is None else weight > 0
     if setting["separable"]:
         d = r[pairs[keep, 0]] - r[pairs[keep, 1]]
@@ -587,13 +588,6 @@ def _smallest_worker(client):
     return float(min(limits)) if limits and all(limits) else math.inf
 
 
-def _feature_bytes(F):
-    """Bytes of features in memory, or of a Dask array of dense ones."""
-    if hasattr(F, "__dask_graph__"):
-        return float(np.prod(F.shape)) * 8.0
-    return float(_matrix_bytes(F))
-
-
 def _dask_features(features):
     """A Dask array of item features, checked for what can be checked
     without reading it: two dimensions, known row chunks, a numeric
@@ -816,9 +810,9 @@ default=None
         Number of items when ``features`` is None (default: the largest
         index + 1).
     persist : bool or None, default=None
-        Keep the checked partitions in the workers' memory between
-        iterations (True) or read them again from their source at each
-        evaluation (False: out of core).  None: persist when they take at
+        Keep the checked partitions (and a Dask array of features) in the
+        workers' memory between iterations (True) or read them again from
+        their source at each evaluation (False: out of core).  None: persist when they take at
         most half of the workers' memory limits (of the available memory
         without a distributed client).
 
@@ -871,9 +865,16 @@ default=None
             f" got likelihood={model.likelihood!r}.")
     if hasattr(features, "__dask_graph__") and not hasattr(
             comparisons, "__dask_graph__"):
-        # features on Dask, comparisons in memory: partitions of these
+        # features on Dask, comparisons in memory (an rlhf.Comparisons
+        # brings its ties and weights, as for RewardModel.fit)
         import dask.array as da
-        pairs = np.asarray(comparisons)
+        pairs, source_ties, source_weight, _ = _unwrap(comparisons)
+        if ties is None and source_ties is not None and np.any(
+                source_ties):
+            ties = source_ties
+        if sample_weight is None:
+            sample_weight = source_weight
+        pairs = np.asarray(pairs)
         comparisons = da.from_array(
             pairs, chunks=(_IN_MEMORY_ROWS,) + pairs.shape[1:])
     raw, spec, present = _raw_partitions(dask, comparisons, sample_weight,
@@ -933,13 +934,8 @@ default=None
     n_kernel_items = n_items
     if sparse:
         named = stats["items"]
-        rows = F[named]
-        columns = np.unique(rows.indices)
-        if len(named) == F.shape[0] and len(columns) == F.shape[1]:
-            columns = None
-        else:
-            sub = rows[:, columns].tocsr()
-            sub.sort_indices()
+        sub, columns = _compress_rows(F, named)
+        if columns is not None:
             kernel_F, items, n_kernel_items = sub, named, len(named)
     n_coef = (n_items if F is None else F.shape[1] if columns is None
               else len(columns))
@@ -960,18 +956,21 @@ default=None
             "Hessian; use solver='lbfgs' for this many parameters.")
     alpha = model._alpha()
 
+    budget = _memory_budget(parts.client)
+    row_bytes = 16 + 8 * present[0] + 8 * present[1] + use_ties
+    asked = persist
     if persist is None:
-        row_bytes = 16 + 8 * present[0] + 8 * present[1] + use_ties
-        budget = _memory_budget(parts.client)
         persist = budget is not None and \
             n_rows * row_bytes <= _PERSIST_SHARE * budget
     parts.prepare(n_items, items, use_ties, bool(persist))
     rows = shared_F = None
     if by_rows:
-        budget = _memory_budget(parts.client)
+        # a Dask array of features is kept in memory too, unless told not
+        # to, when it fits in the same share beside the comparisons kept
+        kept = n_rows * row_bytes if persist else 0
         rows = _FeatureRows(parts, F, persist=dask_features and (
-            budget is not None and
-            _feature_bytes(F) <= _PERSIST_SHARE * budget))
+            asked is not False and budget is not None and
+            8.0 * F.shape[0] * F.shape[1] + kept <= _PERSIST_SHARE * budget))
     else:
         shared_F = parts.share(_kernel_features(kernel_F))
     setting = {"n_items": n_kernel_items, "tie_model": _TIES[model.ties],

@@ -133,28 +133,38 @@ def _compress(F, problem):
     data gradient, so it stays at its starting value 0 (and is 0 at the
     optimum with or without the penalty).  Returns the new problem and the
     kept columns (None when nothing would be dropped)."""
-    import scipy.sparse as sp
     data = problem[3]
     # masks rather than np.unique: linear, not a sort of every index
     named = np.zeros(F.shape[0], bool)
     named[data[data >= 0]] = True
     items = np.flatnonzero(named)
-    rows = F[items]
-    used = np.zeros(F.shape[1], bool)
-    used[rows.indices] = True
-    columns = np.flatnonzero(used)
-    if len(items) == F.shape[0] and len(columns) == F.shape[1]:
+    sub, columns = _compress_rows(F, items)
+    if columns is None:
         return problem, None
-    # the kept columns renumbered in order: each row's indices stay sorted
-    new_column = np.cumsum(used, dtype=np.int64) - 1
-    sub = sp.csr_matrix((rows.data, new_column[rows.indices],
-                         rows.indptr.astype(np.int64)),
-                        shape=(len(items), len(columns)))
     new_item = np.cumsum(named, dtype=np.int64) - 1
     remapped = np.where(data >= 0, new_item[data], -1)
     return (( _kernel_features(sub), len(items), problem[2],
              np.ascontiguousarray(remapped, dtype=np.int64))
             + problem[4:]), columns
+
+
+def _compress_rows(F, items):
+    """The rows items (sorted) of the CSR matrix F on the columns non-zero
+    on them, renumbered in order, and those columns; (None, None) when
+    that is all of F."""
+    import scipy.sparse as sp
+    rows = F[items]
+    used = np.zeros(F.shape[1], bool)
+    used[rows.indices] = True
+    columns = np.flatnonzero(used)
+    if len(items) == F.shape[0] and len(columns) == F.shape[1]:
+        return None, None
+    # each row's indices stay sorted under an increasing renumbering
+    new_column = np.cumsum(used, dtype=np.int64) - 1
+    sub = sp.csr_matrix((rows.data, new_column[rows.indices],
+                         rows.indptr.astype(np.int64, copy=False)),
+                        shape=(len(items), len(columns)))
+    return sub, columns
 
 
 def _sparse_row_sq_outside(F, columns):

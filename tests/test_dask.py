@@ -499,3 +499,19 @@ def test_cluster_features_too_large_for_a_worker_go_by_rows(client,
                      ties="rao-kupper")
         with pytest.raises(ValueError, match="partitioned by rows"):
             fitted.reward_std(features)
+
+
+def test_dask_features_take_the_ties_and_weights_of_a_comparisons_object():
+    """Comparisons in memory as an rlhf.Comparisons-like object (its
+    ties and sample_weight ride along, as RewardModel.fit reads them) with
+    features on Dask: fitted as with the arrays given one by one."""
+    from types import SimpleNamespace
+    F, pairs, weight, _, tie = problem(seed=14, n_items=50, n=3000)
+    votes = SimpleNamespace(comparisons=pairs, ties=tie,
+                            sample_weight=weight)
+    with threads():
+        fitted = rlhf.RewardModel(ties="davidson").fit(
+            da.from_array(F, chunks=(20, 5)), votes)
+    assert fitted._fit_info["n_ties"] == int(tie.sum()) > 0
+    assert fitted._fit_info["weighted"]
+    near_optimum(fitted, F, pairs, weight, None, tie, ties="davidson")
