@@ -620,13 +620,13 @@ class LearningCurves:
                               "LearningCurves.comparisons_to_reach",
                               low=0.0, high=1.0, low_open=True)
         out: Dict[str, Any] = {}
+        mean = self.mean()
         for k, name in enumerate(self.strategies):
             if per_seed:
                 out[name] = np.array([_reach(self.budgets, curve, target)
                                       for curve in self.accuracy[k]])
             else:
-                out[name] = _reach(self.budgets, self.accuracy[k].mean(
-                    axis=0), target)
+                out[name] = _reach(self.budgets, mean[k], target)
         return out
 
     def summary(self, accuracy: Optional[float] = None) -> str:
@@ -640,7 +640,7 @@ class LearningCurves:
         ref = self.strategies.index(reference)
         if accuracy is None:
             # the last point of the mean curve, summed as _reach sees it
-            accuracy = float(self.accuracy[ref].mean(axis=0)[-1])
+            accuracy = float(self.mean()[ref, -1])
         reach = self.comparisons_to_reach(accuracy)
         lines = [f"Comparisons needed for accuracy {accuracy:.3f} "
                  f"({self.accuracy.shape[1]} seeds; budgets "

@@ -1147,18 +1147,20 @@ default=None
     columns += [_per_unit(s_unit, c._nll, n_units) for c in calibrations]
     unit_bins = [_per_unit_bins(s_unit, c._index, c._gap, n_units, n_bins)
                  for c in calibrations]
-    report.n_bootstrap = n_bootstrap
     report.confidence = confidence
     report.accuracy_ci = report.difference_ci = None
     replicate_acc: Dict[str, Any] = {}
     # resampling one group gives it back every time: no interval at all
-    units_with_strict = len(np.unique(unit[~tie]))
+    units_with_strict = int(np.count_nonzero(group_n))
     if n_bootstrap > 0 and units_with_strict < 2:
         warnings.warn(
             f"{owner}: the strict comparisons are all in one group, so a "
             "bootstrap over groups has nothing to resample and no "
             "intervals are given; pass groups=None to resample comparisons "
-            "(treating them as independent).", UserWarning, stacklevel=2)
+            "(treating them as independent)." if grouped else
+            f"{owner}: there is one strict comparison, so a bootstrap has "
+            "nothing to resample and no intervals are given.",
+            UserWarning, stacklevel=2)
         n_bootstrap = 0
     report.n_groups_resampled = units_with_strict
     report.n_bootstrap = n_bootstrap
