@@ -5,7 +5,7 @@
                          [--solver auto] [--check-rows 50000000]
                          [--features-by-rows ROWS]
 
-Fits the files written by make_parquet.py with ``rlhf._dask.fit_dask`` on
+Fits the files written by make_parquet.py with ``RewardModel.fit`` on
 a LocalCluster of 2 worker processes (one thread each) whose memory limit
 is well below the comparisons' size in memory (16 bytes each as the
 kernel reads them), so the partitions are read again from the Parquet
@@ -91,7 +91,6 @@ def main():
     from distributed import Client, LocalCluster
 
     import rlhf
-    from rlhf._dask import fit_dask
 
     features_path = os.path.join(args.data, "features.npy")
     features = np.load(features_path, mmap_mode="r")
@@ -120,7 +119,7 @@ def main():
         else:
             fitted_on = np.ascontiguousarray(features)
         start = time.perf_counter()
-        fit_dask(model, fitted_on, ddf)
+        model.fit(fitted_on, ddf)  # a Dask DataFrame: rlhf._dask.fit_dask
         wall = time.perf_counter() - start
         # passes over the data: the first (checks, counts), one per
         # evaluation, one per Newton step (the Hessian), the last
@@ -130,8 +129,8 @@ def main():
         limit = cluster.workers[0].memory_manager.memory_limit \
             if hasattr(cluster.workers[0], "memory_manager") else None
     info = model._fit_info
-    print(f"fit_dask: {wall:.1f} s wall, solver {model.solver_}, "
-          f"{model.n_iter_} iterations, {info['n_fev']} evaluations "
+    print(f"RewardModel.fit on Dask: {wall:.1f} s wall, solver "
+          f"{model.solver_}, {model.n_iter_} iterations, {info['n_fev']} evaluations "
           f"({ddf.npartitions} partitions, out of core): {passes} passes "
           f"over the data, {wall / passes:.1f} s and "
           f"{n / (wall / passes) / 1e6:.1f} M comparisons/s each")

@@ -33,6 +33,7 @@ the hashing (shared by both).
     python benchmarks/bench_reward_text.py                  # both data sets
     python benchmarks/bench_reward_text.py --data hh-like   # one of them
     python benchmarks/bench_reward_text.py --quick          # a fast check
+    python benchmarks/bench_reward_text.py --tol 1e-4       # rlhf's tol
 """
 import argparse
 import os
@@ -244,8 +245,9 @@ def hh_like(n_comparisons, seed=0):
     return texts, comparisons, groups, np.asarray(visible)
 
 
-def fit_rlhf(F, pairs, C):
-    return rlhf.RewardModel(C=2 * C).fit(F, pairs)
+def fit_rlhf(F, pairs, C, tol=None):
+    params = {} if tol is None else {"tol": tol}
+    return rlhf.RewardModel(C=2 * C, **params).fit(F, pairs)
 
 
 def fit_lecture(F, pairs, C, tol=1e-4):
@@ -263,22 +265,27 @@ def accuracy(F, pairs, coef):
     return float(np.mean((d > 0) + 0.5 * (d == 0)))
 
 
-def compare(F, comparisons, groups, unit):
-    """Both fits on five folds over groups; prints the table."""
+def compare(F, comparisons, groups, unit, tol=None):
+    """Both fits on five folds over groups (rlhf at tol, default its
+    own); prints the table."""
     C = 1.0
     times = {"rlhf": [], "sklearn": []}
     acc = {"rlhf": [], "sklearn": []}
+    iters = {"rlhf": [], "sklearn": []}
     diffs = []
     for train, test in GroupKFold(n_splits=5).split(comparisons,
                                                    groups=groups):
         tr, te = comparisons[train], comparisons[test]
-        for which, fit in (("rlhf", fit_rlhf), ("sklearn", fit_lecture)):
+        for which, fit in (("rlhf", lambda F, tr, C: fit_rlhf(F, tr, C,
+                                                             tol)),
+                           ("sklearn", fit_lecture)):
             best, model = np.inf, None
             for _ in range(3):
                 start = time.perf_counter()
                 model = fit(F, tr, C)
                 best = min(best, time.perf_counter() - start)
             times[which].append(best)
+            iters[which].append(int(np.max(model.n_iter_)))
             coef = model.coef_.ravel()
             acc[which].append(accuracy(F, te, coef))
             if which == "rlhf":
@@ -289,14 +296,17 @@ def compare(F, comparisons, groups, unit):
     # scikit-learn run to a tight tolerance, untimed
     exact = fit_lecture(F, tr, C, tol=1e-10).coef_.ravel()
     t_ours, t_peer = sum(times["rlhf"]), sum(times["sklearn"])
-    print(f"C={C} (RewardModel C={2 * C}); five folds over {unit}, best "
-          "of 3 fits per fold")
+    print(f"C={C} (RewardModel C={2 * C}"
+          + ("" if tol is None else f", tol={tol:g}")
+          + f"); five folds over {unit}, best of 3 fits per fold")
     print("| | mirrored rows + scikit-learn | rlhf.RewardModel | ratio |")
     print("| --- | --- | --- | --- |")
     print(f"| fit time, 5 folds | {t_peer:.2f} s | {t_ours:.2f} s | "
           f"{t_peer / t_ours:.1f}x |")
     print(f"| held-out pairwise accuracy | {np.mean(acc['sklearn']):.4f} | "
           f"{np.mean(acc['rlhf']):.4f} | |")
+    print(f"| iterations per fold | {np.mean(iters['sklearn']):.1f} | "
+          f"{np.mean(iters['rlhf']):.1f} (L-BFGS) | |")
     print(f"largest |coef difference| over folds {max(diffs):.1e}; on the "
           "last fold, distance to the optimum (scikit-learn at tol=1e-10): "
           f"rlhf {np.abs(ours - exact).max():.1e}, scikit-learn at its "
@@ -307,6 +317,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=["finegrained", "hh-like", "both"],
                         default="both")
+    parser.add_argument("--tol", type=float, default=None,
+                        help="RewardModel's tol (default: its own)")
     parser.add_argument("--quick", action="store_true",
                         help="3,000 HH-like comparisons instead of 20,000")
     args = parser.parse_args(argv)
@@ -318,7 +330,7 @@ def main(argv=None):
         print(f"{F.shape[0]:,} answers x {F.shape[1]:,} hashed features "
               f"({F.nnz / F.shape[0]:.0f} non-zeros per answer), "
               f"{len(comparisons):,} strict comparisons")
-        compare(F, comparisons, groups, "questions")
+        compare(F, comparisons, groups, "questions", args.tol)
 
     if args.data in ("hh-like", "both"):
         if args.data == "both":
@@ -341,7 +353,7 @@ def main(argv=None):
         print("the hidden score of the final replies' words, without its "
               "noise, prefers the chosen transcript in "
               f"{np.mean((d > 0) + 0.5 * (d == 0)):.4f} of the comparisons")
-        compare(F, comparisons, groups, "dialogues")
+        compare(F, comparisons, groups, "dialogues", args.tol)
 
 
 if __name__ == "__main__":
