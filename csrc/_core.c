@@ -1791,11 +1791,13 @@ static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
                      "dimensions", ndim);
         goto fail;
     }
-    if (PyArray_DIM(x, ndim - 1) != np) {
-        PyErr_Format(PyExc_ValueError,
-                     ndim == 1 ? "x must have length %zd, got %zd"
-                               : "x must have %zd columns, got %zd",
-                     (Py_ssize_t)np, (Py_ssize_t)PyArray_DIM(x, ndim - 1));
+    if (ndim == 1 ? check_length(x, np, "x") < 0
+                  : PyArray_DIM(x, 1) != np) {
+        if (ndim == 2) {
+            PyErr_Format(PyExc_ValueError,
+                         "x must have %zd columns, got %zd", (Py_ssize_t)np,
+                         (Py_ssize_t)PyArray_DIM(x, 1));
+        }
         goto fail;
     }
     const npy_intp k = ndim == 2 ? PyArray_DIM(x, 0) : 1;
@@ -1813,6 +1815,10 @@ static PyObject *py_bt_loss_grad(PyObject *Py_UNUSED(self), PyObject *args,
     double *grads = PyArray_DATA(grad), *losses = PyArray_DATA(loss);
     Py_BEGIN_ALLOW_THREADS
     for (npy_intp i = 0; i < k && status == 0; i++) {
+        if (i > 0 && rlhf_interrupted()) {
+            status = RLHF_EINTR;
+            break;
+        }
         status = rlhf_bt_loss_grad(&a.problem, xs + i * np, losses + i,
                                    grads + i * np);
     }

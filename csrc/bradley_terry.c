@@ -344,8 +344,8 @@ static void features_t(const rlhf_bt *p, const double *g, double *grad,
          * it saves, and far more when a core is busy elsewhere. */
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 256) \
-    num_threads(F->indptr[F->n_rows] >= BT_PARALLEL_TERMS \
-                    ? n_threads_for(p, n_blocks(d)) : 1)
+    num_threads(F->indptr[F->n_rows] >= BT_PARALLEL_TERMS && d > 1 \
+                    ? rlhf_threads(p->n_threads) : 1)
 #endif
         for (ptrdiff_t j = 0; j < d; j++) {
             double z = 0.0;
@@ -1018,7 +1018,8 @@ int rlhf_bt_fit(rlhf_bt *p, int newton, double *x, double *f, double *g,
  * them.  An index outside [0, n_items) is clamped into it as it is read,
  * so that pairs may be a buffer another thread writes into meanwhile
  * (callers check indices first; this keeps a stray one from reading out
- * of bounds).  Integer sums: the same for any thread count.  Returns 0 or
+ * of bounds): each index is loaded once, through a volatile pointer, so
+ * that the clamped value is the one used.  Integer sums: the same for any thread count.  Returns 0 or
  * RLHF_EINTR.
  */
 int rlhf_pair_counts(const double *r, ptrdiff_t n_items, const int64_t *pairs,
@@ -1041,7 +1042,8 @@ int rlhf_pair_counts(const double *r, ptrdiff_t n_items, const int64_t *pairs,
     num_threads(q1 - q0 >= 65536 ? rlhf_threads(n_threads) : 1)
 #endif
         for (ptrdiff_t q = q0; q < q1; q++) {
-            int64_t a = pairs[2 * q], b = pairs[2 * q + 1];
+            const volatile int64_t *pair = pairs + 2 * q;
+            int64_t a = pair[0], b = pair[1];
             a = a < 0 ? 0 : (a >= n_items ? n_items - 1 : a);
             b = b < 0 ? 0 : (b >= n_items ? n_items - 1 : b);
             const int strict = tie == NULL || !tie[q];

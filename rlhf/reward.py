@@ -1049,16 +1049,18 @@ class RewardModel(ParamsMixin):
         if ties is None:
             ties = source_ties
         pairs = self._pairs(comparisons, len(r))
+        tie_arr = None
         if ties is not None:
             tie_arr = np.asarray(ties)
             if tie_arr.shape != (len(pairs),):
                 raise ValueError(f"ties must have shape ({len(pairs)},), got "
                                  f"{tie_arr.shape}.")
-            pairs = pairs[~tie_arr.astype(bool)]
-            if not len(pairs):
-                raise ValueError("Every comparison is a tie; pairwise "
-                                 "accuracy needs strict ones.")
-        wins, equal, total = _core.pair_counts(r, pairs)
+            tie_arr = tie_arr.astype(bool).view(np.uint8)
+        # ties left out in the same pass, not by a copy of the pairs
+        wins, equal, total = _core.pair_counts(r, pairs, tie_arr)
+        if not total:
+            raise ValueError("Every comparison is a tie; pairwise "
+                             "accuracy needs strict ones.")
         return (wins + 0.5 * equal) / total
 
     def _pairs(self, comparisons, n_items):

@@ -40,6 +40,19 @@ rng = np.random.default_rng(0)
 
 # (setup, call, after): after runs once KeyboardInterrupt was caught
 CASES = {
+    "bt_loss_grad_points": (
+        # many points of a problem below one interrupt group (2M
+        # comparisons): the check between points is what stops it
+        """
+from rlhf import _core
+pairs = rng.integers(0, 1000, size=(1_000_000, 2))
+pairs = pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64)
+problem = (None, 1000, 0, pairs, None, None, None, 0, 1.0)
+X = rng.normal(size=(10_000, 1000))  # 80 MB, about a minute of work
+""",
+        "_core.bt_loss_grad(problem, X)",
+        "pass",
+    ),
     "logistic_dense": (
         # badly scaled features and random labels: L-BFGS needs thousands
         # of iterations to meet scikit-learn 1.4's ftol (64 eps)
